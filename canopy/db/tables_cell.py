@@ -1,0 +1,211 @@
+"""Tables that belong to one cell (data center): hosts, services, instances with their actions and
+faults, the durable task rows, and the ports and IP allocations of the cell's segments."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from canopy.db.tables_global import NAMING
+from canopy.db.types import JSONType, UTCDateTime
+
+metadata = MetaData(naming_convention=NAMING)
+
+hosts = Table(
+    "hosts",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("uuid", String(36), nullable=False, unique=True),
+    Column("hypervisor_type", String(32), nullable=False, default="fake"),
+    Column("hypervisor_version", Integer, nullable=False, default=1000),
+    Column("host_ip", String(64), nullable=True),
+    Column("vcpus", Integer, nullable=False),
+    Column("memory_mb", Integer, nullable=False),
+    Column("local_gb", Integer, nullable=False),
+    Column("vcpus_used", Integer, nullable=False, default=0),
+    Column("memory_mb_used", Integer, nullable=False, default=0),
+    Column("local_gb_used", Integer, nullable=False, default=0),
+    Column("running_vms", Integer, nullable=False, default=0),
+    Column("cpu_allocation_ratio", Float, nullable=False, default=4.0),
+    Column("ram_allocation_ratio", Float, nullable=False, default=1.0),
+    Column("disk_allocation_ratio", Float, nullable=False, default=1.0),
+    Column("reserved_vcpus", Integer, nullable=False, default=0),
+    Column("reserved_memory_mb", Integer, nullable=False, default=512),
+    Column("reserved_disk_gb", Integer, nullable=False, default=0),
+    Column("availability_zone", String(255), nullable=False, default="nova"),
+    Column("datacenter", String(64), nullable=False, default="dc1"),
+    Column("rack", String(64), nullable=False, default=""),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("disabled_reason", String(255), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_hosts_updated_at", "updated_at"),
+)
+
+services = Table(
+    "services",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("uuid", String(36), nullable=False, unique=True),
+    Column("binary", String(64), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("version", String(32), nullable=False, default=""),
+    Column("last_seen_at", UTCDateTime, nullable=True),
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("disabled_reason", String(255), nullable=True),
+    Column("forced_down", Boolean, nullable=False, default=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("binary", "host", name="uq_services_binary_host"),
+)
+
+instances = Table(
+    "instances",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("uuid", String(36), nullable=False, unique=True),
+    Column("project_id", String(32), nullable=False),
+    Column("user_id", String(32), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("hostname", String(255), nullable=False, default=""),
+    Column("flavor_id", String(255), nullable=False),
+    Column("flavor", JSONType, nullable=False),
+    Column("image_ref", String(36), nullable=False, default=""),
+    Column("host", String(255), nullable=True),
+    Column("availability_zone", String(255), nullable=True),
+    Column("vm_state", String(32), nullable=False),
+    Column("task_state", String(32), nullable=True),
+    Column("power_state", Integer, nullable=False, default=0),
+    Column("key_name", String(255), nullable=True),
+    Column("key_data", Text, nullable=True),
+    Column("user_data", Text, nullable=True),
+    Column("config_drive", String(16), nullable=False, default=""),
+    Column("metadata", JSONType, nullable=False, default=dict),
+    Column("networks", JSONType, nullable=False, default=list),
+    Column("addresses", JSONType, nullable=False, default=dict),
+    Column("reservation_id", String(32), nullable=False, default=""),
+    Column("launch_index", Integer, nullable=False, default=0),
+    Column("locked", Boolean, nullable=False, default=False),
+    Column("progress", Integer, nullable=False, default=0),
+    Column("launched_at", UTCDateTime, nullable=True),
+    Column("terminated_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("deleted_at", UTCDateTime, nullable=True),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Index("ix_instances_project_deleted", "project_id", "deleted", "id"),
+    Index("ix_instances_updated_at", "updated_at"),
+    Index("ix_instances_host", "host"),
+    Index("ix_instances_vm_state", "vm_state"),
+)
+
+instance_faults = Table(
+    "instance_faults",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("instance_uuid", String(36), nullable=False),
+    Column("code", Integer, nullable=False),
+    Column("message", Text, nullable=False),
+    Column("details", Text, nullable=False, default=""),
+    Column("host", String(255), nullable=True),
+    Column("task_state", String(32), nullable=True),
+    Column("request_id", String(64), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_instance_faults_instance", "instance_uuid", "id"),
+)
+
+instance_actions = Table(
+    "instance_actions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("instance_uuid", String(36), nullable=False),
+    Column("request_id", String(64), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("user_id", String(32), nullable=True),
+    Column("project_id", String(32), nullable=True),
+    Column("start_time", UTCDateTime, nullable=False),
+    Column("finish_time", UTCDateTime, nullable=True),
+    Column("message", String(255), nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_instance_actions_instance", "instance_uuid", "request_id"),
+)
+
+instance_action_events = Table(
+    "instance_action_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("action_id", Integer, ForeignKey("instance_actions.id", ondelete="CASCADE"), nullable=False),
+    Column("event", String(255), nullable=False),
+    Column("start_time", UTCDateTime, nullable=False),
+    Column("finish_time", UTCDateTime, nullable=True),
+    Column("result", String(32), nullable=True),
+    Column("traceback", Text, nullable=True),
+    Column("host", String(255), nullable=True),
+    Column("details", Text, nullable=True),
+    Index("ix_instance_action_events_action", "action_id"),
+)
+
+# A durable task: written with the api's change, leased by one conductor; the bus only wakes conductors.
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("instance_uuid", String(36), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("action_id", Integer, nullable=True),
+    Column("payload", JSONType, nullable=False, default=dict),
+    Column("request_id", String(64), nullable=False),
+    Column("lease_owner", String(255), nullable=True),
+    Column("lease_expires_at", UTCDateTime, nullable=True),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_tasks_lease", "lease_expires_at"),
+    Index("ix_tasks_instance", "instance_uuid"),
+)
+
+ports = Table(
+    "ports",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("network_id", String(36), nullable=False),
+    Column("project_id", String(32), nullable=False),
+    Column("name", String(255), nullable=False, default=""),
+    Column("description", Text, nullable=False, default=""),
+    Column("mac_address", String(32), nullable=False, unique=True),
+    Column("device_id", String(255), nullable=False, default=""),
+    Column("device_owner", String(255), nullable=False, default=""),
+    Column("host_id", String(255), nullable=False, default=""),
+    Column("status", String(16), nullable=False, default="DOWN"),
+    Column("admin_state_up", Boolean, nullable=False, default=True),
+    Column("port_security_enabled", Boolean, nullable=False, default=True),
+    Column("allowed_address_pairs", JSONType, nullable=False, default=list),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_ports_network", "network_id"),
+    Index("ix_ports_device", "device_id"),
+    Index("ix_ports_project", "project_id"),
+)
+
+# The primary key makes "never the same address twice" the database's job, across any number of processes.
+ip_allocations = Table(
+    "ip_allocations",
+    metadata,
+    Column("subnet_id", String(36), primary_key=True),
+    Column("ip_address", String(64), primary_key=True),
+    Column("port_id", String(36), ForeignKey("ports.id", ondelete="CASCADE"), nullable=False),
+    Column("network_id", String(36), nullable=False),
+    Index("ix_ip_allocations_port", "port_id"),
+)
+
