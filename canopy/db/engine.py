@@ -21,10 +21,9 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
 
-T = TypeVar("T")
+from canopy.context import statement_origin
 
-# Which part of the system a statement was issued for (an API route, a conductor task): for budgets.
-statement_origin: contextvars.ContextVar[str] = contextvars.ContextVar("statement_origin", default="other")
+T = TypeVar("T")
 
 
 class StatementCounter:

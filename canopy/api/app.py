@@ -1,0 +1,98 @@
+"""The api process's ASGI application: one port, each OpenStack service under its own prefix.
+
+    /identity  Identity v3      /compute  Compute v2.1
+    /network   Network v2.0     /image    Image v2
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from starlette.datastructures import State
+from starlette.routing import BaseRoute, Router
+
+from canopy.api.http import json_response, not_found_app
+from canopy.api.middleware import ServiceMiddleware
+from canopy.runtime import Cloud
+
+
+class Service:
+    """One OpenStack service as the api serves it."""
+
+    def __init__(
+        self,
+        name: str,
+        routes: list[BaseRoute],
+        is_public: Callable[[str, str], bool],
+        prepare: Callable[[Any], dict[str, str]] | None = None,
+    ) -> None:
+        self.name = name
+        self.routes = routes
+        self.is_public = is_public
+        self.prepare = prepare
+
+
+class CloudApp:
+    """Dispatches by the first path segment to the service mounted there."""
+
+    def __init__(self, cloud: Cloud, services: dict[str, Service]) -> None:
+        self.state = State()
+        self.state.cloud = cloud
+        self.prefixes: dict[str, Any] = {}
+        for prefix, svc in services.items():
+            router = Router(routes=svc.routes, default=not_found_app, redirect_slashes=False)
+            self.prefixes[prefix] = ServiceMiddleware(
+                router, svc.name, lambda: cloud.tokens, svc.is_public, svc.prepare  # type: ignore[arg-type,return-value]
+            )
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        scope["app"] = self
+        path: str = scope["path"]
+        prefix = "/" + path.split("/", 2)[1]
+        service = self.prefixes.get(prefix)
+        if service is None:
+            await self._root(scope, receive, send)
+            return
+        if path == prefix:
+            scope["path"] = path + "/"
+        scope["root_path"] = scope.get("root_path", "") + prefix
+        await service(scope, receive, send)
+
+    async def _root(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["path"] in ("/", "/healthcheck"):
+            if scope["path"] == "/healthcheck":
+                response = json_response("OK")
+            else:
+                response = json_response({"services": sorted(self.prefixes)})
+        else:
+            response = json_response({"error": {"code": 404, "message": "Not found"}}, status=404)
+        await response(scope, receive, send)
+
+
+async def _lifespan(receive: Any, send: Any) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+def build_app(cloud: Cloud) -> CloudApp:
+    """The full API: identity, compute, network and image."""
+    from canopy.api import compute, identity, image, network
+
+    return CloudApp(
+        cloud,
+        {
+            "/identity": identity.service(),
+            "/compute": compute.service(),
+            "/network": network.service(),
+            "/image": image.service(),
+        },
+    )

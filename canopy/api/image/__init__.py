@@ -1,0 +1,10 @@
+"""Image v2 (Glance-shaped): image records, and their data in a local store folder."""
+
+from __future__ import annotations
+
+from canopy.api.app import Service
+from canopy.api.image import routes
+
+
+def service() -> Service:
+    return Service("image", routes.ROUTES, routes.is_public)

@@ -1,0 +1,113 @@
+"""The ASGI layer in front of each OpenStack service: request IDs, token authentication, and errors
+rendered in the service's own shape."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import uuid
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from starlette.exceptions import HTTPException
+
+from canopy import context
+from canopy.api.errors import ApiError, error_body
+from canopy.api.tokens import InvalidToken, TokenSigner
+
+log = logging.getLogger("canopy.api")
+
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
+
+_GLOBAL_ID = re.compile(r"^req-[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+
+
+class ServiceMiddleware:
+    """Wraps one service's router: every request gets an ID, a context, and errors in the right shape."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        service: str,
+        tokens: Callable[[], TokenSigner],
+        is_public: Callable[[str, str], bool],
+        prepare: Callable[[Scope], dict[str, str]] | None = None,
+    ) -> None:
+        self.app = app
+        self.service = service
+        self.tokens = tokens
+        self.is_public = is_public
+        self.prepare = prepare
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = f"req-{uuid.uuid4()}"
+        extra_headers = [(b"x-openstack-request-id", request_id.encode())]
+        if self.service == "compute":
+            extra_headers.append((b"x-compute-request-id", request_id.encode()))
+        started = False
+
+        async def send_with_headers(message: Any) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = list(message.get("headers", [])) + extra_headers
+            await send(message)
+
+        headers = {k.decode().lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        global_id = headers.get("x-openstack-request-id")
+        req_ctx = context.RequestContext(
+            request_id=request_id, global_request_id=global_id if global_id and _GLOBAL_ID.match(global_id) else None
+        )
+        token_ctx = context.set_current(req_ctx)
+        try:
+            path = scope["path"][len(scope.get("root_path", "")):] or "/"
+            if self.prepare is not None:
+                for k, v in self.prepare(scope).items():
+                    extra_headers.append((k.encode(), v.encode()))
+            if not self.is_public(scope["method"], path):
+                req_ctx = self._authenticate(headers, req_ctx)
+                context.set_current(req_ctx)
+            scope["canopy.ctx"] = req_ctx
+            await self.app(scope, receive, send_with_headers)
+        except ApiError as err:
+            if not started:
+                await self._send_error(send_with_headers, err)
+        except HTTPException as exc:
+            if not started:
+                await self._send_error(send_with_headers, ApiError(exc.status_code, str(exc.detail)))
+        except Exception:
+            log.exception("unexpected error serving %s %s", scope["method"], scope["path"])
+            if not started:
+                await self._send_error(send_with_headers, ApiError(500, "An unexpected error occurred; "
+                                                                   f"see the api log for request {request_id}."))
+        finally:
+            context.reset(token_ctx)
+
+    def _authenticate(self, headers: dict[str, str], req_ctx: context.RequestContext) -> context.RequestContext:
+        token = headers.get("x-auth-token")
+        if not token:
+            raise ApiError(401, "The request you have made requires authentication.")
+        try:
+            data = self.tokens().validate(token)
+        except InvalidToken as exc:
+            raise ApiError(401, str(exc)) from None
+        return context.RequestContext(
+            request_id=req_ctx.request_id,
+            global_request_id=req_ctx.global_request_id,
+            user_id=data.user_id,
+            project_id=data.project_id,
+            roles=data.roles,
+        )
+
+    async def _send_error(self, send: Any, err: ApiError) -> None:
+        body = json.dumps(error_body(self.service, err)).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if err.status == 401:
+            headers.append((b"www-authenticate", b'Keystone uri="/identity"'))
+        await send({"type": "http.response.start", "status": err.status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,105 @@
+"""The in-process bus: every service in one process (the all-in-one, the tests, the simulator).
+
+Messages are encoded and decoded exactly as on a network bus, so a field that does not survive the
+wire fails here too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections import defaultdict
+
+from canopy.rpc.base import (
+    CallTimeout,
+    Envelope,
+    Handler,
+    NoRoute,
+    Target,
+    dispatch,
+    unwrap_reply,
+)
+from canopy.rpc.messages import Message
+
+log = logging.getLogger(__name__)
+
+
+class LocalTransport:
+    """A bus inside one process."""
+
+    def __init__(self, default_timeout: float = 30.0) -> None:
+        self.default_timeout = default_timeout
+        self._shared: dict[str, list[Handler]] = defaultdict(list)
+        self._hosts: dict[tuple[str, str], Handler] = {}
+        self._rr: dict[str, itertools.count[int]] = defaultdict(itertools.count)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    async def start(self) -> None:
+        self._closed = False
+
+    async def close(self) -> None:
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        self._tasks.clear()
+
+    def serve(self, target: Target, handler: Handler) -> None:
+        if target.host:
+            self._hosts[(target.topic, target.host)] = handler
+        else:
+            self._shared[target.topic].append(handler)
+
+    def unserve(self, target: Target) -> None:
+        """Stop serving a target (an agent going away)."""
+        if target.host:
+            self._hosts.pop((target.topic, target.host), None)
+        else:
+            self._shared.pop(target.topic, None)
+
+    def _route(self, target: Target) -> Handler | None:
+        if target.host:
+            return self._hosts.get((target.topic, target.host))
+        handlers = self._shared.get(target.topic)
+        if not handlers:
+            return None
+        return handlers[next(self._rr[target.topic]) % len(handlers)]
+
+    def _spawn(self, coro: object) -> asyncio.Task[None]:
+        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def cast(self, target: Target, msg: Message) -> None:
+        handler = self._route(target)
+        if handler is None or self._closed:
+            log.warning("cast %s to %s dropped: nobody serves it", msg.kind, target)
+            return
+        env = Envelope.decode(Envelope.wrap(msg).encode())
+        self._spawn(dispatch(handler, env))
+
+    async def call(self, target: Target, msg: Message, timeout: float | None = None) -> Message:
+        handler = self._route(target)
+        if handler is None or self._closed:
+            raise NoRoute(f"nobody serves {target}")
+        env = Envelope.decode(Envelope.wrap(msg, reply_to="local").encode())
+        try:
+            reply = await asyncio.wait_for(
+                asyncio.shield(self._spawn(_reply_of(handler, env))), timeout or self.default_timeout
+            )
+        except TimeoutError:
+            raise CallTimeout(f"{msg.kind} to {target}: no reply in {timeout or self.default_timeout}s") from None
+        return unwrap_reply(Envelope.decode(reply.encode()))  # type: ignore[union-attr]
+
+    async def fanout(self, topic: str, msg: Message) -> None:
+        handlers = list(self._shared.get(topic, ()))
+        handlers += [h for (t, _host), h in self._hosts.items() if t == topic]
+        data = Envelope.wrap(msg).encode()
+        for handler in dict.fromkeys(handlers):
+            self._spawn(dispatch(handler, Envelope.decode(data)))
+
+
+async def _reply_of(handler: Handler, env: Envelope) -> Envelope | None:
+    return await dispatch(handler, env)
