@@ -145,3 +145,46 @@ async def api(cloud: Cloud) -> AsyncIterator[ApiClient]:
         yield client
     finally:
         await client.http.aclose()
+
+
+@pytest.fixture
+async def stack(data_dir: Path) -> AsyncIterator[Any]:
+    """A whole cloud in-process: api (no HTTP port), conductor, scheduler and 4 fake hypervisors."""
+    from canopy.allinone import AllInOne
+    from canopy.api.app import build_app
+
+    settings = make_settings(data_dir)
+    settings.fake.spawn_delay_s = 0.0
+    settings.fake.op_delay_s = 0.0
+    settings.fake.vcpus = 8
+    settings.fake.memory_mb = 16384
+    settings.fake.disk_gb = 200
+    settings.conductor.stop_timeout_s = 0.5
+    aio = AllInOne(settings, hosts=4, serve_http=False)
+    await aio.start()
+    aio.api = ApiClient(build_app(aio.cloud))  # type: ignore[attr-defined]
+    try:
+        yield aio
+    finally:
+        await aio.api.http.aclose()  # type: ignore[attr-defined]
+        await aio.stop()
+
+
+async def wait_for_server(api: ApiClient, server_id: str, statuses: set[str], *, as_user: str = "admin",
+                          timeout: float = 10.0) -> dict[str, Any]:
+    """Poll a server until its status is one of `statuses`; fail with its last view otherwise."""
+    import asyncio
+    import time
+
+    deadline = time.monotonic() + timeout
+    body: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        resp = await api.get(f"/compute/v2.1/servers/{server_id}", as_user=as_user)
+        if resp.status_code == 404 and "DELETED" in statuses:
+            return {"status": "DELETED"}
+        assert resp.status_code == 200, resp.text
+        body = resp.json()["server"]
+        if body["status"] in statuses:
+            return body
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"server {server_id} never reached {statuses}; last: {body}")

@@ -146,22 +146,23 @@ class Database:
         with self._engine_for("reader_fresh").connect() as conn, conn.begin():
             yield conn
 
-    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+    async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run `fn(conn, *args)` in a writer transaction."""
-        return await self._run(self.writer, fn, args)
+        return await self._run(self.writer, fn, args, kwargs)
 
-    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+    async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run `fn(conn, *args)` in a reader transaction."""
-        return await self._run(self.reader, fn, args)
+        return await self._run(self.reader, fn, args, kwargs)
 
-    async def read_fresh(self, fn: Callable[..., T], *args: Any) -> T:
+    async def read_fresh(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run `fn(conn, *args)` in a reader_fresh transaction."""
-        return await self._run(self.reader_fresh, fn, args)
+        return await self._run(self.reader_fresh, fn, args, kwargs)
 
-    async def _run(self, context: Callable[[], Any], fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    async def _run(self, context: Callable[[], Any], fn: Callable[..., T], args: tuple[Any, ...],
+                   kwargs: dict[str, Any]) -> T:
         def unit() -> T:
             with context() as conn:
-                return fn(conn, *args)
+                return fn(conn, *args, **kwargs)
 
         if self.inline:
             return unit()

@@ -80,6 +80,7 @@ instances = Table(
     Column("user_id", String(32), nullable=False),
     Column("name", String(255), nullable=False),
     Column("hostname", String(255), nullable=False, default=""),
+    Column("description", Text, nullable=True),
     Column("flavor_id", String(255), nullable=False),
     Column("flavor", JSONType, nullable=False),
     Column("image_ref", String(36), nullable=False, default=""),

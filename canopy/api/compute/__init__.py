@@ -1,9 +1,41 @@
-"""Compute v2.1 (Nova-shaped) with microversions."""
+"""Compute v2.1 (Nova-shaped) with microversions 2.1–2.87."""
 
 from __future__ import annotations
 
 from canopy.api.app import Service
+from canopy.api.compute import (
+    actions,
+    flavors,
+    hypervisors,
+    keypairs,
+    microversion,
+    os_services,
+    quotas,
+    servers,
+    versions,
+    zones,
+)
+from canopy.api.http import route
+
+PUBLIC = {("GET", "/"), ("GET", "/v2.1"), ("GET", "/v2.1/")}
+
+
+def is_public(method: str, path: str) -> bool:
+    return (method, path) in PUBLIC
 
 
 def service() -> Service:
-    return Service("compute", [], lambda m, p: True)
+    routes = [
+        route("/", versions.versions, ["GET"], "compute:versions"),
+        route("/v2.1", versions.version_v21, ["GET"], "compute:version"),
+        route("/v2.1/", versions.version_v21, ["GET"], "compute:version/"),
+        *servers.ROUTES,
+        *actions.ROUTES,
+        *flavors.ROUTES,
+        *keypairs.ROUTES,
+        *os_services.ROUTES,
+        *hypervisors.ROUTES,
+        *quotas.ROUTES,
+        *zones.ROUTES,
+    ]
+    return Service("compute", routes, is_public, microversion.prepare)

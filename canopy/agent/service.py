@@ -1,0 +1,142 @@
+"""The agent: one per hypervisor. Registers its host, heartbeats, and runs driver operations that
+conductors send it. It has no database credentials; everything arrives in the messages."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+
+from canopy import __version__
+from canopy.agent.virt.base import DriverError, PowerState, VirtDriver
+from canopy.rpc.base import BusError, Target, Transport
+from canopy.rpc.calls import (
+    DestroyInstance,
+    Heartbeat,
+    InstanceState,
+    PowerAction,
+    RegisterHost,
+    SpawnInstance,
+    StepResult,
+)
+from canopy.rpc.messages import Ack, Message
+
+log = logging.getLogger("canopy.agent")
+
+AGENT_BINARY = "canopy-agent"
+
+
+class Agent:
+    """Serves `agent.<host>` on the bus for one hypervisor."""
+
+    def __init__(
+        self,
+        host: str,
+        driver: VirtDriver,
+        bus: Transport,
+        *,
+        heartbeat_s: float = 10.0,
+        availability_zone: str = "nova",
+        datacenter: str = "dc1",
+        rack: str = "",
+        rng: random.Random | None = None,
+    ) -> None:
+        self.host = host
+        self.driver = driver
+        self.bus = bus
+        self.heartbeat_s = heartbeat_s
+        self.availability_zone = availability_zone
+        self.datacenter = datacenter
+        self.rack = rack
+        self.rng = rng or random.Random()
+        self._heartbeat: asyncio.Task[None] | None = None
+
+    async def start(self, register_timeout_s: float = 60.0) -> None:
+        """Register with a conductor (retrying with backoff), then serve and heartbeat."""
+        self.bus.serve(Target("agent", self.host), self.handle)
+        await self._register(register_timeout_s)
+        self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name=f"heartbeat-{self.host}")
+
+    async def stop(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            self._heartbeat = None
+
+    async def _register(self, timeout_s: float) -> None:
+        info = self.driver.host_info()
+        msg = RegisterHost(
+            host=self.host, hypervisor_type=info.hypervisor_type, hypervisor_version=info.hypervisor_version,
+            host_ip=info.host_ip, vcpus=info.vcpus, memory_mb=info.memory_mb, local_gb=info.local_gb,
+            availability_zone=self.availability_zone, datacenter=self.datacenter, rack=self.rack,
+            service_version=__version__,
+        )
+        deadline = time.monotonic() + timeout_s
+        delay = 0.1
+        while True:
+            try:
+                await self.bus.call(Target("conductor"), msg, timeout=10)
+                return
+            except BusError as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("agent %s: registration failed (%s); retrying in %.1fs", self.host, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _heartbeat_loop(self) -> None:
+        # Start at a random point of the interval so that thousands of agents don't beat in step.
+        await asyncio.sleep(self.rng.uniform(0, self.heartbeat_s))
+        while True:
+            await self.bus.cast(Target("conductor"), Heartbeat(binary=AGENT_BINARY, host=self.host,
+                                                               service_version=__version__, sent_at=time.time()))
+            await asyncio.sleep(self.heartbeat_s)
+
+    async def handle(self, msg: Message) -> Message | None:
+        """Run one operation a conductor asked for."""
+        if isinstance(msg, SpawnInstance):
+            await self.driver.spawn(msg.instance)
+            return InstanceState(instance_uuid=msg.instance.uuid, power_state=PowerState.RUNNING,
+                                 steps=[StepResult(event="spawn", result="Success", details=self.host)])
+        if isinstance(msg, PowerAction):
+            return await self._power(msg)
+        if isinstance(msg, DestroyInstance):
+            await self.driver.destroy(msg.instance_uuid)
+            return Ack()
+        raise ValueError(f"agent {self.host} does not handle {msg.kind}")
+
+    async def _power(self, msg: PowerAction) -> InstanceState:
+        uuid, steps = msg.instance_uuid, []
+        if msg.action == "start":
+            await self.driver.power_on(uuid)
+            steps.append(StepResult(event="power_on", result="Success"))
+        elif msg.action in ("stop", "stop_soft"):
+            clean = await self.driver.shutdown(uuid, msg.timeout_s)
+            steps.append(StepResult(event="clean_shutdown", result="Success" if clean else "Timeout",
+                                    details="" if clean else f"guest still running after {msg.timeout_s:g}s"))
+            if not clean and msg.action == "stop_soft":
+                raise DriverError(f"guest ignored the shutdown request for {msg.timeout_s:g}s; it is still running")
+            if not clean:
+                await self.driver.power_off(uuid)
+                steps.append(StepResult(event="hard_power_off", result="Success"))
+        elif msg.action == "stop_hard":
+            await self.driver.power_off(uuid)
+            steps.append(StepResult(event="hard_power_off", result="Success"))
+        elif msg.action == "reboot_soft":
+            steps.extend(await self._soft_reboot(uuid, msg.timeout_s))
+        elif msg.action == "reboot_hard":
+            await self.driver.reboot(uuid, hard=True)
+            steps.append(StepResult(event="hard_reboot", result="Success"))
+        else:
+            raise ValueError(f"unknown power action {msg.action!r}")
+        return InstanceState(instance_uuid=uuid, power_state=await self.driver.power_state(uuid), steps=steps)
+
+    async def _soft_reboot(self, uuid: str, timeout_s: float) -> list[StepResult]:
+        try:
+            await asyncio.wait_for(self.driver.reboot(uuid, hard=False), timeout_s)
+            return [StepResult(event="soft_reboot", result="Success")]
+        except (DriverError, TimeoutError) as exc:
+            # As Nova does: a guest that won't reboot cleanly is rebooted hard.
+            await self.driver.reboot(uuid, hard=True)
+            return [StepResult(event="soft_reboot", result="Error", details=str(exc) or "timed out"),
+                    StepResult(event="hard_reboot", result="Success")]

@@ -1,0 +1,1 @@
+"""Virt drivers: what an agent uses to run guests (the fake here; libvirt later)."""

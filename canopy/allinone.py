@@ -1,0 +1,102 @@
+"""Every service in one process on the embedded defaults: SQLite, the in-process bus, simulated
+hypervisors. `make run` starts this; the tests and benchmarks start it too."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from dataclasses import dataclass, field
+
+from canopy.agent.service import Agent
+from canopy.agent.virt.fake import FakeDriver
+from canopy.config import Settings
+from canopy.db.migrate import upgrade_all
+from canopy.rpc.factory import make_transport
+from canopy.runtime import Cloud, open_databases
+from canopy.seed import seed
+
+log = logging.getLogger("canopy.allinone")
+
+
+@dataclass
+class AllInOne:
+    """A whole cloud: api, scheduler, conductor and N fake agents, sharing one bus."""
+
+    settings: Settings
+    hosts: int = 50
+    serve_http: bool = True
+    cloud: Cloud | None = None
+    agents: list[Agent] = field(default_factory=list)
+    drivers: dict[str, FakeDriver] = field(default_factory=dict)
+    _server: object | None = None
+    _server_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Migrate, seed, and start every service; returns once the api answers."""
+        from canopy.conductor.service import Conductor
+        from canopy.scheduler.service import Scheduler
+
+        s = self.settings
+        dbs = open_databases(s)
+        upgrade_all(dbs)
+        seed(dbs, s.data_dir / "images")
+        bus = make_transport(s.bus, bind=True)
+        await bus.start()
+        self.cloud = cloud = Cloud(settings=s, dbs=dbs, bus=bus)
+        self.conductor = Conductor(cloud, name="conductor-0")
+        await self.conductor.start()
+        await self._start_agents()
+        self.scheduler = Scheduler(dbs.cell(cloud.cell_name), bus, clock=cloud.clock, refresh_s=s.scheduler.refresh_s,
+                                   strategy=s.scheduler.weigher, top_k=s.scheduler.top_k,
+                                   service_down_s=s.scheduler.service_down_s)
+        await self.scheduler.start()
+        await self.conductor.flush_heartbeats()
+        if self.serve_http:
+            await self._start_http()
+
+    async def _start_agents(self) -> None:
+        fake, rng = self.settings.fake, random.Random(7)
+        for n in range(self.hosts):
+            name = f"hv-{n + 1:04d}"
+            driver = FakeDriver(name, vcpus=fake.vcpus, memory_mb=fake.memory_mb, local_gb=fake.disk_gb,
+                                spawn_delay_s=fake.spawn_delay_s, op_delay_s=fake.op_delay_s)
+            self.drivers[name] = driver
+            rack = f"r{n // 40 + 1:02d}"
+            self.agents.append(Agent(name, driver, self.cloud.bus, heartbeat_s=self.settings.agent.heartbeat_s,  # type: ignore[union-attr]
+                                     availability_zone=self.settings.agent.availability_zone,
+                                     datacenter=self.settings.agent.datacenter, rack=rack, rng=rng))
+        # Register in batches: a thousand agents at once would only queue on one database.
+        for i in range(0, len(self.agents), 100):
+            await asyncio.gather(*(a.start() for a in self.agents[i:i + 100]))
+
+    async def _start_http(self) -> None:
+        import uvicorn
+
+        from canopy.api.app import build_app
+
+        s = self.settings
+        config = uvicorn.Config(build_app(self.cloud), host=s.api.host, port=s.api.port,  # type: ignore[arg-type]
+                                lifespan="off", log_level="warning", access_log=False)
+        server = uvicorn.Server(config)
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._server = server
+        self._server_task = asyncio.create_task(server.serve())
+        while not server.started:
+            if self._server_task.done():
+                self._server_task.result()
+                raise RuntimeError("the api server stopped during start-up")
+            await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        """Stop every service and close the databases."""
+        if self._server is not None:
+            self._server.should_exit = True  # type: ignore[attr-defined]
+            if self._server_task is not None:
+                await self._server_task
+        for agent in self.agents:
+            await agent.stop()
+        if self.cloud is not None:
+            await self.conductor.stop()
+            await self.cloud.bus.close()
+            self.cloud.dbs.dispose()

@@ -1,0 +1,46 @@
+"""Helpers the compute handlers share: the cloud, the cell database, links, and instance lookup."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, select
+from starlette.requests import Request
+
+from canopy.api.errors import ApiError
+from canopy.api.http import ctx
+from canopy.db import tables_cell as c
+from canopy.db.engine import Database
+from canopy.runtime import Cloud
+
+
+def cloud_of(request: Request) -> Cloud:
+    return request.app.state.cloud  # type: ignore[no-any-return]
+
+
+def cell_db(request: Request) -> Database:
+    cloud = cloud_of(request)
+    return cloud.dbs.cell(cloud.cell_name)
+
+
+def link(request: Request, *parts: str) -> list[dict[str, str]]:
+    """Nova's self and bookmark links for a resource."""
+    base = cloud_of(request).settings.api.public_url.rstrip("/") + "/compute"
+    tail = "/".join(parts)
+    project = ctx(request).project_id or ""
+    return [{"rel": "self", "href": f"{base}/v2.1/{project}/{tail}" if project else f"{base}/v2.1/{tail}"},
+            {"rel": "bookmark", "href": f"{base}/{project}/{tail}" if project else f"{base}/{tail}"}]
+
+
+def instance_not_found(instance_uuid: str) -> ApiError:
+    return ApiError(404, f"Instance {instance_uuid} could not be found.")
+
+
+def load_visible_instance(conn: Connection, instance_uuid: str, project_id: str | None,
+                          is_admin: bool) -> dict[str, Any]:
+    """The instance if the caller may see it (admins see all; others their project's), else 404."""
+    q = select(c.instances).where(c.instances.c.uuid == instance_uuid, c.instances.c.deleted.is_(False))
+    row = conn.execute(q).mappings().first()
+    if row is None or (not is_admin and row["project_id"] != project_id):
+        raise instance_not_found(instance_uuid)
+    return dict(row)

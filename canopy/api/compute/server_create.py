@@ -1,0 +1,361 @@
+"""`POST /servers`: validate everything, then write the instances, their actions and durable tasks
+(with the quota reservation) in one go, and wake a conductor. Bad input writes nothing."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import ipaddress
+import re
+import time
+import uuid as uuidlib
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy import Connection, insert, or_, select
+from starlette.requests import Request
+
+from canopy import states
+from canopy.api.compute.common import cloud_of
+from canopy.api.compute.quota_store import QuotaExceeded, reserve
+from canopy.api.errors import ApiError, bad_request
+from canopy.api.http import ctx, is_uuid, validate
+from canopy.context import RequestContext
+from canopy.db import tables_cell as c
+from canopy.db import tables_global as g
+from canopy.runtime import Cloud
+
+_FLAVOR_CACHE: dict[str, tuple[float, dict[str, Any]]] = {}
+FLAVOR_CACHE_S = 10.0
+
+
+class NetworkRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    uuid: str | None = None
+    port: str | None = None
+    fixed_ip: str | None = None
+    tag: str | None = None
+
+
+class ServerCreate(BaseModel):
+    """The `server` object of a create request (Nova's schema, 2.1–2.87)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    name: str = Field(min_length=1, max_length=255)
+    imageRef: str | None = None
+    flavorRef: str | int
+    networks: list[NetworkRequest] | Literal["auto", "none"] | None = None
+    key_name: str | None = Field(default=None, max_length=255)
+    user_data: str | None = Field(default=None, max_length=65535)
+    metadata: dict[str, str] | None = None
+    availability_zone: str | None = Field(default=None, max_length=255)
+    min_count: int = Field(default=1, ge=1)
+    max_count: int | None = Field(default=None, ge=1)
+    return_reservation_id: bool = False
+    config_drive: bool | str | None = None
+    adminPass: str | None = None
+    accessIPv4: str | None = None
+    accessIPv6: str | None = None
+    security_groups: list[dict[str, str]] | None = None
+    block_device_mapping_v2: list[dict[str, Any]] | None = None
+    disk_config: Literal["AUTO", "MANUAL"] | None = Field(default=None, alias="OS-DCF:diskConfig")
+    description: str | None = Field(default=None, max_length=255)
+    tags: list[str] | None = None
+    personality: list[dict[str, str]] | None = None
+    host: str | None = None
+    hypervisor_hostname: str | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _no_outer_whitespace(cls, v: str) -> str:
+        if v != v.strip():
+            raise ValueError("the name must not start or end with white space")
+        return v
+
+
+# Keys that exist only from (or until) a microversion.
+_VERSIONED_KEYS = {"description": ((2, 19), None), "tags": ((2, 52), None), "personality": (None, (2, 56)),
+                   "host": ((2, 74), None), "hypervisor_hostname": ((2, 74), None)}
+
+
+def parse_server(body: dict[str, Any], mv: tuple[int, int]) -> ServerCreate:
+    """Validate a create body at a microversion; 400 names the first wrong field."""
+    for key, (low, high) in _VERSIONED_KEYS.items():
+        if key in body and ((low and mv < low) or (high and mv > high)):
+            raise bad_request(f"Invalid input for field/attribute server. Additional properties are not "
+                              f"allowed ('{key}' was unexpected)")
+    server = validate(ServerCreate, body, "server")
+    if server.networks is None and mv >= (2, 37):
+        raise bad_request("Invalid input for field/attribute server. 'networks' is a required property")
+    if isinstance(server.networks, str) and mv < (2, 37):
+        raise bad_request(f"Invalid input for field/attribute networks. Value: {server.networks}. "
+                          f"'{server.networks}' is not of type 'array'")
+    if server.max_count is not None and server.max_count < server.min_count:
+        raise bad_request("min_count must be <= max_count")
+    if server.user_data is not None:
+        try:
+            base64.b64decode(server.user_data, validate=True)
+        except (binascii.Error, ValueError):
+            raise bad_request("Invalid input for field/attribute user_data. Value: <data>. "
+                              "'user_data' is not base64 encoded") from None
+    if server.block_device_mapping_v2:
+        raise bad_request("Block device mapping is not supported by this cloud; boot from an image.")
+    for net in server.networks if isinstance(server.networks, list) else []:
+        _check_network_request(net)
+    return server
+
+
+def _check_network_request(net: NetworkRequest) -> None:
+    if net.port:
+        raise bad_request("Booting with a pre-created port is not supported yet; pass a network uuid.")
+    if not net.uuid:
+        raise bad_request("Invalid input for field/attribute networks. A network 'uuid' is required.")
+    if not is_uuid(net.uuid):
+        raise bad_request(f"Bad networks format: network uuid is not in proper format ({net.uuid})")
+    if net.fixed_ip is not None:
+        try:
+            ipaddress.ip_address(net.fixed_ip)
+        except ValueError:
+            raise bad_request(f"Invalid input for field/attribute fixed_ip. Value: {net.fixed_ip}. "
+                              f"'{net.fixed_ip}' is not a valid IP address") from None
+
+
+def hostname_of(name: str, fallback: str) -> str:
+    """A DNS-safe hostname from a display name, as Nova sanitizes it."""
+    host = re.sub(r"[^a-z0-9-]+", "-", name.lower()).strip("-.")[:63].strip("-")
+    return host or f"server-{fallback}"
+
+
+def _load_flavor(conn: Connection, flavor_id: str) -> dict[str, Any] | None:
+    row = conn.execute(select(g.flavors).where(g.flavors.c.id == flavor_id)).mappings().first()
+    return dict(row) if row else None
+
+
+async def find_flavor(cloud: Cloud, flavor_id: str) -> dict[str, Any]:
+    """A flavor by id, cached briefly (flavors don't change once made; a deleted one ages out)."""
+    hit = _FLAVOR_CACHE.get(flavor_id)
+    if hit and time.monotonic() - hit[0] < FLAVOR_CACHE_S:
+        return hit[1]
+    flavor = await cloud.dbs.global_db.read(_load_flavor, flavor_id)
+    if flavor is None:
+        raise bad_request(f"Flavor {flavor_id} could not be found.")
+    _FLAVOR_CACHE[flavor_id] = (time.monotonic(), flavor)
+    return flavor
+
+
+def _image_ref(ref: str) -> str:
+    image_id = ref.rstrip("/").rsplit("/", 1)[-1]
+    if not is_uuid(image_id):
+        raise bad_request(f"Invalid imageRef provided: {ref}")
+    return image_id
+
+
+def _lookups(conn: Connection, rc: RequestContext, image_id: str, network_ids: list[str] | None,
+             key_name: str | None) -> dict[str, Any]:
+    """Image, networks (with their subnets, one query) and key pair the request names."""
+    image = conn.execute(select(g.images).where(g.images.c.id == image_id)).mappings().first()
+    found: dict[str, Any] = {"image": dict(image) if image else None, "networks": {}, "key": None}
+    n, s = g.networks.c, g.subnets.c
+    q = select(g.networks, g.subnets).select_from(g.networks.outerjoin(g.subnets, s.network_id == n.id))
+    if network_ids is not None:
+        q = q.where(n.id.in_(network_ids))
+    else:  # "auto": the shared networks, and the project's own
+        q = q.where(or_(n.shared.is_(True), n.project_id == rc.project_id))
+    for row in conn.execute(q).all():
+        m = row._mapping
+        net = found["networks"].setdefault(m[n.id], {"network": _net_fields(m, n), "subnets": []})
+        if m[s.id] is not None:
+            net["subnets"].append(_subnet_fields(m, s))
+    if key_name:
+        key = conn.execute(select(g.keypairs.c.public_key).where(
+            g.keypairs.c.user_id == rc.user_id, g.keypairs.c.name == key_name)).first()
+        found["key"] = key[0] if key else None
+    return found
+
+
+def _net_fields(m: Any, n: Any) -> dict[str, Any]:
+    return {"id": m[n.id], "name": m[n.name], "project_id": m[n.project_id], "shared": m[n.shared],
+            "network_type": m[n.network_type], "physical_network": m[n.physical_network],
+            "segmentation_id": m[n.segmentation_id], "mtu": m[n.mtu], "external": m[n.external]}
+
+
+def _subnet_fields(m: Any, s: Any) -> dict[str, Any]:
+    return {"id": m[s.id], "network_id": m[s.network_id], "ip_version": m[s.ip_version], "cidr": m[s.cidr],
+            "gateway_ip": m[s.gateway_ip], "allocation_pools": m[s.allocation_pools],
+            "dns_nameservers": m[s.dns_nameservers], "host_routes": m[s.host_routes],
+            "segment_id": m[s.segment_id], "name": m[s.name]}
+
+
+def _image_visible(image: dict[str, Any], rc: RequestContext) -> bool:
+    return rc.is_admin or image["visibility"] in ("public", "community") or image["owner"] == rc.project_id
+
+
+def check_image(image: dict[str, Any] | None, image_id: str, flavor: dict[str, Any], rc: RequestContext) -> None:
+    if image is None or not _image_visible(image, rc):
+        raise bad_request(f"Image {image_id} could not be found.")
+    if image["status"] != "active":
+        raise bad_request(f"Image {image_id} is not active.")
+    if flavor["disk_gb"] and image["size"] and image["size"] > flavor["disk_gb"] * 1024**3:
+        raise bad_request(f"Flavor's disk is too small for requested image. Flavor disk is "
+                          f"{flavor['disk_gb'] * 1024**3} bytes, image is {image['size']} bytes.")
+    if flavor["disk_gb"] and image["min_disk"] > flavor["disk_gb"]:
+        raise bad_request("Flavor's disk is too small for requested image.")
+    if image["min_ram"] > flavor["ram_mb"]:
+        raise bad_request("Flavor's memory is too small for requested image.")
+
+
+def pick_networks(server: ServerCreate, found: dict[str, Any], rc: RequestContext) -> list[dict[str, Any]]:
+    """The networks to attach, each with the fixed IP asked for (if any)."""
+    nets = found["networks"]
+    if server.networks == "none":
+        return []
+    if isinstance(server.networks, list):
+        chosen = []
+        for req in server.networks:
+            net = nets.get(req.uuid)
+            if net is None or not (rc.is_admin or net["network"]["shared"]
+                                   or net["network"]["project_id"] == rc.project_id):
+                raise bad_request(f"Network {req.uuid} could not be found.")
+            chosen.append({**net, "fixed_ip": req.fixed_ip})
+        return chosen
+    if len(nets) == 0:
+        return []
+    if len(nets) > 1:
+        own = [n for n in nets.values() if n["network"]["project_id"] == rc.project_id]
+        if len(own) != 1:
+            raise ApiError(409, "Multiple possible networks found, use a Network ID to be more specific.")
+        return [{**own[0], "fixed_ip": None}]
+    return [{**next(iter(nets.values())), "fixed_ip": None}]
+
+
+def flavor_snapshot(flavor: dict[str, Any]) -> dict[str, Any]:
+    return {"id": flavor["id"], "name": flavor["name"], "vcpus": flavor["vcpus"], "ram": flavor["ram_mb"],
+            "disk": flavor["disk_gb"], "ephemeral": flavor["ephemeral_gb"], "swap": flavor["swap_mb"],
+            "extra_specs": flavor["extra_specs"] or {}}
+
+
+def placement_hints(server: ServerCreate, rc: RequestContext) -> tuple[str | None, str | None]:
+    """The availability zone, and a host forced by an admin (`zone:host` or the 2.74 `host` field)."""
+    zone, force = server.availability_zone, server.host or server.hypervisor_hostname
+    if zone and ":" in zone:
+        zone, _, force_part = zone.partition(":")
+        force = force_part.split(":")[0] or force
+        zone = zone or None
+    if force and not rc.is_admin:
+        raise ApiError(403, "Policy doesn't allow os_compute_api:servers:create:forced_host to be performed.")
+    return zone, force
+
+
+async def create_servers(request: Request, server: ServerCreate) -> tuple[list[str], str]:
+    """Validate against the database, write everything, wake conductors; the new UUIDs and reservation id."""
+    cloud, rc = cloud_of(request), ctx(request)
+    flavor = await find_flavor(cloud, str(server.flavorRef))
+    if not server.imageRef:
+        raise bad_request("Missing imageRef attribute")
+    image_id = _image_ref(server.imageRef)
+    network_ids = [n.uuid for n in server.networks if n.uuid] if isinstance(server.networks, list) else None
+    found = await cloud.dbs.global_db.read(_lookups, rc, image_id, network_ids, server.key_name)
+    check_image(found["image"], image_id, flavor, rc)
+    if server.key_name and found["key"] is None:
+        raise bad_request("Invalid key_name provided.")
+    networks = pick_networks(server, found, rc)
+    zone, force_host = placement_hints(server, rc)
+    plan = _plan(server, rc, flavor, image_id, networks, found["key"], zone, force_host)
+    await _write(cloud, rc, plan, server)
+    from canopy.rpc.base import Target
+    from canopy.rpc.calls import WakeTask
+
+    for item in plan["instances"]:
+        await cloud.bus.cast(Target("conductor"), WakeTask(
+            task_id=item["task"]["id"], instance_uuid=item["uuid"], task_kind="build", task=item["task"]))
+    return [i["uuid"] for i in plan["instances"]], plan["reservation_id"]
+
+
+def _plan(server: ServerCreate, rc: RequestContext, flavor: dict[str, Any], image_id: str,
+          networks: list[dict[str, Any]], key_data: str | None, zone: str | None,
+          force_host: str | None) -> dict[str, Any]:
+    count = server.max_count or server.min_count
+    snap = flavor_snapshot(flavor)
+    instances = []
+    for i in range(count):
+        uuid = str(uuidlib.uuid4())
+        name = server.name if count == 1 else f"{server.name}-{i + 1}"
+        payload = {"flavor": snap, "image_id": image_id, "networks": networks, "availability_zone": zone,
+                   "force_host": force_host, "key_data": key_data, "user_data": server.user_data,
+                   "metadata": server.metadata or {}, "name": name, "hostname": hostname_of(name, uuid),
+                   "project_id": rc.project_id, "user_id": rc.user_id}
+        instances.append({"uuid": uuid, "name": name, "launch_index": i, "payload": payload})
+    return {"instances": instances, "flavor": snap, "image_id": image_id, "count": count,
+            "min_count": server.min_count, "reservation_id": f"r-{uuidlib.uuid4().hex[:8]}", "zone": zone,
+            "key_data": key_data}
+
+
+async def _write(cloud: Cloud, rc: RequestContext, plan: dict[str, Any], server: ServerCreate) -> None:
+    """Quota and mappings (global), instances/actions/tasks (cell): one transaction when one database."""
+    gdb, cdb = cloud.dbs.global_db, cloud.dbs.cell(cloud.cell_name)
+    now = cloud.clock.now()
+
+    def write_global(conn: Connection) -> None:
+        _reserve(conn, cloud, rc, plan)
+        conn.execute(insert(g.instance_mappings), [
+            {"instance_uuid": i["uuid"], "cell_name": cloud.cell_name, "project_id": rc.project_id}
+            for i in plan["instances"]])
+
+    def write_cell(conn: Connection) -> None:
+        for item in plan["instances"]:
+            _insert_instance(conn, rc, plan, server, item, now)
+
+    if gdb is cdb:
+        await gdb.write(lambda conn: (write_global(conn), write_cell(conn)))
+        return
+    await gdb.write(write_global)
+    try:
+        await cdb.write(write_cell)
+    except Exception:
+        await gdb.write(_undo_global, plan, rc)
+        raise
+
+
+def _reserve(conn: Connection, cloud: Cloud, rc: RequestContext, plan: dict[str, Any]) -> None:
+    f = plan["flavor"]
+    try:
+        reserve(conn, rc.project_id or "", {"instances": plan["count"], "cores": f["vcpus"] * plan["count"],
+                                            "ram": f["ram"] * plan["count"]}, cloud.settings.quota)
+    except QuotaExceeded as exc:
+        if plan["min_count"] < plan["count"]:
+            plan["count"] = plan["min_count"]
+            plan["instances"] = plan["instances"][: plan["count"]]
+            _reserve(conn, cloud, rc, plan)
+            return
+        raise ApiError(403, str(exc)) from None
+
+
+def _undo_global(conn: Connection, plan: dict[str, Any], rc: RequestContext) -> None:
+    from canopy.conductor.records import release_quota
+
+    f, n = plan["flavor"], plan["count"]
+    release_quota(conn, rc.project_id or "", n, f["vcpus"] * n, f["ram"] * n)
+    conn.execute(g.instance_mappings.delete().where(
+        g.instance_mappings.c.instance_uuid.in_([i["uuid"] for i in plan["instances"]])))
+
+
+def _insert_instance(conn: Connection, rc: RequestContext, plan: dict[str, Any], server: ServerCreate,
+                     item: dict[str, Any], now: Any) -> None:
+    p = item["payload"]
+    conn.execute(insert(c.instances).values(
+        uuid=item["uuid"], project_id=rc.project_id, user_id=rc.user_id, name=item["name"],
+        hostname=p["hostname"], description=server.description, flavor_id=plan["flavor"]["id"],
+        flavor=plan["flavor"], image_ref=plan["image_id"], host=None, availability_zone=plan["zone"],
+        vm_state=states.BUILDING, task_state=states.SCHEDULING, power_state=0, key_name=server.key_name,
+        key_data=plan["key_data"], user_data=server.user_data,
+        config_drive="True" if server.config_drive in (True, "True", "true", "1") else "",
+        metadata=server.metadata or {}, networks=[n["network"]["id"] for n in p["networks"]], addresses={},
+        reservation_id=plan["reservation_id"], launch_index=item["launch_index"], locked=False, progress=0,
+        created_at=now, updated_at=now, deleted=False))
+    action_id = conn.execute(insert(c.instance_actions).values(
+        instance_uuid=item["uuid"], request_id=rc.request_id, action="create", user_id=rc.user_id,
+        project_id=rc.project_id, start_time=now, updated_at=now)).inserted_primary_key[0]
+    task = {"instance_uuid": item["uuid"], "kind": "build", "action_id": action_id, "payload": p,
+            "request_id": rc.request_id, "attempts": 0, "created_at": now}
+    task_id = conn.execute(insert(c.tasks).values(**task)).inserted_primary_key[0]
+    item["task"] = {**task, "id": task_id, "created_at": None}

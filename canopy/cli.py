@@ -1,0 +1,214 @@
+"""The `canopy` command: run each service, or all of them in one process; manage the database."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from canopy.config import Settings, load_settings
+
+app = typer.Typer(help="Canopy: a cloud control plane for hosting providers (OpenStack APIs).",
+                  no_args_is_help=True, add_completion=False)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+console = Console()
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML configuration file (or CANOPY_CONFIG).")]
+DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Folder for the SQLite file, images, secrets.")]
+
+
+def _settings(config: Path | None, data_dir: Path | None = None) -> Settings:
+    if config is not None:
+        os.environ["CANOPY_CONFIG"] = str(config)
+    overrides = {"data_dir": data_dir} if data_dir is not None else {}
+    settings = load_settings(**overrides)
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    return settings
+
+
+def _run_until_signalled(start: object, stop: object) -> None:
+    """Run a service until SIGINT/SIGTERM, then stop it cleanly."""
+
+    async def main() -> None:
+        done = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, done.set)
+        await start()  # type: ignore[operator]
+        await done.wait()
+        console.print("[bold]stopping…[/bold]")
+        await stop()  # type: ignore[operator]
+
+    asyncio.run(main())
+
+
+@app.command("all-in-one")
+def all_in_one(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    hosts: Annotated[int | None, typer.Option(help="How many simulated hypervisors.")] = None,
+    port: Annotated[int | None, typer.Option(help="API port.")] = None,
+    clouds_yaml: Annotated[Path, typer.Option(help="Where to write clouds.yaml.")] = Path("clouds.yaml"),
+) -> None:
+    """Run every service in one process on embedded defaults (SQLite, in-process bus, fake hypervisors)."""
+    from canopy.allinone import AllInOne
+    from canopy.clouds import write_clouds_yaml
+
+    settings = _settings(config, data_dir)
+    if port is not None:
+        settings.api.port = port
+        settings.api.public_url = f"http://{settings.api.host}:{port}"
+    aio = AllInOne(settings, hosts=hosts if hosts is not None else settings.fake.hosts)
+
+    async def start() -> None:
+        await aio.start()
+        auth_url = settings.api.public_url.rstrip("/") + "/identity"
+        write_clouds_yaml(clouds_yaml, auth_url, settings.api.region, "admin", "demo")
+        console.print(f"[bold green]Canopy is up[/bold green] at {settings.api.public_url} "
+                      f"with {aio.hosts} simulated hypervisors (data in {settings.data_dir}).")
+        console.print(f"Identity: {auth_url}   clouds.yaml: {clouds_yaml.resolve()}")
+        console.print("From another shell here:  openstack --os-cloud canopy server list   (Ctrl-C stops)")
+
+    _run_until_signalled(start, aio.stop)
+
+
+@app.command()
+def api(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Run the api service alone."""
+    import uvicorn
+
+    from canopy.api.app import build_app
+    from canopy.rpc.factory import make_transport
+    from canopy.runtime import Cloud, open_databases
+
+    settings = _settings(config, data_dir)
+
+    async def main() -> None:
+        bus = make_transport(settings.bus, bind=False)
+        await bus.start()
+        cloud = Cloud(settings=settings, dbs=open_databases(settings), bus=bus)
+        server = uvicorn.Server(uvicorn.Config(build_app(cloud), host=settings.api.host, port=settings.api.port,
+                                               lifespan="off", access_log=False))
+        await server.serve()
+        await bus.close()
+
+    asyncio.run(main())
+
+
+@app.command()
+def conductor(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Run a conductor alone."""
+    from canopy.conductor.service import Conductor
+    from canopy.rpc.factory import make_transport
+    from canopy.runtime import Cloud, open_databases
+
+    settings = _settings(config, data_dir)
+    holder: dict[str, object] = {}
+
+    async def start() -> None:
+        bus = make_transport(settings.bus, bind=True)
+        await bus.start()
+        cond = Conductor(Cloud(settings=settings, dbs=open_databases(settings), bus=bus))
+        holder["c"], holder["bus"] = cond, bus
+        await cond.start()
+
+    async def stop() -> None:
+        await holder["c"].stop()  # type: ignore[attr-defined]
+        await holder["bus"].close()  # type: ignore[attr-defined]
+
+    _run_until_signalled(start, stop)
+
+
+@app.command()
+def scheduler(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Run a scheduler alone."""
+    from canopy.rpc.factory import make_transport
+    from canopy.runtime import open_databases
+    from canopy.scheduler.service import Scheduler
+
+    settings = _settings(config, data_dir)
+    holder: dict[str, object] = {}
+
+    async def start() -> None:
+        bus = make_transport(settings.bus, bind=True)
+        await bus.start()
+        dbs = open_databases(settings)
+        s = settings.scheduler
+        sched = Scheduler(dbs.cell(settings.database.cell_name), bus, refresh_s=s.refresh_s, strategy=s.weigher,
+                          top_k=s.top_k, service_down_s=s.service_down_s)
+        holder["bus"] = bus
+        await sched.start()
+
+    async def stop() -> None:
+        await holder["bus"].close()  # type: ignore[attr-defined]
+
+    _run_until_signalled(start, stop)
+
+
+@app.command()
+def agent(config: ConfigOpt = None, data_dir: DataDirOpt = None,
+          host: Annotated[str | None, typer.Option(help="This hypervisor's host name.")] = None) -> None:
+    """Run the agent of one hypervisor (it never touches the database)."""
+    import socket
+
+    from canopy.agent.service import Agent
+    from canopy.agent.virt.fake import FakeDriver
+    from canopy.rpc.factory import make_transport
+
+    settings = _settings(config, data_dir)
+    name = host or settings.agent.host or socket.gethostname()
+    a = settings.agent
+    holder: dict[str, object] = {}
+
+    async def start() -> None:
+        bus = make_transport(settings.bus, bind=False)
+        await bus.start()
+        driver = FakeDriver(name, vcpus=a.vcpus, memory_mb=a.memory_mb, local_gb=a.disk_gb,
+                            spawn_delay_s=settings.fake.spawn_delay_s, op_delay_s=settings.fake.op_delay_s)
+        agent_ = Agent(name, driver, bus, heartbeat_s=a.heartbeat_s, availability_zone=a.availability_zone,
+                       datacenter=a.datacenter, rack=a.rack)
+        holder["a"], holder["bus"] = agent_, bus
+        await agent_.start(register_timeout_s=3600)
+
+    async def stop() -> None:
+        await holder["a"].stop()  # type: ignore[attr-defined]
+        await holder["bus"].close()  # type: ignore[attr-defined]
+
+    _run_until_signalled(start, stop)
+
+
+@db_app.command("upgrade")
+def db_upgrade(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Apply the migrations (global and cell); running it again changes nothing."""
+    from canopy.db.migrate import current_revision, upgrade_all
+    from canopy.runtime import open_databases
+
+    settings = _settings(config, data_dir)
+    dbs = open_databases(settings)
+    upgrade_all(dbs)
+    console.print(f"global: {current_revision(dbs.global_db.primary, 'global')}  "
+                  f"cell {settings.database.cell_name}: {current_revision(dbs.default_cell.primary, 'cell')}")
+    dbs.dispose()
+
+
+@db_app.command("seed")
+def db_seed(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
+    """Create the first-run data (roles, admin and demo projects, flavors, public network, an image)."""
+    from canopy.runtime import open_databases
+    from canopy.seed import seed
+
+    settings = _settings(config, data_dir)
+    dbs = open_databases(settings)
+    seed(dbs, settings.data_dir / "images")
+    dbs.dispose()
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,147 @@
+"""The boot of a server: scheduling → networking → block_device_mapping → spawning → ACTIVE, or
+ERROR with a fault that names the step and the cause."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection
+
+from canopy import states
+from canopy.agent.virt.base import PowerState
+from canopy.conductor import records
+from canopy.conductor.taskrun import TaskRun, describe_exception
+from canopy.network import ports as netports
+from canopy.rpc.base import BusError, Target
+from canopy.rpc.calls import DestroyInstance, HostSelected, InstanceSpec, PortSpec, SelectHost, SpawnInstance
+from canopy.scheduler import claims
+
+if TYPE_CHECKING:
+    from canopy.conductor.service import Conductor
+
+log = logging.getLogger("canopy.conductor")
+
+
+async def run_build(cond: Conductor, run: TaskRun) -> None:
+    """Drive one server's boot to ACTIVE or ERROR."""
+    p = run.payload
+    flavor = p["flavor"]
+    try:
+        run.step = states.SCHEDULING
+        t0 = cond.clock.now()
+        selected = await cond.bus.call(Target("scheduler"), SelectHost(
+            instance_uuid=run.instance_uuid, project_id=p["project_id"], vcpus=flavor["vcpus"],
+            memory_mb=flavor["ram"], disk_gb=flavor["disk"], availability_zone=p.get("availability_zone"),
+            force_host=p.get("force_host")), timeout=cond.settings.conductor.agent_call_timeout_s)
+        assert isinstance(selected, HostSelected)
+        run.host = selected.host
+        run.events.host = selected.host
+        run.events.add("conductor_schedule_and_build_instances", t0, cond.clock.now(), "Success",
+                       details=f"host {selected.host}")
+
+        run.step = states.NETWORKING
+        t0 = cond.clock.now()
+        ports = await cond.db.write(_networking, cond, run, selected)
+        run.events.add("compute_allocate_network", t0, cond.clock.now(), "Success")
+
+        run.step = states.BLOCK_DEVICE_MAPPING
+        await cond.db.write(records.update_instance, run.instance_uuid, cond.clock.now(),
+                            task_state=states.BLOCK_DEVICE_MAPPING)
+
+        run.step = states.SPAWNING
+        t0 = cond.clock.now()
+        await cond.db.write(records.update_instance, run.instance_uuid, cond.clock.now(), task_state=states.SPAWNING)
+        spec = _instance_spec(run, ports)
+        await cond.bus.call(Target("agent", selected.host), SpawnInstance(instance=spec),
+                            timeout=cond.settings.conductor.agent_call_timeout_s)
+        run.events.add("compute_spawn", t0, cond.clock.now(), "Success")
+        await cond.db.write(_finish_active, cond, run)
+    except Exception as exc:  # every failure ends as ERROR with a fault naming the step
+        await fail_build(cond, run, exc)
+
+
+def _networking(conn: Connection, cond: Conductor, run: TaskRun, selected: HostSelected) -> list[dict[str, Any]]:
+    """Record the host, then give the server its ports and addresses on the networks it asked for."""
+    now = cond.clock.now()
+    ports: list[dict[str, Any]] = []
+    addresses: dict[str, list[dict[str, Any]]] = {}
+    for req in run.payload.get("networks", []):
+        fixed = [{"ip_address": req["fixed_ip"]}] if req.get("fixed_ip") else None
+        port = netports.create_port(
+            conn, network=req["network"], subnets=req["subnets"], project_id=run.payload["project_id"],
+            device_id=run.instance_uuid, device_owner=f"compute:{selected.availability_zone}",
+            host_id=selected.host, fixed_ips=fixed, now=now)
+        ports.append(port)
+        addresses.setdefault(req["network"]["name"] or req["network"]["id"], []).extend(
+            {"version": 6 if ":" in ip["ip_address"] else 4, "addr": ip["ip_address"], "mac": port["mac_address"]}
+            for ip in port["fixed_ips"])
+    # One write: the host, the addresses, and the step (its rows are visible together at commit).
+    records.update_instance(conn, run.instance_uuid, now, host=selected.host, addresses=addresses,
+                            availability_zone=selected.availability_zone, task_state=states.NETWORKING)
+    return ports
+
+
+def _instance_spec(run: TaskRun, ports: list[dict[str, Any]]) -> InstanceSpec:
+    p, flavor = run.payload, run.payload["flavor"]
+    return InstanceSpec(
+        uuid=run.instance_uuid, name=p["name"], hostname=p["hostname"], project_id=p["project_id"],
+        vcpus=flavor["vcpus"], memory_mb=flavor["ram"], disk_gb=flavor["disk"], image_id=p["image_id"],
+        flavor_extra_specs=flavor.get("extra_specs", {}),
+        ports=[PortSpec(id=pt["id"], mac_address=pt["mac_address"], network_id=pt["network_id"],
+                        fixed_ips=pt["fixed_ips"]) for pt in ports],
+        key_data=p.get("key_data"), user_data=p.get("user_data"), metadata=p.get("metadata", {}),
+    )
+
+
+def _finish_active(conn: Connection, cond: Conductor, run: TaskRun) -> None:
+    now = cond.clock.now()
+    records.update_instance(conn, run.instance_uuid, now, vm_state=states.ACTIVE, task_state=None,
+                            power_state=int(PowerState.RUNNING), launched_at=now, progress=100)
+    records.set_ports_status(conn, run.instance_uuid, "ACTIVE", now)
+    records.finish_action(conn, run.events.action_id, now)
+    run.events.write(conn)
+    records.delete_task(conn, run.id)
+
+
+async def fail_build(cond: Conductor, run: TaskRun, exc: BaseException) -> None:
+    """ERROR with a fault naming the step; give back the claim, the ports and the guest.
+
+    As in Nova, a failed build keeps no host (the fault names it): an instance holds a claim exactly
+    while its `host` is set.
+    """
+    message, details = describe_exception(exc)
+    where = f" on {run.host}" if run.host else ""
+    fault = f"Build failed at {run.step}{where}: {message}"
+    log.warning("instance %s: %s", run.instance_uuid, fault)
+    if run.step == states.SPAWNING and run.host:
+        try:
+            await cond.bus.call(Target("agent", run.host), DestroyInstance(instance_uuid=run.instance_uuid),
+                                timeout=30)
+        except BusError as cleanup_exc:
+            log.warning("instance %s: cleanup on %s failed: %s", run.instance_uuid, run.host, cleanup_exc)
+    now = cond.clock.now()
+    run.events.add(_EVENT_OF_STEP.get(run.step, run.step), now, now, "Error", traceback=details, details=message)
+    flavor = run.payload["flavor"]
+
+    def write(conn: Connection) -> None:
+        if run.host:
+            claims.release(conn, run.host, flavor["vcpus"], flavor["ram"], flavor["disk"], now)
+        netports.delete_ports_of_device(conn, run.instance_uuid)
+        records.update_instance(conn, run.instance_uuid, now, vm_state=states.ERROR, task_state=None,
+                                power_state=int(PowerState.NOSTATE), host=None)
+        records.add_fault(conn, run.instance_uuid, message=fault, details=details, host=run.host,
+                          task_state=run.step, request_id=run.request_id, now=now)
+        records.finish_action(conn, run.events.action_id, now, message="Error")
+        run.events.write(conn)
+        records.delete_task(conn, run.id)
+
+    await cond.db.write(write)
+
+
+_EVENT_OF_STEP = {
+    states.SCHEDULING: "conductor_schedule_and_build_instances",
+    states.NETWORKING: "compute_allocate_network",
+    states.BLOCK_DEVICE_MAPPING: "compute_block_device_mapping",
+    states.SPAWNING: "compute_spawn",
+}

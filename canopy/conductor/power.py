@@ -1,0 +1,119 @@
+"""Power actions (start, stop and its soft/hard variants, reboots) and delete."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Connection
+
+from canopy import states
+from canopy.agent.virt.base import PowerState
+from canopy.conductor import records
+from canopy.conductor.taskrun import TaskRun, describe_exception
+from canopy.network import ports as netports
+from canopy.rpc.base import CallTimeout, NoRoute, Target
+from canopy.rpc.calls import DestroyInstance, InstanceState, PowerAction
+from canopy.scheduler import claims
+
+if TYPE_CHECKING:
+    from canopy.conductor.service import Conductor
+
+log = logging.getLogger("canopy.conductor")
+
+
+def _power_timeout(cond: Conductor, run: TaskRun) -> float:
+    return float(run.payload.get("timeout_s") or cond.settings.conductor.stop_timeout_s)
+
+
+async def run_power(cond: Conductor, run: TaskRun, action: str) -> None:
+    """Ask the instance's agent to change its power state; record each step it took."""
+    instance = await cond.db.read_fresh(records.load_instance, run.instance_uuid)
+    if instance is None or not instance["host"]:
+        await _power_failed(cond, run, action, instance, RuntimeError("the instance has no host"))
+        return
+    run.host = instance["host"]
+    run.events.host = run.host
+    run.step = instance["task_state"] or ""
+    t0 = cond.clock.now()
+    try:
+        if action == "reboot_hard":
+            await cond.db.write(records.update_instance, run.instance_uuid, t0,
+                                task_state=states.REBOOT_STARTED_HARD)
+            run.step = states.REBOOT_STARTED_HARD
+        timeout = _power_timeout(cond, run)
+        reply = await cond.bus.call(Target("agent", run.host),
+                                    PowerAction(instance_uuid=run.instance_uuid, action=action, timeout_s=timeout),
+                                    timeout=timeout + cond.settings.conductor.agent_call_timeout_s)
+        assert isinstance(reply, InstanceState)
+    except Exception as exc:
+        await _power_failed(cond, run, action, instance, exc)
+        return
+    now = cond.clock.now()
+    for step in reply.steps:
+        run.events.add(f"compute_{step.event}", t0, now, step.result, details=step.details or None)
+
+    def write(conn: Connection) -> None:
+        records.update_instance(conn, run.instance_uuid, now, vm_state=states.RESULT_VM_STATE[action],
+                                task_state=None, power_state=reply.power_state)
+        records.finish_action(conn, run.events.action_id, now)
+        run.events.write(conn)
+        records.delete_task(conn, run.id)
+
+    await cond.db.write(write)
+
+
+async def _power_failed(cond: Conductor, run: TaskRun, action: str, instance: dict | None,
+                        exc: BaseException) -> None:  # type: ignore[type-arg]
+    """The action failed: the instance keeps its vm_state, loses the task_state, and gets a fault."""
+    message, details = describe_exception(exc)
+    fault = f"{states.ACTION_NAMES.get(action, action)} failed on {run.host or 'no host'}: {message}"
+    log.warning("instance %s: %s", run.instance_uuid, fault)
+    now = cond.clock.now()
+    run.events.add(f"compute_{action}", now, now, "Error", traceback=details, details=message)
+
+    def write(conn: Connection) -> None:
+        records.update_instance(conn, run.instance_uuid, now, task_state=None)
+        records.add_fault(conn, run.instance_uuid, message=fault, details=details, host=run.host,
+                          task_state=run.step or None, request_id=run.request_id, now=now)
+        records.finish_action(conn, run.events.action_id, now, message="Error")
+        run.events.write(conn)
+        records.delete_task(conn, run.id)
+
+    await cond.db.write(write)
+
+
+async def run_delete(cond: Conductor, run: TaskRun) -> None:
+    """Destroy the guest, give back its claim, ports and quota, and mark the instance deleted."""
+    instance = await cond.db.read_fresh(records.load_instance, run.instance_uuid)
+    if instance is None:
+        await cond.db.write(records.delete_task, run.id)
+        return
+    run.host = instance["host"]
+    run.events.host = run.host
+    t0 = cond.clock.now()
+    if run.host:
+        try:
+            await cond.bus.call(Target("agent", run.host), DestroyInstance(instance_uuid=run.instance_uuid),
+                                timeout=cond.settings.conductor.agent_call_timeout_s)
+            run.events.add("compute_terminate_instance", t0, cond.clock.now(), "Success")
+        except (NoRoute, CallTimeout) as exc:
+            # The agent is away: delete the records now; its reconcile reports the orphan guest later.
+            run.events.add("compute_terminate_instance", t0, cond.clock.now(), "Error", details=str(exc))
+            log.warning("instance %s: agent %s unreachable during delete: %s", run.instance_uuid, run.host, exc)
+    now = cond.clock.now()
+    flavor = instance["flavor"]
+
+    def write(conn: Connection) -> None:
+        if run.host:  # an instance holds a claim exactly while it has a host
+            claims.release(conn, run.host, flavor["vcpus"], flavor["ram"], flavor["disk"], now)  # type: ignore[arg-type]
+        netports.delete_ports_of_device(conn, run.instance_uuid)
+        records.update_instance(conn, run.instance_uuid, now, vm_state=states.DELETED, task_state=None,
+                                power_state=int(PowerState.NOSTATE), deleted=True, deleted_at=now,
+                                terminated_at=now)
+        records.finish_action(conn, run.events.action_id, now)
+        run.events.write(conn)
+        records.delete_task(conn, run.id)
+
+    await cond.db.write(write)
+    await cond.dbs.global_db.write(records.release_quota, instance["project_id"], 1, flavor["vcpus"], flavor["ram"])

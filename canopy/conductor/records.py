@@ -1,0 +1,149 @@
+"""What conductors write: task leases, instance state, faults, actions and their events, hosts and
+services. Plain functions of a Connection, each one statement where it can be."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid as uuidlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, insert, or_, select, update
+
+from canopy.db import tables_cell as c
+from canopy.db import tables_global as g
+
+
+@dataclass
+class EventLog:
+    """The events of one action, kept in memory and written in one statement when the task ends."""
+
+    action_id: int | None
+    host: str | None = None
+    events: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, event: str, start: dt.datetime, finish: dt.datetime, result: str,
+            traceback: str | None = None, details: str | None = None, host: str | None = None) -> None:
+        self.events.append({"event": event, "start_time": start, "finish_time": finish, "result": result,
+                            "traceback": traceback, "details": details, "host": host or self.host})
+
+    def write(self, conn: Connection) -> None:
+        if self.action_id is not None and self.events:
+            conn.execute(insert(c.instance_action_events),
+                         [{"action_id": self.action_id, **e} for e in self.events])
+            self.events = []
+
+
+def lease_task(conn: Connection, task_id: int, owner: str, now: dt.datetime, lease_s: float) -> bool:
+    """Take a task's lease if nobody holds a live one."""
+    t = c.tasks.c
+    result = conn.execute(
+        update(c.tasks)
+        .where(t.id == task_id, or_(t.lease_owner.is_(None), t.lease_expires_at < now))
+        .values(lease_owner=owner, lease_expires_at=now + dt.timedelta(seconds=lease_s), attempts=t.attempts + 1)
+    )
+    return result.rowcount == 1
+
+
+def renew_lease(conn: Connection, task_id: int, owner: str, now: dt.datetime, lease_s: float) -> bool:
+    t = c.tasks.c
+    result = conn.execute(update(c.tasks).where(t.id == task_id, t.lease_owner == owner)
+                          .values(lease_expires_at=now + dt.timedelta(seconds=lease_s)))
+    return result.rowcount == 1
+
+
+def load_task(conn: Connection, task_id: int) -> dict[str, Any] | None:
+    row = conn.execute(select(c.tasks).where(c.tasks.c.id == task_id)).mappings().first()
+    return dict(row) if row else None
+
+
+def expired_tasks(conn: Connection, now: dt.datetime, lost_cast_s: float, limit: int = 100) -> list[dict[str, Any]]:
+    """Tasks whose lease ran out, and tasks nobody leased for a while (their wake-up cast was lost)."""
+    t = c.tasks.c
+    rows = conn.execute(
+        select(t.id, t.instance_uuid, t.kind)
+        .where(or_(and_(t.lease_owner.is_(None), t.created_at < now - dt.timedelta(seconds=lost_cast_s)),
+                   t.lease_expires_at < now))
+        .order_by(t.id)
+        .limit(limit)
+    ).mappings().all()
+    return [dict(r) for r in rows]
+
+
+def older_task_exists(conn: Connection, task_id: int, instance_uuid: str) -> bool:
+    """Whether an earlier task of the same instance is still open (tasks of one instance run in order)."""
+    t = c.tasks.c
+    row = conn.execute(select(t.id).where(t.instance_uuid == instance_uuid, t.id < task_id).limit(1)).first()
+    return row is not None
+
+
+def delete_task(conn: Connection, task_id: int) -> None:
+    conn.execute(delete(c.tasks).where(c.tasks.c.id == task_id))
+
+
+def update_instance(conn: Connection, instance_uuid: str, now: dt.datetime, **values: Any) -> None:
+    conn.execute(update(c.instances).where(c.instances.c.uuid == instance_uuid).values(updated_at=now, **values))
+
+
+def load_instance(conn: Connection, instance_uuid: str) -> dict[str, Any] | None:
+    row = conn.execute(select(c.instances).where(c.instances.c.uuid == instance_uuid)).mappings().first()
+    return dict(row) if row else None
+
+
+def add_fault(conn: Connection, instance_uuid: str, *, message: str, details: str, host: str | None,
+              task_state: str | None, request_id: str | None, now: dt.datetime, code: int = 500) -> None:
+    conn.execute(insert(c.instance_faults).values(
+        instance_uuid=instance_uuid, code=code, message=message[:4000], details=details, host=host,
+        task_state=task_state, request_id=request_id, created_at=now))
+
+
+def finish_action(conn: Connection, action_id: int | None, now: dt.datetime, message: str | None = None) -> None:
+    if action_id is None:
+        return
+    conn.execute(update(c.instance_actions).where(c.instance_actions.c.id == action_id)
+                 .values(finish_time=now, updated_at=now, message=message))
+
+
+def set_ports_status(conn: Connection, device_id: str, status: str, now: dt.datetime) -> None:
+    conn.execute(update(c.ports).where(c.ports.c.device_id == device_id).values(status=status, updated_at=now))
+
+
+def release_quota(conn: Connection, project_id: str, instances: int, cores: int, ram: int) -> None:
+    q = g.quota_usage.c
+    conn.execute(update(g.quota_usage).where(q.project_id == project_id).values(
+        instances_used=q.instances_used - instances, cores_used=q.cores_used - cores, ram_used=q.ram_used - ram))
+
+
+def upsert_host(conn: Connection, values: dict[str, Any], now: dt.datetime) -> None:
+    """Record a host's capacity and labels as its agent reports them (usage counters are the claims')."""
+    h = c.hosts.c
+    updated = conn.execute(update(c.hosts).where(h.name == values["name"]).values(updated_at=now, **values))
+    if updated.rowcount == 0:
+        conn.execute(insert(c.hosts).values(uuid=str(uuidlib.uuid4()), created_at=now, updated_at=now, **values))
+
+
+def upsert_service(conn: Connection, binary: str, host: str, version: str, now: dt.datetime) -> None:
+    s = c.services.c
+    updated = conn.execute(update(c.services).where(s.binary == binary, s.host == host)
+                           .values(last_seen_at=now, updated_at=now, version=version))
+    if updated.rowcount == 0:
+        conn.execute(insert(c.services).values(
+            uuid=str(uuidlib.uuid4()), binary=binary, host=host, version=version, last_seen_at=now,
+            disabled=False, forced_down=False, created_at=now, updated_at=now))
+
+
+def record_heartbeats(conn: Connection, beats: list[dict[str, Any]]) -> None:
+    """Write a batch of heartbeats in one statement."""
+    from sqlalchemy import bindparam
+
+    s = c.services.c
+    stmt = (update(c.services)
+            .where(s.binary == bindparam("b_binary"), s.host == bindparam("b_host"))
+            .values(last_seen_at=bindparam("b_seen"), updated_at=bindparam("b_now"), version=bindparam("b_version")))
+    conn.execute(stmt, beats)
+
+
+def map_host(conn: Connection, host: str, cell_name: str) -> None:
+    exists = conn.execute(select(g.host_mappings.c.host).where(g.host_mappings.c.host == host)).first()
+    if not exists:
+        conn.execute(insert(g.host_mappings).values(host=host, cell_name=cell_name))

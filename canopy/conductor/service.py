@@ -1,0 +1,182 @@
+"""The conductor: leases durable tasks and drives them (build, power, delete); registers hosts;
+writes heartbeats in batches; sweeps tasks whose lease expired or whose wake-up was lost."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid as uuidlib
+from typing import Any
+
+from canopy import __version__, context
+from canopy.clock import Clock
+from canopy.conductor import build, power, records
+from canopy.conductor.records import EventLog
+from canopy.conductor.taskrun import TaskRun, keep_lease
+from canopy.rpc.base import Target
+from canopy.rpc.calls import Heartbeat, RegisterHost, WakeTask
+from canopy.rpc.messages import Ack, Message
+from canopy.runtime import Cloud
+
+log = logging.getLogger("canopy.conductor")
+CONDUCTOR_BINARY = "canopy-conductor"
+POWER_KINDS = ("start", "stop", "stop_soft", "stop_hard", "reboot_soft", "reboot_hard")
+
+
+class Conductor:
+    """Drives long tasks through their task states."""
+
+    def __init__(self, cloud: Cloud, name: str | None = None, clock: Clock | None = None) -> None:
+        self.cloud = cloud
+        self.settings = cloud.settings
+        self.dbs = cloud.dbs
+        self.db = cloud.dbs.cell(cloud.cell_name)
+        self.bus = cloud.bus
+        self.clock = clock or cloud.clock
+        self.name = name or f"conductor-{uuidlib.uuid4().hex[:8]}"
+        self._beats: dict[tuple[str, str], dict[str, Any]] = {}
+        self._loops: list[asyncio.Task[None]] = []
+        self._running: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        await self.db.write(records.upsert_service, CONDUCTOR_BINARY, self.name, __version__, self.clock.now())
+        self.bus.serve(Target("conductor"), self.handle)
+        self.bus.serve(Target("conductor", self.name), self.handle)
+        self._loops = [asyncio.create_task(self._flush_loop(), name="heartbeat-flush"),
+                       asyncio.create_task(self._sweep_loop(), name="task-sweeper")]
+
+    async def stop(self) -> None:
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        self._loops = []
+        await self.flush_heartbeats()
+
+    async def handle(self, msg: Message) -> Message | None:
+        if isinstance(msg, WakeTask):
+            await self.run_task(msg.task_id, msg.task)
+            return None
+        if isinstance(msg, Heartbeat):
+            self._beats[(msg.binary, msg.host)] = {"b_binary": msg.binary, "b_host": msg.host,
+                                                   "b_version": msg.service_version, "b_seen": _utc(msg.sent_at)}
+            return None
+        if isinstance(msg, RegisterHost):
+            await self.register_host(msg)
+            return Ack()
+        raise ValueError(f"conductor does not handle {msg.kind}")
+
+    async def register_host(self, msg: RegisterHost) -> None:
+        """Record an agent's host and service, and map the host to this cell."""
+        now = self.clock.now()
+        values = {"name": msg.host, "hypervisor_type": msg.hypervisor_type,
+                  "hypervisor_version": msg.hypervisor_version, "host_ip": msg.host_ip, "vcpus": msg.vcpus,
+                  "memory_mb": msg.memory_mb, "local_gb": msg.local_gb, "availability_zone": msg.availability_zone,
+                  "datacenter": msg.datacenter, "rack": msg.rack}
+
+        def write(conn: Any) -> None:
+            records.upsert_host(conn, values, now)
+            records.upsert_service(conn, "canopy-agent", msg.host, msg.service_version, now)
+
+        await self.db.write(write)
+        await self.dbs.global_db.write(records.map_host, msg.host, self.cloud.cell_name)
+
+    async def run_task(self, task_id: int, task: dict[str, Any] | None = None) -> None:
+        """Lease a task and drive it; if another conductor holds it, do nothing."""
+        lease_s = self.settings.conductor.lease_s
+        if not await self.db.write(records.lease_task, task_id, self.name, self.clock.now(), lease_s):
+            return
+        if task is None:
+            task = await self.db.read_fresh(records.load_task, task_id)
+            if task is None:
+                return
+        run = TaskRun(task, EventLog(task.get("action_id")))
+        token = context.set_current(context.RequestContext(request_id=run.request_id))
+
+        async def renew() -> None:
+            await self.db.write(records.renew_lease, task_id, self.name, self.clock.now(), lease_s)
+
+        try:
+            async with keep_lease(renew, lease_s / 3):
+                await self._wait_for_earlier_tasks(run)
+                await self._dispatch(run)
+        finally:
+            context.reset(token)
+
+    async def _wait_for_earlier_tasks(self, run: TaskRun) -> None:
+        """A delete (or any action) waits while an earlier task of its instance, e.g. its build, runs."""
+        if run.task["kind"] == "build":
+            return  # always an instance's first task
+        while await self.db.read_fresh(records.older_task_exists, run.id, run.instance_uuid):
+            await asyncio.sleep(0.1)
+
+    async def _dispatch(self, run: TaskRun) -> None:
+        kind = run.task["kind"]
+        if kind == "build":
+            if run.task.get("attempts", 1) > 1 or run.task.get("resumed"):
+                await self._resume_build(run)
+            else:
+                await build.run_build(self, run)
+        elif kind in POWER_KINDS:
+            await power.run_power(self, run, kind)
+        elif kind == "delete":
+            await power.run_delete(self, run)
+        else:
+            raise ValueError(f"unknown task kind {kind!r}")
+
+    async def _resume_build(self, run: TaskRun) -> None:
+        """A build another conductor lost: start over if it never got past scheduling, else fail it."""
+        instance = await self.db.read_fresh(records.load_instance, run.instance_uuid)
+        if instance is None or instance["deleted"]:
+            await self.db.write(records.delete_task, run.id)
+            return
+        if instance["task_state"] == "scheduling" and not instance["host"]:
+            await build.run_build(self, run)
+            return
+        run.step = instance["task_state"] or ""
+        run.host = instance["host"]
+        await build.fail_build(self, run, RuntimeError(
+            f"the conductor driving this build stopped during {run.step}; the build was abandoned"))
+
+    async def flush_heartbeats(self) -> None:
+        """Write every heartbeat received since the last flush, in one statement."""
+        self._beats[(CONDUCTOR_BINARY, self.name)] = {"b_binary": CONDUCTOR_BINARY, "b_host": self.name,
+                                                      "b_version": __version__, "b_seen": self.clock.now()}
+        beats, self._beats = list(self._beats.values()), {}
+        now = self.clock.now()
+        for beat in beats:
+            beat["b_now"] = now
+        await self.db.write(records.record_heartbeats, beats)
+
+    async def _flush_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.conductor.heartbeat_flush_s)
+            try:
+                await self.flush_heartbeats()
+            except Exception:
+                log.exception("heartbeat flush failed")
+
+    async def sweep(self) -> int:
+        """Take over tasks whose lease expired or that nobody picked up; returns how many were found."""
+        lost_cast_s = max(2.0, self.settings.conductor.sweep_interval_s)
+        found = await self.db.read_fresh(records.expired_tasks, self.clock.now(), lost_cast_s)
+        for row in found:
+            log.warning("sweeper: taking over task %s (%s of %s)", row["id"], row["kind"], row["instance_uuid"])
+            task = asyncio.create_task(self.run_task(row["id"]))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+        return len(found)
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.conductor.sweep_interval_s)
+            try:
+                await self.sweep()
+            except Exception:
+                log.exception("task sweep failed")
+
+
+def _utc(epoch: float) -> Any:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).replace(tzinfo=None)
+

@@ -1,0 +1,19 @@
+"""The transport a process uses, from its settings."""
+
+from __future__ import annotations
+
+from canopy.config import BusConfig
+from canopy.rpc.base import Transport
+
+
+def make_transport(bus: BusConfig, *, bind: bool) -> Transport:
+    """The bus named by the settings; `bind` for control services, which ZeroMQ peers connect to."""
+    if bus.transport == "local":
+        from canopy.rpc.local import LocalTransport
+
+        return LocalTransport(default_timeout=bus.call_timeout_s)
+    if bus.transport == "zmq":
+        from canopy.rpc.zmq import ZmqTransport
+
+        return ZmqTransport(bind=bus.zmq_bind if bind else None, connect=list(bus.zmq_connect))  # type: ignore[call-arg]
+    raise ValueError(f"unknown bus transport {bus.transport!r}")

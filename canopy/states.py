@@ -1,0 +1,116 @@
+"""Instance states with the OpenStack names, the status the API shows for them, and the table of
+which action may start from which state (the task-state machine's entry points)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# vm_state
+ACTIVE = "active"
+BUILDING = "building"
+STOPPED = "stopped"
+PAUSED = "paused"
+SUSPENDED = "suspended"
+RESIZED = "resized"
+RESCUED = "rescued"
+ERROR = "error"
+DELETED = "deleted"
+SOFT_DELETED = "soft-delete"
+
+# task_state
+SCHEDULING = "scheduling"
+NETWORKING = "networking"
+BLOCK_DEVICE_MAPPING = "block_device_mapping"
+SPAWNING = "spawning"
+POWERING_OFF = "powering-off"
+POWERING_OFF_SOFT = "powering-off-soft"
+POWERING_OFF_HARD = "powering-off-hard"
+POWERING_ON = "powering-on"
+REBOOTING = "rebooting"
+REBOOTING_HARD = "rebooting_hard"
+REBOOT_STARTED_HARD = "reboot_started_hard"
+DELETING = "deleting"
+
+BUILD_STEPS = (SCHEDULING, NETWORKING, BLOCK_DEVICE_MAPPING, SPAWNING)
+
+_STATUS = {
+    ACTIVE: "ACTIVE",
+    BUILDING: "BUILD",
+    STOPPED: "SHUTOFF",
+    PAUSED: "PAUSED",
+    SUSPENDED: "SUSPENDED",
+    RESIZED: "VERIFY_RESIZE",
+    RESCUED: "RESCUE",
+    ERROR: "ERROR",
+    DELETED: "DELETED",
+    SOFT_DELETED: "SOFT_DELETED",
+}
+_TASK_STATUS = {
+    (ACTIVE, REBOOTING): "REBOOT",
+    (ACTIVE, REBOOTING_HARD): "HARD_REBOOT",
+    (ACTIVE, REBOOT_STARTED_HARD): "HARD_REBOOT",
+    (STOPPED, REBOOTING_HARD): "HARD_REBOOT",
+    (STOPPED, REBOOT_STARTED_HARD): "HARD_REBOOT",
+    (ERROR, REBOOTING_HARD): "HARD_REBOOT",
+    (ERROR, REBOOT_STARTED_HARD): "HARD_REBOOT",
+}
+
+
+def status_of(vm_state: str, task_state: str | None) -> str:
+    """The `status` the Compute API shows for a vm_state and task_state."""
+    return _TASK_STATUS.get((vm_state, task_state or "")) or _STATUS.get(vm_state, "UNKNOWN")
+
+
+# status filter (API) → vm_states
+STATUS_TO_VM_STATES: dict[str, tuple[str, ...]] = {}
+for _vm, _status in _STATUS.items():
+    STATUS_TO_VM_STATES.setdefault(_status, ())
+    STATUS_TO_VM_STATES[_status] += (_vm,)
+STATUS_TO_VM_STATES["REBOOT"] = (ACTIVE,)
+STATUS_TO_VM_STATES["HARD_REBOOT"] = (ACTIVE,)
+
+
+@dataclass(frozen=True, slots=True)
+class ActionRule:
+    """How an action starts: from which vm_states, and the task_state it sets."""
+
+    action: str
+    from_vm_states: tuple[str, ...]
+    task_state: str
+
+
+ACTIONS: dict[str, ActionRule] = {
+    rule.action: rule
+    for rule in (
+        ActionRule("start", (STOPPED,), POWERING_ON),
+        ActionRule("stop", (ACTIVE, ERROR), POWERING_OFF),
+        ActionRule("stop_soft", (ACTIVE,), POWERING_OFF_SOFT),
+        ActionRule("stop_hard", (ACTIVE, ERROR), POWERING_OFF_HARD),
+        ActionRule("reboot_soft", (ACTIVE,), REBOOTING),
+        ActionRule("reboot_hard", (ACTIVE, STOPPED, ERROR, PAUSED, SUSPENDED), REBOOTING_HARD),
+        ActionRule("delete", (ACTIVE, BUILDING, STOPPED, ERROR, PAUSED, SUSPENDED, RESIZED, RESCUED, SOFT_DELETED),
+                   DELETING),
+    )
+}
+
+# The vm_state each power action leaves behind when it succeeds.
+RESULT_VM_STATE = {
+    "start": ACTIVE,
+    "stop": STOPPED,
+    "stop_soft": STOPPED,
+    "stop_hard": STOPPED,
+    "reboot_soft": ACTIVE,
+    "reboot_hard": ACTIVE,
+}
+
+# Nova's action names in os-instance-actions.
+ACTION_NAMES = {
+    "build": "create",
+    "start": "start",
+    "stop": "stop",
+    "stop_soft": "stop_soft",
+    "stop_hard": "stop_hard",
+    "reboot_soft": "reboot",
+    "reboot_hard": "reboot",
+    "delete": "delete",
+}
