@@ -63,6 +63,15 @@ class CloudApp:
         await service(scope, receive, send)
 
     async def _root(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["path"] == "/metrics":
+            from starlette.responses import Response
+
+            from canopy.observability.metrics import build_registry, render
+
+            if not hasattr(self, "_registry"):
+                self._registry = build_registry(self.state.cloud.dbs)
+            await Response(render(self._registry), media_type="text/plain; version=0.0.4")(scope, receive, send)
+            return
         if scope["path"] in ("/", "/healthcheck"):
             if scope["path"] == "/healthcheck":
                 response = json_response("OK")

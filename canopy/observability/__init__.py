@@ -1,0 +1,1 @@
+"""Metrics and logs: what operators read to see what the cloud is doing."""
