@@ -234,10 +234,11 @@ async def create_flavor(request: Request) -> Response:
                           "('description' was unexpected)")
     body = validate(FlavorCreate, raw, "flavor")
     cloud = cloud_of(request)
-    values = {"id": body.id or str(uuid.uuid4()), "name": body.name, "vcpus": body.vcpus, "ram_mb": body.ram,
-              "disk_gb": body.disk, "ephemeral_gb": body.ephemeral, "swap_mb": body.swap,
-              "rxtx_factor": repr(float(body.rxtx_factor)), "is_public": body.is_public,
-              "description": body.description, "extra_specs": {}, "created_at": cloud.clock.now()}
+    values: dict[str, Any] = {
+        "id": body.id or str(uuid.uuid4()), "name": body.name, "vcpus": body.vcpus, "ram_mb": body.ram,
+        "disk_gb": body.disk, "ephemeral_gb": body.ephemeral, "swap_mb": body.swap,
+        "rxtx_factor": repr(float(body.rxtx_factor)), "is_public": body.is_public,
+        "description": body.description, "extra_specs": {}, "created_at": cloud.clock.now()}
     try:
         row = await cloud.dbs.global_db.write(_insert_flavor, values)
     except IntegrityError:
@@ -272,6 +273,15 @@ async def delete_flavor(request: Request) -> Response:
     require_admin(request)
     await cloud_of(request).dbs.global_db.write(_delete_flavor, request.path_params["flavor_id"])
     return empty_response(202)
+
+
+async def list_access(request: Request) -> Response:
+    """GET /flavors/{flavor_id}/os-flavor-access (admin): private flavors have no per-project grants yet."""
+    require_admin(request)
+    row = await load_flavor(request, request.path_params["flavor_id"])
+    if row["is_public"]:
+        raise ApiError(404, "Access list not available for public flavors.")
+    return json_response({"flavor_access": []})
 
 
 def _check_specs(specs: Any) -> dict[str, str]:
@@ -318,7 +328,7 @@ async def list_specs(request: Request) -> Response:
 async def create_specs(request: Request) -> Response:
     """POST /flavors/{flavor_id}/os-extra_specs (admin): add or replace keys."""
     require_admin(request)
-    specs = _check_specs((await read_object(request, "extra_specs")))
+    specs = _check_specs(await read_object(request, "extra_specs"))
     await cloud_of(request).dbs.global_db.write(_merge_specs, request.path_params["flavor_id"], specs, None)
     return json_response({"extra_specs": specs})
 
@@ -361,6 +371,7 @@ ROUTES: list[BaseRoute] = [
     route("/v2.1/flavors/{flavor_id}", show_flavor, ["GET"], "compute:flavors:show"),
     route("/v2.1/flavors/{flavor_id}", update_flavor, ["PUT"], "compute:flavors:update"),
     route("/v2.1/flavors/{flavor_id}", delete_flavor, ["DELETE"], "compute:flavors:delete"),
+    route("/v2.1/flavors/{flavor_id}/os-flavor-access", list_access, ["GET"], "compute:flavor-access"),
     route("/v2.1/flavors/{flavor_id}/os-extra_specs", list_specs, ["GET"], "compute:flavor-specs"),
     route("/v2.1/flavors/{flavor_id}/os-extra_specs", create_specs, ["POST"], "compute:flavor-specs:create"),
     route("/v2.1/flavors/{flavor_id}/os-extra_specs/{key}", show_spec, ["GET"], "compute:flavor-specs:show"),

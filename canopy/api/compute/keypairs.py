@@ -78,7 +78,7 @@ def x509_fingerprint(pem: str) -> str:
         cert = x509.load_pem_x509_certificate(pem.encode())
     except ValueError as exc:
         raise invalid_keypair(f"failed to generate X509 fingerprint. Error message: {exc}") from None
-    return _colon_hex(cert.fingerprint(hashes.SHA1()))  # noqa: S303 - Nova's fingerprint format
+    return _colon_hex(cert.fingerprint(hashes.SHA1()))
 
 
 def _private_pem(key: rsa.RSAPrivateKey) -> str:
@@ -138,8 +138,8 @@ def _insert(conn: Connection, values: dict[str, Any]) -> dict[str, Any]:
         raise forbidden("Quota exceeded, too many key pairs.")
     if conn.execute(select(k.id).where(k.user_id == user_id, k.name == name)).first():
         raise conflict(f"Key pair '{name}' already exists.")
-    result = conn.execute(insert(g.keypairs).values(**values))
-    return {**values, "id": result.inserted_primary_key[0]}
+    key = conn.execute(insert(g.keypairs).values(**values)).inserted_primary_key
+    return {**values, "id": key[0] if key else None}
 
 
 async def create_keypair(request: Request) -> Response:
