@@ -98,11 +98,24 @@ def parse_server(body: dict[str, Any], mv: tuple[int, int]) -> ServerCreate:
         except (binascii.Error, ValueError):
             raise bad_request("Invalid input for field/attribute user_data. Value: <data>. "
                               "'user_data' is not base64 encoded") from None
-    if server.block_device_mapping_v2:
-        raise bad_request("Block device mapping is not supported by this cloud; boot from an image.")
+    _check_block_devices(server)
     for net in server.networks if isinstance(server.networks, list) else []:
         _check_network_request(net)
     return server
+
+
+def _check_block_devices(server: ServerCreate) -> None:
+    """Only the image's local root disk (what the CLI sends for `--image`) is supported; volumes are not."""
+    for bdm in server.block_device_mapping_v2 or []:
+        source, dest = bdm.get("source_type"), bdm.get("destination_type", "local")
+        if source != "image" or dest != "local" or str(bdm.get("boot_index", 0)) not in ("0", "None"):
+            raise bad_request(f"Block device mapping {source!r} → {dest!r} is not supported by this cloud: "
+                              "there are no volumes; boot from an image onto the local disk.")
+        image = bdm.get("uuid") or bdm.get("image_id")
+        if server.imageRef and image and image != server.imageRef:
+            raise bad_request("The image in block_device_mapping_v2 differs from imageRef.")
+        if not server.imageRef and image:
+            server.imageRef = str(image)
 
 
 def _check_network_request(net: NetworkRequest) -> None:

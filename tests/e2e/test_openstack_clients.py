@@ -1,0 +1,129 @@
+"""End to end: a real `canopy all-in-one` process driven by openstacksdk and the `openstack` CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import openstack
+import pytest
+from openstack import exceptions as osexc
+
+from tests.e2e.conftest import RunningCloud
+
+pytestmark = pytest.mark.e2e
+
+
+def connect(cloud: RunningCloud, user: str) -> openstack.connection.Connection:
+    return openstack.connection.Connection(
+        auth_url=cloud.auth_url, username=user, password=user, project_name=user, user_domain_name="Default",
+        project_domain_name="Default", region_name="RegionOne", compute_api_version="2")
+
+
+@pytest.fixture(scope="module")
+def admin(running_cloud: RunningCloud) -> Any:
+    conn = connect(running_cloud, "admin")
+    yield conn
+    conn.close()
+
+
+@pytest.fixture(scope="module")
+def demo(running_cloud: RunningCloud) -> Any:
+    conn = connect(running_cloud, "demo")
+    yield conn
+    conn.close()
+
+
+@pytest.fixture(scope="module")
+def e2e_network(admin: Any) -> Any:
+    """A shared flat network with a subnet from 198.51.100.0/24, made through the SDK."""
+    net = admin.network.create_network(name=f"e2e-{uuid.uuid4().hex[:6]}", shared=True,
+                                       provider_network_type="flat", provider_physical_network="e2e")
+    subnet = admin.network.create_subnet(network_id=net.id, ip_version=4, cidr="198.51.100.0/24",
+                                         gateway_ip="198.51.100.1", name="e2e-v4")
+    return net, subnet
+
+
+def _boot(conn: Any, name: str, network_id: str, flavor: str = "m1.tiny") -> Any:
+    image = conn.image.find_image("canopy-tiny")
+    flavor_obj = conn.compute.find_flavor(flavor)
+    return conn.compute.create_server(name=name, image_id=image.id, flavor_id=flavor_obj.id,
+                                      networks=[{"uuid": network_id}])
+
+
+def test_sdk_server_lifecycle(demo: Any, admin: Any, e2e_network: Any) -> None:
+    net, subnet = e2e_network
+    server = _boot(demo, "sdk-1", net.id)
+    server = demo.compute.wait_for_server(server, status="ACTIVE", wait=60, interval=0.2)
+    addrs = server.addresses[net.name]
+    assert addrs[0]["version"] == 4 and addrs[0]["addr"].startswith("198.51.100.")
+    ip = addrs[0]["addr"]
+    demo.compute.stop_server(server)
+    demo.compute.wait_for_server(server, status="SHUTOFF", wait=60, interval=0.2)
+    demo.compute.start_server(server)
+    demo.compute.wait_for_server(server, status="ACTIVE", wait=60, interval=0.2)
+    demo.compute.reboot_server(server, "HARD")
+    server = demo.compute.wait_for_server(server, status="ACTIVE", wait=60, interval=0.2)
+    assert server.power_state == 1
+    held = list(admin.network.ports(fixed_ips=f"ip_address={ip}"))
+    assert len(held) == 1 and held[0].device_id == server.id
+    demo.compute.delete_server(server)
+    demo.compute.wait_for_delete(server, wait=60, interval=0.2)
+    assert list(admin.network.ports(fixed_ips=f"ip_address={ip}")) == []
+    assert demo.compute.find_server(server.id) is None
+
+
+def test_sdk_flavor_too_big_ends_in_error_with_a_fault(admin: Any, e2e_network: Any) -> None:
+    net, _ = e2e_network
+    flavor = admin.compute.create_flavor(name=f"too-big-{uuid.uuid4().hex[:6]}", ram=200_000, vcpus=2, disk=1)
+    server = _boot(admin, "too-big", net.id, flavor.name)
+    server = admin.compute.wait_for_server(server, status="ERROR", failures=[], wait=60, interval=0.2)
+    assert "No valid host" in server.fault["message"]
+    assert "ram:" in server.fault["message"]
+    admin.compute.delete_server(server)
+    admin.compute.wait_for_delete(server, wait=60, interval=0.2)
+
+
+def test_sdk_cross_project_isolation(demo: Any, admin: Any, e2e_network: Any) -> None:
+    net, _ = e2e_network
+    server = admin.compute.wait_for_server(_boot(admin, "admin-only", net.id), status="ACTIVE", wait=60,
+                                           interval=0.2)
+    with pytest.raises(osexc.NotFoundException):
+        demo.compute.get_server(server.id)
+    with pytest.raises(osexc.NotFoundException):
+        demo.compute.stop_server(server.id)
+    with pytest.raises(osexc.ForbiddenException):
+        list(demo.compute.services())
+    assert server.id not in {s.id for s in demo.compute.servers()}
+    admin.compute.delete_server(server)
+    admin.compute.wait_for_delete(server, wait=60, interval=0.2)
+
+
+def _cli(cloud: RunningCloud, user_cloud: str, *args: str) -> Any:
+    exe = Path(sys.executable).parent / "openstack"
+    env = {**os.environ, "OS_CLIENT_CONFIG_FILE": str(cloud.clouds_yaml)}
+    proc = subprocess.run([str(exe), "--os-cloud", user_cloud, *args], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, f"openstack {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    return json.loads(proc.stdout) if "-f" in args and "json" in args else proc.stdout
+
+
+def test_openstack_cli_server_lifecycle(running_cloud: RunningCloud, e2e_network: Any) -> None:
+    net, _ = e2e_network
+    made = _cli(running_cloud, "canopy-demo", "server", "create", "--flavor", "m1.tiny", "--image", "canopy-tiny",
+                "--network", net.name, "--wait", "-f", "json", "cli-1")
+    assert made["status"] == "ACTIVE"
+    assert "198.51.100." in json.dumps(made["addresses"])
+    listed = _cli(running_cloud, "canopy-demo", "server", "list", "-f", "json")
+    assert "cli-1" in {s["Name"] for s in listed}
+    _cli(running_cloud, "canopy-demo", "server", "stop", "cli-1")
+    _cli(running_cloud, "canopy-demo", "server", "delete", "--wait", "cli-1")
+    listed = _cli(running_cloud, "canopy-demo", "server", "list", "-f", "json")
+    assert "cli-1" not in {s["Name"] for s in listed}
+    services = _cli(running_cloud, "canopy", "compute", "service", "list", "-f", "json")
+    assert any(s["Binary"] == "canopy-agent" and s["State"] == "up" for s in services)
