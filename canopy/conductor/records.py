@@ -8,7 +8,7 @@ import uuid as uuidlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, insert, or_, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, insert, or_, select, update
 
 from canopy.db import tables_cell as c
 from canopy.db import tables_global as g
@@ -29,19 +29,26 @@ class EventLog:
 
     def write(self, conn: Connection) -> None:
         if self.action_id is not None and self.events:
-            conn.execute(insert(c.instance_action_events),
-                         [{"action_id": self.action_id, **e} for e in self.events])
+            conn.execute(_INSERT_EVENTS, [{"action_id": self.action_id, **e} for e in self.events])
             self.events = []
+
+
+# Hot statements are built once with bind parameters: building one costs more than running it on SQLite.
+_t = c.tasks.c
+_LEASE = (update(c.tasks)
+          .where(_t.id == bindparam("w_id"), or_(_t.lease_owner.is_(None), _t.lease_expires_at < bindparam("w_now")))
+          .values(lease_owner=bindparam("w_owner"), lease_expires_at=bindparam("w_until"), attempts=_t.attempts + 1))
+_DELETE_TASK = delete(c.tasks).where(_t.id == bindparam("w_id"))
+_UPDATE_INSTANCE = update(c.instances).where(c.instances.c.uuid == bindparam("w_uuid"))
+_FINISH_ACTION = update(c.instance_actions).where(c.instance_actions.c.id == bindparam("w_id"))
+_PORTS_STATUS = update(c.ports).where(c.ports.c.device_id == bindparam("w_device"))
+_INSERT_EVENTS = insert(c.instance_action_events)
 
 
 def lease_task(conn: Connection, task_id: int, owner: str, now: dt.datetime, lease_s: float) -> bool:
     """Take a task's lease if nobody holds a live one."""
-    t = c.tasks.c
-    result = conn.execute(
-        update(c.tasks)
-        .where(t.id == task_id, or_(t.lease_owner.is_(None), t.lease_expires_at < now))
-        .values(lease_owner=owner, lease_expires_at=now + dt.timedelta(seconds=lease_s), attempts=t.attempts + 1)
-    )
+    result = conn.execute(_LEASE, {"w_id": task_id, "w_now": now, "w_owner": owner,
+                                   "w_until": now + dt.timedelta(seconds=lease_s)})
     return result.rowcount == 1
 
 
@@ -78,11 +85,12 @@ def older_task_exists(conn: Connection, task_id: int, instance_uuid: str) -> boo
 
 
 def delete_task(conn: Connection, task_id: int) -> None:
-    conn.execute(delete(c.tasks).where(c.tasks.c.id == task_id))
+    conn.execute(_DELETE_TASK, {"w_id": task_id})
 
 
 def update_instance(conn: Connection, instance_uuid: str, now: dt.datetime, **values: Any) -> None:
-    conn.execute(update(c.instances).where(c.instances.c.uuid == instance_uuid).values(updated_at=now, **values))
+    """Set columns of one instance (the parameter names are the columns)."""
+    conn.execute(_UPDATE_INSTANCE, {"w_uuid": instance_uuid, "updated_at": now, **values})
 
 
 def load_instance(conn: Connection, instance_uuid: str) -> dict[str, Any] | None:
@@ -100,12 +108,11 @@ def add_fault(conn: Connection, instance_uuid: str, *, message: str, details: st
 def finish_action(conn: Connection, action_id: int | None, now: dt.datetime, message: str | None = None) -> None:
     if action_id is None:
         return
-    conn.execute(update(c.instance_actions).where(c.instance_actions.c.id == action_id)
-                 .values(finish_time=now, updated_at=now, message=message))
+    conn.execute(_FINISH_ACTION, {"w_id": action_id, "finish_time": now, "updated_at": now, "message": message})
 
 
 def set_ports_status(conn: Connection, device_id: str, status: str, now: dt.datetime) -> None:
-    conn.execute(update(c.ports).where(c.ports.c.device_id == device_id).values(status=status, updated_at=now))
+    conn.execute(_PORTS_STATUS, {"w_device": device_id, "status": status, "updated_at": now})
 
 
 def release_quota(conn: Connection, project_id: str, instances: int, cores: int, ram: int) -> None:

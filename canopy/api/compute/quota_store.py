@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, insert, or_, select, update
 
 from canopy.config import QuotaDefaults
 from canopy.db import tables_global as g
@@ -26,15 +26,23 @@ def ensure_row(conn: Connection, project_id: str, defaults: QuotaDefaults) -> No
             ram_limit=defaults.ram, instances_used=0, cores_used=0, ram_used=0))
 
 
-def reserve(conn: Connection, project_id: str, want: dict[str, int], defaults: QuotaDefaults) -> None:
-    """Add `want` ({"instances": n, "cores": n, "ram": n}) to the project's usage, or raise QuotaExceeded."""
-    conds = [q.project_id == project_id]
+def _reserve_statement() -> Any:
+    conds = [q.project_id == bindparam("w_project")]
     values: dict[str, Any] = {}
     for res in RESOURCES:
-        used, limit = getattr(q, f"{res}_used"), getattr(q, f"{res}_limit")
-        conds.append(or_(limit < 0, used + want[res] <= limit))
-        values[f"{res}_used"] = used + want[res]
-    if conn.execute(update(g.quota_usage).where(*conds).values(**values)).rowcount == 1:
+        used, limit, want = getattr(q, f"{res}_used"), getattr(q, f"{res}_limit"), bindparam(f"w_{res}")
+        conds.append(or_(limit < 0, used + want <= limit))
+        values[f"{res}_used"] = used + want
+    return update(g.quota_usage).where(*conds).values(**values)
+
+
+_RESERVE = _reserve_statement()
+
+
+def reserve(conn: Connection, project_id: str, want: dict[str, int], defaults: QuotaDefaults) -> None:
+    """Add `want` ({"instances": n, "cores": n, "ram": n}) to the project's usage, or raise QuotaExceeded."""
+    params = {"w_project": project_id, **{f"w_{res}": want[res] for res in RESOURCES}}
+    if conn.execute(_RESERVE, params).rowcount == 1:
         return
     row = conn.execute(select(g.quota_usage).where(q.project_id == project_id)).mappings().first()
     if row is None:

@@ -25,6 +25,10 @@ from canopy.db import tables_cell as c
 from canopy.db import tables_global as g
 from canopy.runtime import Cloud
 
+_INSERT_INSTANCE = insert(c.instances)
+_INSERT_ACTION = insert(c.instance_actions)
+_INSERT_TASK = insert(c.tasks)
+_INSERT_MAPPING = insert(g.instance_mappings)
 _FLAVOR_CACHE: dict[str, tuple[float, dict[str, Any]]] = {}
 FLAVOR_CACHE_S = 10.0
 
@@ -310,7 +314,7 @@ async def _write(cloud: Cloud, rc: RequestContext, plan: dict[str, Any], server:
 
     def write_global(conn: Connection) -> None:
         _reserve(conn, cloud, rc, plan)
-        conn.execute(insert(g.instance_mappings), [
+        conn.execute(_INSERT_MAPPING, [
             {"instance_uuid": i["uuid"], "cell_name": cloud.cell_name, "project_id": rc.project_id}
             for i in plan["instances"]])
 
@@ -355,7 +359,7 @@ def _undo_global(conn: Connection, plan: dict[str, Any], rc: RequestContext) -> 
 def _insert_instance(conn: Connection, rc: RequestContext, plan: dict[str, Any], server: ServerCreate,
                      item: dict[str, Any], now: Any) -> None:
     p = item["payload"]
-    conn.execute(insert(c.instances).values(
+    conn.execute(_INSERT_INSTANCE, dict(
         uuid=item["uuid"], project_id=rc.project_id, user_id=rc.user_id, name=item["name"],
         hostname=p["hostname"], description=server.description, flavor_id=plan["flavor"]["id"],
         flavor=plan["flavor"], image_ref=plan["image_id"], host=None, availability_zone=plan["zone"],
@@ -365,10 +369,10 @@ def _insert_instance(conn: Connection, rc: RequestContext, plan: dict[str, Any],
         metadata=server.metadata or {}, networks=[n["network"]["id"] for n in p["networks"]], addresses={},
         reservation_id=plan["reservation_id"], launch_index=item["launch_index"], locked=False, progress=0,
         created_at=now, updated_at=now, deleted=False))
-    action_id = conn.execute(insert(c.instance_actions).values(
+    action_id = conn.execute(_INSERT_ACTION, dict(
         instance_uuid=item["uuid"], request_id=rc.request_id, action="create", user_id=rc.user_id,
         project_id=rc.project_id, start_time=now, updated_at=now)).inserted_primary_key[0]
     task = {"instance_uuid": item["uuid"], "kind": "build", "action_id": action_id, "payload": p,
             "request_id": rc.request_id, "attempts": 0, "created_at": now}
-    task_id = conn.execute(insert(c.tasks).values(**task)).inserted_primary_key[0]
+    task_id = conn.execute(_INSERT_TASK, task).inserted_primary_key[0]
     item["task"] = {**task, "id": task_id, "created_at": None}
