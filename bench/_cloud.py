@@ -60,7 +60,10 @@ class BenchCloud:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.tmp.cleanup()
+        if not os.environ.get("CANOPY_BENCH_KEEP"):
+            self.tmp.cleanup()
+        else:
+            print(f"kept {self.tmp.name}", file=sys.stderr)
 
     def token(self, user: str = "admin") -> str:
         body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
