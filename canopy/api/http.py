@@ -3,10 +3,10 @@ the field, pagination parameters."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from typing import Any, TypeVar
 
+import orjson
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
 from starlette.responses import Response
@@ -18,7 +18,7 @@ M = TypeVar("M", bound=BaseModel)
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(json.dumps(body, separators=(",", ":")).encode(), status_code=status,
+    return Response(orjson.dumps(body), status_code=status,
                     media_type="application/json", headers=headers)
 
 
@@ -44,8 +44,8 @@ async def read_json(request: Request) -> Any:
     if not raw:
         raise bad_request("The request body is empty; a JSON object was expected.", "MalformedRequestBody")
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
         raise bad_request(f"Malformed request body: {exc}", "MalformedRequestBody") from None
 
 

@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Literal, TypeVar
 
+import orjson
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import NullPool
@@ -49,9 +50,14 @@ def normalize_url(url: str) -> str:
     return parsed.render_as_string(hide_password=False)
 
 
+def _json_serializer(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
 def make_engine(url: str, pool_size: int = 10, echo: bool = False) -> Engine:
     """An engine with the settings each backend needs (SQLite: WAL, a busy timeout, foreign keys)."""
     url = normalize_url(url)
+    json_args = {"json_serializer": _json_serializer, "json_deserializer": orjson.loads}
     if url.startswith("sqlite"):
         memory = url in ("sqlite://", "sqlite:///:memory:")
         engine = create_engine(
@@ -59,6 +65,7 @@ def make_engine(url: str, pool_size: int = 10, echo: bool = False) -> Engine:
             echo=echo,
             connect_args={"check_same_thread": False, "timeout": 30},
             poolclass=None if not memory else NullPool,
+            **json_args,
         )
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
@@ -67,7 +74,7 @@ def make_engine(url: str, pool_size: int = 10, echo: bool = False) -> Engine:
     if url.startswith(("mysql", "mariadb")):
         kwargs["isolation_level"] = "READ COMMITTED"
         kwargs["pool_recycle"] = 3600
-    return create_engine(url, echo=echo, **kwargs)
+    return create_engine(url, echo=echo, **kwargs, **json_args)
 
 
 def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:

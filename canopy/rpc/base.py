@@ -12,12 +12,13 @@ request context restored, so request IDs follow a request across services.
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+import orjson
 
 from canopy import context
 from canopy.rpc.messages import Ack, Message, decode_message
@@ -109,18 +110,17 @@ class Envelope:
                    error={"type": type(exc).__name__, "message": str(exc)})
 
     def encode(self) -> bytes:
-        return json.dumps(
+        return orjson.dumps(
             {
                 "k": self.kind, "v": self.version, "b": self.body, "id": self.msg_id, "r": self.reply_to,
                 "rid": self.request_id, "grid": self.global_request_id, "u": self.user_id,
                 "p": self.project_id, "e": self.error, "t": self.sent_at,
-            },
-            separators=(",", ":"),
-        ).encode()
+            }
+        )
 
     @classmethod
     def decode(cls, data: bytes) -> Envelope:
-        d = json.loads(data)
+        d = orjson.loads(data)
         return cls(
             kind=d["k"], version=d["v"], body=d["b"], msg_id=d["id"], reply_to=d.get("r"),
             request_id=d.get("rid"), global_request_id=d.get("grid"), user_id=d.get("u"),
