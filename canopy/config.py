@@ -60,6 +60,8 @@ class QuotaDefaults(BaseModel):
 class ConductorConfig(BaseModel):
     lease_s: float = 60.0
     sweep_interval_s: float = 5.0
+    # A task nobody leased for this long lost its wake-up cast; the sweeper starts it.
+    lost_cast_s: float = 5.0
     heartbeat_flush_s: float = 2.0
     stop_timeout_s: float = 60.0
     agent_call_timeout_s: float = 600.0

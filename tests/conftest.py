@@ -147,13 +147,29 @@ async def api(cloud: Cloud) -> AsyncIterator[ApiClient]:
         await client.http.aclose()
 
 
+BACKENDS = ("sqlite", "mariadb", "postgresql")
+
+
 @pytest.fixture
-async def stack(data_dir: Path) -> AsyncIterator[Any]:
-    """A whole cloud in-process: api (no HTTP port), conductor, scheduler and 4 fake hypervisors."""
+def backend_url(request: pytest.FixtureRequest) -> str | None:
+    """The database URL for a test parametrized by backend (None: the SQLite copy in data_dir)."""
+    name = getattr(request, "param", "sqlite")
+    if name == "sqlite":
+        return None
+    return str(request.getfixturevalue("mariadb_url" if name == "mariadb" else "postgres_url"))
+
+
+@pytest.fixture
+async def stack(data_dir: Path, backend_url: str | None) -> AsyncIterator[Any]:
+    """A whole cloud in-process: api (no HTTP port), conductor, scheduler and 4 fake hypervisors.
+
+    On SQLite by default; parametrize `backend_url` indirectly to run on MariaDB or PostgreSQL."""
     from canopy.allinone import AllInOne
     from canopy.api.app import build_app
 
     settings = make_settings(data_dir)
+    if backend_url:
+        settings.database.global_url = settings.database.cell_url = backend_url
     settings.fake.spawn_delay_s = 0.0
     settings.fake.op_delay_s = 0.0
     settings.fake.vcpus = 8

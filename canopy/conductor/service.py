@@ -157,7 +157,7 @@ class Conductor:
 
     async def sweep(self) -> int:
         """Take over tasks whose lease expired or that nobody picked up; returns how many were found."""
-        lost_cast_s = max(2.0, self.settings.conductor.sweep_interval_s)
+        lost_cast_s = self.settings.conductor.lost_cast_s
         found = await self.db.read_fresh(records.expired_tasks, self.clock.now(), lost_cast_s)
         for row in found:
             log.warning("sweeper: taking over task %s (%s of %s)", row["id"], row["kind"], row["instance_uuid"])

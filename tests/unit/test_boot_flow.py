@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+import uuid
 from typing import Any
 
+import pytest
+
 from canopy.seed import PUBLIC_NETWORK_ID, TINY_IMAGE_ID
-from tests.conftest import wait_for_server
+from tests.conftest import BACKENDS, wait_for_server
 
 V = {"OpenStack-API-Version": "compute 2.87"}
 
@@ -42,9 +45,11 @@ async def test_boot_reaches_active_with_an_address_from_the_subnet(stack: Any) -
     assert all(e["result"] == "Success" for e in detail["events"])
 
 
+@pytest.mark.parametrize("backend_url", BACKENDS, indirect=True)
 async def test_stop_start_reboot_delete_releases_the_address(stack: Any) -> None:
     api = stack.api
-    sid = (await api.post("/compute/v2.1/servers", json=server_body(), as_user="demo", headers=V)).json()["server"]["id"]
+    resp = await api.post("/compute/v2.1/servers", json=server_body(), as_user="demo", headers=V)
+    sid = resp.json()["server"]["id"]
     server = await wait_for_server(api, sid, {"ACTIVE"}, as_user="demo")
     ip = server["addresses"]["public"][0]["addr"]
     for action, want in (({"os-stop": None}, "SHUTOFF"), ({"os-start": None}, "ACTIVE"),
@@ -61,12 +66,14 @@ async def test_stop_start_reboot_delete_releases_the_address(stack: Any) -> None
     assert found == []
 
 
+@pytest.mark.parametrize("backend_url", BACKENDS, indirect=True)
 async def test_flavor_too_big_for_every_host_is_error_with_a_fault_naming_the_resource(stack: Any) -> None:
     api = stack.api
-    resp = await api.post("/compute/v2.1/flavors", json={"flavor": {"name": "huge", "ram": 10**6, "vcpus": 1,
-                                                                    "disk": 1, "id": "huge"}})
+    name = f"huge-{uuid.uuid4().hex[:6]}"
+    resp = await api.post("/compute/v2.1/flavors", json={"flavor": {"name": name, "ram": 10**6, "vcpus": 1,
+                                                                    "disk": 1, "id": name}})
     assert resp.status_code == 200, resp.text
-    sid = (await api.post("/compute/v2.1/servers", json=server_body(flavorRef="huge"), headers=V)).json()["server"]["id"]
+    sid = (await api.post("/compute/v2.1/servers", json=server_body(flavorRef=name), headers=V)).json()["server"]["id"]
     server = await wait_for_server(api, sid, {"ERROR", "ACTIVE"})
     assert server["status"] == "ERROR"
     message = server["fault"]["message"]

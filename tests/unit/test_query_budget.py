@@ -1,0 +1,38 @@
+"""The boot's SQL budget: at most 20 statements, the same with 2 servers in the cloud as with 32."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.conftest import wait_for_server
+from tests.unit.test_boot_flow import V, server_body
+
+
+async def test_a_boot_costs_the_same_few_statements_however_many_servers_exist(stack: Any) -> None:
+    stack.conductor.flush_heartbeats = _noop  # periodic writes are measured elsewhere
+    counts = stack.cloud.dbs.statement_counts
+
+    async def one(name: str) -> int:
+        before = counts().copy()
+        resp = await stack.api.post("/compute/v2.1/servers", json=server_body(name=name), headers=V)
+        sid = resp.json()["server"]["id"]
+        after_create = counts().copy()
+        await wait_for_server(stack.api, sid, {"ACTIVE"})
+        after = counts()
+        polling = after["compute:servers:show"] - after_create["compute:servers:show"]
+        print(name, {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)})
+        return sum(after.values()) - sum(before.values()) - polling
+
+    await one("warm-up")  # the first boot also logs in, creates the quota row and fills caches
+    first = await one("first")
+    fillers = [(await stack.api.post("/compute/v2.1/servers", json=server_body(name=f"filler-{n}"), headers=V)
+                ).json()["server"]["id"] for n in range(30)]
+    for sid in fillers:
+        await wait_for_server(stack.api, sid, {"ACTIVE"})
+    later = await one("later")
+    assert first <= 20, first
+    assert later == first, (first, later)
+
+
+async def _noop() -> None:
+    return None
