@@ -22,7 +22,7 @@ def _config(part: str) -> Config:
     return cfg
 
 
-def upgrade_part(engine: Engine, part: str, revision: str = "head") -> None:
+def upgrade_part(engine: Engine, part: str, revision: str = "heads") -> None:
     """Bring one part's tables to `revision`; running it again changes nothing."""
     cfg = _config(part)
     with engine.begin() as conn:
@@ -31,14 +31,17 @@ def upgrade_part(engine: Engine, part: str, revision: str = "head") -> None:
 
 
 def current_revision(engine: Engine, part: str) -> str | None:
-    """The revision a database holds for one part, or None when it has none."""
+    """The revision a database holds for one part (comma-joined if several heads), or None when it has none."""
     with engine.connect() as conn:
         ctx = MigrationContext.configure(conn, opts={"version_table": f"alembic_version_{part}"})
-        return ctx.get_current_revision()
+        heads = ctx.get_current_heads()
+        return ",".join(sorted(heads)) if heads else None
 
 
 def head_revision(part: str) -> str | None:
-    return ScriptDirectory.from_config(_config(part)).get_current_head()
+    """The newest revision of a part (its heads joined by commas while branches are unmerged)."""
+    heads = ScriptDirectory.from_config(_config(part)).get_heads()
+    return ",".join(sorted(heads)) if heads else None
 
 
 def upgrade_all(dbs: Databases) -> None:
