@@ -98,7 +98,6 @@ def _finish_active(conn: Connection, cond: Conductor, run: TaskRun) -> None:
     now = cond.clock.now()
     records.update_instance(conn, run.instance_uuid, now, vm_state=states.ACTIVE, task_state=None,
                             power_state=int(PowerState.RUNNING), launched_at=now, progress=100)
-    records.set_ports_status(conn, run.instance_uuid, "ACTIVE", now)
     records.finish_action(conn, run.events.action_id, now)
     run.events.write(conn)
     records.delete_task(conn, run.id)

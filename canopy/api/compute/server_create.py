@@ -12,7 +12,7 @@ import uuid as uuidlib
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import Connection, insert, or_, select
+from sqlalchemy import Connection, bindparam, insert, or_, select
 from starlette.requests import Request
 
 from canopy import states
@@ -167,25 +167,32 @@ def _image_ref(ref: str) -> str:
     return image_id
 
 
+_n, _s = g.networks.c, g.subnets.c
+_NETS_WITH_SUBNETS = select(g.networks, g.subnets).select_from(
+    g.networks.outerjoin(g.subnets, _s.network_id == _n.id))
+_IMAGE_BY_ID = select(g.images).where(g.images.c.id == bindparam("w_id"))
+_NETS_BY_ID = _NETS_WITH_SUBNETS.where(_n.id.in_(bindparam("w_ids", expanding=True)))
+_NETS_AUTO = _NETS_WITH_SUBNETS.where(or_(_n.shared.is_(True), _n.project_id == bindparam("w_project")))
+_KEY = select(g.keypairs.c.public_key).where(g.keypairs.c.user_id == bindparam("w_user"),
+                                            g.keypairs.c.name == bindparam("w_name"))
+
+
 def _lookups(conn: Connection, rc: RequestContext, image_id: str, network_ids: list[str] | None,
              key_name: str | None) -> dict[str, Any]:
     """Image, networks (with their subnets, one query) and key pair the request names."""
-    image = conn.execute(select(g.images).where(g.images.c.id == image_id)).mappings().first()
+    image = conn.execute(_IMAGE_BY_ID, {"w_id": image_id}).mappings().first()
     found: dict[str, Any] = {"image": dict(image) if image else None, "networks": {}, "key": None}
-    n, s = g.networks.c, g.subnets.c
-    q = select(g.networks, g.subnets).select_from(g.networks.outerjoin(g.subnets, s.network_id == n.id))
     if network_ids is not None:
-        q = q.where(n.id.in_(network_ids))
+        rows = conn.execute(_NETS_BY_ID, {"w_ids": network_ids}).all() if network_ids else []
     else:  # "auto": the shared networks, and the project's own
-        q = q.where(or_(n.shared.is_(True), n.project_id == rc.project_id))
-    for row in conn.execute(q).all():
+        rows = conn.execute(_NETS_AUTO, {"w_project": rc.project_id}).all()
+    for row in rows:
         m = row._mapping
-        net = found["networks"].setdefault(m[n.id], {"network": _net_fields(m, n), "subnets": []})
-        if m[s.id] is not None:
-            net["subnets"].append(_subnet_fields(m, s))
+        net = found["networks"].setdefault(m[_n.id], {"network": _net_fields(m, _n), "subnets": []})
+        if m[_s.id] is not None:
+            net["subnets"].append(_subnet_fields(m, _s))
     if key_name:
-        key = conn.execute(select(g.keypairs.c.public_key).where(
-            g.keypairs.c.user_id == rc.user_id, g.keypairs.c.name == key_name)).first()
+        key = conn.execute(_KEY, {"w_user": rc.user_id, "w_name": key_name}).first()
         found["key"] = key[0] if key else None
     return found
 
