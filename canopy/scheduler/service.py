@@ -67,6 +67,10 @@ class Scheduler:
             now_ts = _epoch(self.clock)
             outcome = run_filters(self.index, req, self.filters, now_ts)
             candidates = np.flatnonzero(outcome.mask)
+            if candidates.size == 0 and self.clock.monotonic() - self._refreshed_at > 0.05:
+                # The index may predate a host that just registered or freed room: look again first.
+                await self.refresh(force=True)
+                continue
             if candidates.size == 0:
                 raise NoValidHost(f"No valid host was found. {outcome.explain()}")
             i = self._pick(weigh(self.index, outcome.mask, self.strategy), candidates)
