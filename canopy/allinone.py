@@ -47,16 +47,18 @@ class AllInOne:
         self.conductor = Conductor(cloud, name="conductor-0")
         await self.conductor.start()
         await self._start_agents()
-        self.scheduler = Scheduler(dbs.cell(cloud.cell_name), bus, clock=cloud.clock, refresh_s=s.scheduler.refresh_s,
-                                   strategy=s.scheduler.weigher, top_k=s.scheduler.top_k,
-                                   service_down_s=s.scheduler.service_down_s)
+        self.scheduler = Scheduler(dbs.cell(cloud.cell_name), bus, clock=cloud.clock, global_db=dbs.global_db,
+                                   config=s.scheduler)
         await self.scheduler.start()
         await self.conductor.flush_heartbeats()
         if self.serve_http:
             await self._start_http()
 
     async def _start_agents(self) -> None:
+        from canopy.agent.net.setup import make_node, start_private_ovs
+
         fake, rng = self.settings.fake, random.Random(7)
+        self.ovs = start_private_ovs(self.settings)  # network.apply = "private-ovs": a real switch of its own
         for n in range(self.hosts):
             name = f"hv-{n + 1:04d}"
             driver = FakeDriver(name, vcpus=fake.vcpus, memory_mb=fake.memory_mb, local_gb=fake.disk_gb,
@@ -65,7 +67,8 @@ class AllInOne:
             rack = f"r{n // 40 + 1:02d}"
             self.agents.append(Agent(name, driver, self.cloud.bus, heartbeat_s=self.settings.agent.heartbeat_s,  # type: ignore[union-attr]
                                      availability_zone=self.settings.agent.availability_zone,
-                                     datacenter=self.settings.agent.datacenter, rack=rack, rng=rng))
+                                     datacenter=self.settings.agent.datacenter, rack=rack, rng=rng,
+                                     net=make_node(name, self.settings, n + 1, self.ovs)))
         # Register in batches: a thousand agents at once would only queue on one database.
         for i in range(0, len(self.agents), 100):
             await asyncio.gather(*(a.start() for a in self.agents[i:i + 100]))
@@ -96,6 +99,8 @@ class AllInOne:
                 await self._server_task
         for agent in self.agents:
             await agent.stop()
+        if getattr(self, "ovs", None) is not None:
+            self.ovs.stop()  # type: ignore[union-attr]
         if self.cloud is not None:
             await self.conductor.stop()
             await self.cloud.bus.close()

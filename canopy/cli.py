@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import signal
 from pathlib import Path
@@ -13,11 +12,15 @@ import typer
 from rich.console import Console
 
 from canopy.config import Settings, load_settings
+from canopy.observability.logs import setup_process
 
 app = typer.Typer(help="Canopy: a cloud control plane for hosting providers (OpenStack APIs).",
                   no_args_is_help=True, add_completion=False)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(__import__("canopy.cli_scheduler", fromlist=["app"]).app, name="scheduler-explain")
+app.add_typer(__import__("canopy.cli_ops", fromlist=["ops_app"]).ops_app)  # `canopy trace`, `canopy service ping`
+app.add_typer(__import__("canopy.cli_network", fromlist=["app"]).app, name="network")  # flows, trace (issue 4)
 console = Console()
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML configuration file (or CANOPY_CONFIG).")]
@@ -29,7 +32,7 @@ def _settings(config: Path | None, data_dir: Path | None = None) -> Settings:
         os.environ["CANOPY_CONFIG"] = str(config)
     overrides = {"data_dir": data_dir} if data_dir is not None else {}
     settings = load_settings(**overrides)
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_process(settings)  # JSON (or text) logs with request IDs, and a metrics port if configured
     return settings
 
 
@@ -140,9 +143,8 @@ def scheduler(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
         bus = make_transport(settings.bus, bind=True)
         await bus.start()
         dbs = open_databases(settings)
-        s = settings.scheduler
-        sched = Scheduler(dbs.cell(settings.database.cell_name), bus, refresh_s=s.refresh_s, strategy=s.weigher,
-                          top_k=s.top_k, service_down_s=s.service_down_s)
+        sched = Scheduler(dbs.cell(settings.database.cell_name), bus, global_db=dbs.global_db,
+                          config=settings.scheduler)
         holder["bus"] = bus
         await sched.start()
 
@@ -154,7 +156,8 @@ def scheduler(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
 
 @app.command()
 def agent(config: ConfigOpt = None, data_dir: DataDirOpt = None,
-          host: Annotated[str | None, typer.Option(help="This hypervisor's host name.")] = None) -> None:
+          host: Annotated[str | None, typer.Option(help="This hypervisor's host name.")] = None,
+          driver: Annotated[str | None, typer.Option(help="fake or libvirt (default: agent.driver).")] = None) -> None:
     """Run the agent of one hypervisor (it never touches the database)."""
     import socket
 
@@ -170,10 +173,15 @@ def agent(config: ConfigOpt = None, data_dir: DataDirOpt = None,
     async def start() -> None:
         bus = make_transport(settings.bus, bind=False)
         await bus.start()
-        driver = FakeDriver(name, vcpus=a.vcpus, memory_mb=a.memory_mb, local_gb=a.disk_gb,
-                            spawn_delay_s=settings.fake.spawn_delay_s, op_delay_s=settings.fake.op_delay_s)
-        agent_ = Agent(name, driver, bus, heartbeat_s=a.heartbeat_s, availability_zone=a.availability_zone,
-                       datacenter=a.datacenter, rack=a.rack)
+        if (driver or a.driver) == "libvirt":  # real guests: see docs/libvirt.md
+            from canopy.agent.virt.setup import libvirt_agent
+
+            agent_ = libvirt_agent(settings, name, bus)
+        else:
+            fake = FakeDriver(name, vcpus=a.vcpus, memory_mb=a.memory_mb, local_gb=a.disk_gb,
+                              spawn_delay_s=settings.fake.spawn_delay_s, op_delay_s=settings.fake.op_delay_s)
+            agent_ = Agent(name, fake, bus, heartbeat_s=a.heartbeat_s, availability_zone=a.availability_zone,
+                           datacenter=a.datacenter, rack=a.rack)
         holder["a"], holder["bus"] = agent_, bus
         await agent_.start(register_timeout_s=3600)
 

@@ -26,15 +26,32 @@ class DatabaseConfig(BaseModel):
     # "inline" runs each transaction on the event loop (fastest for SQLite); "thread" hands it to a pool.
     execution: Literal["auto", "inline", "thread"] = "auto"
     echo: bool = False
+    # Read replicas of the global database, and of the cell's (the same list when both URLs are one).
+    replica_urls: list[str] = Field(default_factory=list)
+    cell_replica_urls: list[str] = Field(default_factory=list)
+    replica_max_lag_s: float = 5.0  # a replica further behind leaves the rotation (back under half of it)
+    fresh_wait_s: float = 0.5  # how long reader_fresh waits for a replica to catch up before reading the primary
+    replica_check_s: float = 2.0
+
+    def replica_map(self) -> dict[str, list[str]]:
+        """Each primary URL's replica URLs."""
+        found = {self.global_url: list(self.replica_urls)} if self.replica_urls else {}
+        cell = self.cell_replica_urls or (self.replica_urls if self.cell_url in ("", self.global_url) else [])
+        if cell and self.cell_url:
+            found[self.cell_url] = list(cell)
+        return found
 
 
 class BusConfig(BaseModel):
     """The message bus: in-process for one machine, ZeroMQ between machines."""
 
-    transport: Literal["local", "zmq"] = "local"
+    transport: Literal["local", "zmq", "nats", "amqp"] = "local"
     # ZeroMQ: the address this process binds (control services), and the control endpoints it connects to.
     zmq_bind: str = ""
     zmq_connect: list[str] = Field(default_factory=list)
+    # Brokers: NATS servers (one cluster), or a RabbitMQ URL (amqp://user:pass@host:5672/vhost).
+    nats_urls: list[str] = Field(default_factory=lambda: ["nats://127.0.0.1:4222"])
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     call_timeout_s: float = 30.0
 
 
@@ -69,7 +86,7 @@ class ConductorConfig(BaseModel):
 
 class AgentConfig(BaseModel):
     host: str = ""
-    driver: Literal["fake"] = "fake"
+    driver: Literal["fake", "libvirt"] = "fake"
     heartbeat_s: float = 10.0
     availability_zone: str = "nova"
     datacenter: str = "dc1"
@@ -77,6 +94,43 @@ class AgentConfig(BaseModel):
     vcpus: int = 32
     memory_mb: int = 131072
     disk_gb: int = 2000
+    # Power-state sync (a guest that shut itself down shows SHUTOFF) and the periodic reconcile.
+    power_sync_s: float = 10.0
+    reconcile_s: float = 300.0
+    # On start: how long to wait for the hypervisor and Open vSwitch (with backoff) before giving up.
+    ready_timeout_s: float = 3600.0
+    # Guests the database does not know are reported; destroyed only when this is set.
+    remove_unknown_guests: bool = False
+
+
+class LibvirtConfig(BaseModel):
+    """The libvirt/QEMU driver (agent.driver = "libvirt"); see docs/libvirt.md."""
+
+    uri: str = "qemu:///system"
+    instances_path: Path = Path("/var/lib/canopy/instances")
+    image_cache_path: Path | None = None  # default: <instances_path>/_base
+    image_cache_max_age_s: float = 86400.0
+    image_cache_min_free_gb: float = 10.0
+    # The Image API the agent fetches images from, with a service credential (it has no database access).
+    image_api_url: str = ""  # default: api.public_url
+    service_user: str = "admin"
+    service_password: str = "admin"
+    service_project: str = "admin"
+    accel: Literal["auto", "kvm", "tcg"] = "auto"
+    accel_probe_kernel: Path | None = None
+    accel_probe_initrd: Path | None = None
+    accel_probe_cmdline: str = "console=ttyS0 panic=-1"
+    accel_probe_marker: str = "CANOPY-ACCEL-PROBE-OK"
+    accel_probe_timeout_s: float = 15.0
+    vif_type: Literal["ethernet", "ovs"] = "ethernet"
+    bridge: str = "br-int"
+    config_drive: bool = True
+    shutdown_retry_s: float = 10.0
+    console_max_bytes: int = 1 << 20
+    # Host defaults for the hw: settings (cpu_mode, cpu_model, cpu_features, machine_type, disk_bus,
+    # vif_model, video_model, serial_console), and XPath patch rules {op, xpath, value, attribute, xml}.
+    customization: dict[str, str] = Field(default_factory=dict)
+    patches: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class FakeDriverConfig(BaseModel):
@@ -95,6 +149,76 @@ class SchedulerConfig(BaseModel):
     weigher: Literal["spread", "pack"] = "spread"
     top_k: int = 3
     service_down_s: float = 60.0
+    # Weights per resource for the weigher (their sign follows `weigher`; aggregates may override them).
+    ram_weight: float = 1.0
+    cpu_weight: float = 1.0
+    disk_weight: float = 0.5
+    soft_affinity_weight: float = 1.0
+    # The change feed re-reads this much before its watermark (longest write + clock skew between writers).
+    feed_overlap_s: float = 2.0
+    liveness_refresh_s: float = 5.0
+    full_resync_s: float = 600.0
+    audit_interval_s: float = 300.0
+    audit_batch: int = 500
+    reachability_ttl_s: float = 5.0
+    # Multi-create: how long the first member of a reservation waits for the others, to place them together.
+    batch_wait_s: float = 0.05
+    max_claim_tries: int = 32
+    # A project named by an aggregate's filter_tenant_id may use only the hosts of its aggregates.
+    pin_tenants: bool = True
+
+
+def _default_task_deadlines() -> dict[str, float]:
+    # Above the natural timeouts of each step (agent calls: 600 s), so a step that fails on its own
+    # says why; the sweeper catches only what would otherwise stay stuck.
+    return {"scheduling": 900, "networking": 900, "block_device_mapping": 900, "spawning": 1800,
+            "powering-off": 1500, "powering-off-soft": 1500, "powering-off-hard": 900, "powering-on": 900,
+            "rebooting": 1500, "rebooting_hard": 900, "reboot_started_hard": 900, "deleting": 1800}
+
+
+class ObservabilityConfig(BaseModel):
+    """Logs, liveness, the stuck-task sweeper, notifications and health checks."""
+
+    log_format: Literal["json", "text"] = "json"
+    log_file: str = ""  # empty: stdout
+    # Seconds without a heartbeat before a service shows down. None: three heartbeat intervals as the
+    # database sees them (agent.heartbeat_s + conductor.heartbeat_flush_s each, since conductors write
+    # heartbeats in batches). The resolved value goes to scheduler.service_down_s, which everything reads.
+    service_down_s: float | None = None
+    task_deadlines_s: dict[str, float] = Field(default_factory=_default_task_deadlines)
+    default_task_deadline_s: float = 3600.0  # task states not named above
+    stuck_sweep_interval_s: float = 30.0
+    notifications: bool = True
+    notification_topic: str = "notifications"
+    health_timeout_s: float = 2.0
+    metrics_port: int = 0  # >0: serve this process's metrics on its own port (services without the api)
+    metrics_host: str = "127.0.0.1"
+
+
+class NetworkConfig(BaseModel):
+    """Networking: how agents program Open vSwitch, address quotas and the hold time of public addresses."""
+
+    # "compile": agents compile their flows and keep them in a fake switch (the all-in-one's default);
+    # "ovs": they apply them to Open vSwitch; "private-ovs" (all-in-one): to a private Open vSwitch the
+    # all-in-one starts under data_dir/ovs, one integration bridge per simulated host.
+    apply: Literal["compile", "ovs", "private-ovs"] = "compile"
+    integration_bridge: str = "br-int"
+    datapath_type: Literal["system", "netdev", "dummy"] = "system"
+    tap_type: Literal["system", "dummy"] = "system"
+    ovs_rundir: str = ""  # a private Open vSwitch's folder (empty: the system's)
+    physical_bridges: dict[str, str] = Field(default_factory=dict)  # physical network -> bridge (br-<name>)
+    physical_interfaces: dict[str, str] = Field(default_factory=dict)  # physical network -> NIC on its bridge
+    uplink_ofports: dict[str, int] = Field(default_factory=dict)  # physical network -> uplink port (2..99)
+    tunnel_ip: str = ""  # this host's VXLAN endpoint (empty: the host's address)
+    reconcile_s: float = 60.0
+    full_sync_s: float = 600.0
+    sync_batch_s: float = 0.01  # conductors gather port changes this long into one batch per host
+    public_ip_hold_s: float = 0.0  # a freed public address goes to another project only after this long
+    quota_port: int = -1  # per-project defaults (-1: unlimited)
+    quota_public_ip: int = -1
+
+    def quota_defaults(self) -> dict[str, int]:
+        return {"port": self.quota_port, "public_ip": self.quota_public_ip}
 
 
 class Settings(BaseSettings):
@@ -111,7 +235,10 @@ class Settings(BaseSettings):
     conductor: ConductorConfig = Field(default_factory=ConductorConfig)
     agent: AgentConfig = Field(default_factory=AgentConfig)
     fake: FakeDriverConfig = Field(default_factory=FakeDriverConfig)
+    libvirt: LibvirtConfig = Field(default_factory=LibvirtConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
     log_level: str = "INFO"
 
     @classmethod
@@ -141,6 +268,12 @@ class Settings(BaseSettings):
             data.auth.token_secret = _persistent_secret(data.data_dir / "token-secret")
         if not data.api.public_url:
             data.api.public_url = f"http://{data.api.host}:{data.api.port}"
+        obs = data.observability
+        if obs.service_down_s is None:  # an explicit scheduler.service_down_s still wins
+            explicit = "service_down_s" in data.scheduler.model_fields_set
+            interval = data.agent.heartbeat_s + data.conductor.heartbeat_flush_s
+            obs.service_down_s = data.scheduler.service_down_s if explicit else 3 * interval
+        data.scheduler.service_down_s = obs.service_down_s
         return data
 
 

@@ -10,12 +10,14 @@ from sqlalchemy import Connection
 
 from canopy import states
 from canopy.agent.virt.base import PowerState
-from canopy.conductor import records
+from canopy.conductor import netsync, records
 from canopy.conductor.taskrun import TaskRun, describe_exception
 from canopy.network import ports as netports
+from canopy.observability import notifications as notify
 from canopy.rpc.base import BusError, Target
-from canopy.rpc.calls import DestroyInstance, HostSelected, InstanceSpec, PortSpec, SelectHost, SpawnInstance
+from canopy.rpc.calls import DestroyInstance, HostSelected, InstanceSpec, PortSpec, SpawnInstance
 from canopy.scheduler import claims
+from canopy.scheduler.client import select_host_message
 
 if TYPE_CHECKING:
     from canopy.conductor.service import Conductor
@@ -26,14 +28,12 @@ log = logging.getLogger("canopy.conductor")
 async def run_build(cond: Conductor, run: TaskRun) -> None:
     """Drive one server's boot to ACTIVE or ERROR."""
     p = run.payload
-    flavor = p["flavor"]
+    await notify.task_started(cond, run)
     try:
         run.step = states.SCHEDULING
         t0 = cond.clock.now()
-        selected = await cond.bus.call(Target("scheduler"), SelectHost(
-            instance_uuid=run.instance_uuid, project_id=p["project_id"], vcpus=flavor["vcpus"],
-            memory_mb=flavor["ram"], disk_gb=flavor["disk"], availability_zone=p.get("availability_zone"),
-            force_host=p.get("force_host")), timeout=cond.settings.conductor.agent_call_timeout_s)
+        selected = await cond.bus.call(Target("scheduler"), select_host_message(run.instance_uuid, p),
+                                       timeout=cond.settings.conductor.agent_call_timeout_s)
         assert isinstance(selected, HostSelected)
         run.host = selected.host
         run.events.host = selected.host
@@ -42,7 +42,10 @@ async def run_build(cond: Conductor, run: TaskRun) -> None:
 
         run.step = states.NETWORKING
         t0 = cond.clock.now()
-        ports = await cond.db.write(_networking, cond, run, selected)
+        reqs, policy = await netsync.prepare_networking(cond, run.payload.get("networks", []), selected.host,
+                                                        run.payload["project_id"])
+        ports = await cond.db.write(_networking, cond, run, selected, reqs, policy)
+        await netsync.ports_created(cond, ports)  # the host's flows are in place before the guest starts
         run.events.add("compute_allocate_network", t0, cond.clock.now(), "Success")
 
         run.step = states.BLOCK_DEVICE_MAPPING
@@ -57,21 +60,24 @@ async def run_build(cond: Conductor, run: TaskRun) -> None:
                             timeout=cond.settings.conductor.agent_call_timeout_s)
         run.events.add("compute_spawn", t0, cond.clock.now(), "Success")
         await cond.db.write(_finish_active, cond, run)
+        await notify.task_ended(cond, run, vm_state=states.ACTIVE, task_state=None, power_state=1,
+                                launched_at=cond.clock.now(), addresses=notify.addresses_of(run, ports))
     except Exception as exc:  # every failure ends as ERROR with a fault naming the step
         await fail_build(cond, run, exc)
 
 
-def _networking(conn: Connection, cond: Conductor, run: TaskRun, selected: HostSelected) -> list[dict[str, Any]]:
+def _networking(conn: Connection, cond: Conductor, run: TaskRun, selected: HostSelected, reqs: list[dict[str, Any]],
+                policy: Any) -> list[dict[str, Any]]:
     """Record the host, then give the server its ports and addresses on the networks it asked for."""
     now = cond.clock.now()
     ports: list[dict[str, Any]] = []
     addresses: dict[str, list[dict[str, Any]]] = {}
-    for req in run.payload.get("networks", []):
+    for req in reqs:
         fixed = [{"ip_address": req["fixed_ip"]}] if req.get("fixed_ip") else None
         port = netports.create_port(
             conn, network=req["network"], subnets=req["subnets"], project_id=run.payload["project_id"],
             device_id=run.instance_uuid, device_owner=f"compute:{selected.availability_zone}",
-            host_id=selected.host, fixed_ips=fixed, now=now)
+            host_id=selected.host, fixed_ips=fixed, now=now, policy=policy)
         ports.append(port)
         addresses.setdefault(req["network"]["name"] or req["network"]["id"], []).extend(
             {"version": 6 if ":" in ip["ip_address"] else 4, "addr": ip["ip_address"], "mac": port["mac_address"]}
@@ -84,12 +90,14 @@ def _networking(conn: Connection, cond: Conductor, run: TaskRun, selected: HostS
 
 def _instance_spec(run: TaskRun, ports: list[dict[str, Any]]) -> InstanceSpec:
     p, flavor = run.payload, run.payload["flavor"]
+    # the subnets of each network, for the guest's static addressing (the config drive's network_data)
+    subnets = {req["network"]["id"]: req.get("subnets", []) for req in p.get("networks", [])}
     return InstanceSpec(
         uuid=run.instance_uuid, name=p["name"], hostname=p["hostname"], project_id=p["project_id"],
         vcpus=flavor["vcpus"], memory_mb=flavor["ram"], disk_gb=flavor["disk"], image_id=p["image_id"],
         flavor_extra_specs=flavor.get("extra_specs", {}),
         ports=[PortSpec(id=pt["id"], mac_address=pt["mac_address"], network_id=pt["network_id"],
-                        fixed_ips=pt["fixed_ips"]) for pt in ports],
+                        fixed_ips=pt["fixed_ips"], subnets=subnets.get(pt["network_id"], [])) for pt in ports],
         key_data=p.get("key_data"), user_data=p.get("user_data"), metadata=p.get("metadata", {}),
     )
 
@@ -123,10 +131,12 @@ async def fail_build(cond: Conductor, run: TaskRun, exc: BaseException) -> None:
     run.events.add(_EVENT_OF_STEP.get(run.step, run.step), now, now, "Error", traceback=details, details=message)
     flavor = run.payload["flavor"]
 
+    removed: list[dict[str, Any]] = []
+
     def write(conn: Connection) -> None:
         if run.host:
             claims.release(conn, run.host, flavor["vcpus"], flavor["ram"], flavor["disk"], now)
-        netports.delete_ports_of_device(conn, run.instance_uuid)
+        removed.extend(netports.remove_ports_of_device(conn, run.instance_uuid))
         records.update_instance(conn, run.instance_uuid, now, vm_state=states.ERROR, task_state=None,
                                 power_state=int(PowerState.NOSTATE), host=None)
         records.add_fault(conn, run.instance_uuid, message=fault, details=details, host=run.host,
@@ -136,6 +146,9 @@ async def fail_build(cond: Conductor, run: TaskRun, exc: BaseException) -> None:
         records.delete_task(conn, run.id)
 
     await cond.db.write(write)
+    await netsync.ports_removed(cond, removed)
+    await notify.task_failed(cond, run, getattr(exc, "kind", None) or type(exc).__name__, message,
+                             vm_state=states.ERROR, task_state=None)
 
 
 _EVENT_OF_STEP = {

@@ -210,3 +210,99 @@ ip_allocations = Table(
     Index("ix_ip_allocations_port", "port_id"),
 )
 
+
+# -- scheduler: where each server group's members were placed (issue 3) ---------------------------
+
+# Written in the claim's transaction, so a hard (anti-)affinity check and the claim are one atomic step.
+# A row counts only while its instance still holds that host (not deleted, host unchanged).
+group_placements = Table(
+    "group_placements",
+    metadata,
+    Column("group_uuid", String(36), primary_key=True),
+    Column("instance_uuid", String(36), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Index("ix_group_placements_group_host", "group_uuid", "host"),
+)
+
+# The host a hard-affinity group is anchored to: the primary key makes the first member's host win.
+group_anchors = Table(
+    "group_anchors",
+    metadata,
+    Column("group_uuid", String(36), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+
+# -- network: port bindings, QoS, address holds (issue 4) -----------------------------------------
+
+# A bound port's OpenFlow number on its host; the unique key makes two ports of a host never share one.
+port_bindings = Table(
+    "port_bindings",
+    metadata,
+    Column("port_id", String(36), ForeignKey("ports.id", ondelete="CASCADE"), primary_key=True),
+    Column("host", String(255), nullable=False),
+    Column("ofport", Integer, nullable=False),
+    UniqueConstraint("host", "ofport", name="uq_port_bindings_host_ofport"),
+)
+
+port_qos = Table(
+    "port_qos",
+    metadata,
+    Column("port_id", String(36), ForeignKey("ports.id", ondelete="CASCADE"), primary_key=True),
+    Column("policy_id", String(36), nullable=False),
+    Index("ix_port_qos_policy", "policy_id"),
+)
+
+# A public address freed recently: it goes to another project only once the hold time has passed.
+ip_holds = Table(
+    "ip_holds",
+    metadata,
+    Column("subnet_id", String(36), primary_key=True),
+    Column("ip_address", String(64), primary_key=True),
+    Column("project_id", String(32), nullable=False),
+    Column("released_at", UTCDateTime, nullable=False),
+    Index("ix_ip_holds_released", "released_at"),
+)
+
+# One row per project whose ports are under quota: locking it serializes that project's port creations,
+# so counting its ports and public addresses before adding one cannot race.
+network_quota_locks = Table(
+    "network_quota_locks",
+    metadata,
+    Column("project_id", String(32), primary_key=True),
+)
+
+# -- operability (issue 7) ---------------------------------------------------------------------------
+
+# The stuck-task sweeper's query: servers in some task state, oldest update first (migration 0700ops01).
+Index("ix_instances_task_state", instances.c.task_state, instances.c.updated_at)
+
+# -- real hypervisors (issue 5) ----------------------------------------------------------------------
+
+# What a host's agent reports about its hypervisor beyond the hosts row: the accelerator its guests run
+# with (kvm or tcg) and the host CPU, shown by os-hypervisors (migration 0500virt01).
+hypervisor_details = Table(
+    "hypervisor_details",
+    metadata,
+    Column("host", String(255), primary_key=True),
+    Column("accelerator", String(16), nullable=False, default=""),
+    Column("cpu_info", JSONType, nullable=False, default=dict),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# -- db at scale: an index for every filter and the default sort the API offers (issue 8) ----------
+for _name, _table, _cols in (
+    ("ix_instances_project_created", instances, ("project_id", "deleted", "created_at")),
+    ("ix_instances_created_at", instances, ("created_at",)),
+    ("ix_instances_image_ref", instances, ("image_ref",)),
+    ("ix_instances_flavor_id", instances, ("flavor_id",)),
+    ("ix_instances_reservation", instances, ("reservation_id",)),
+    ("ix_instances_az", instances, ("availability_zone",)),
+    ("ix_ports_device_owner", ports, ("device_owner",)),
+    ("ix_ports_host_id", ports, ("host_id",)),
+    ("ix_ports_name", ports, ("name",)),
+    ("ix_ip_allocations_ip", ip_allocations, ("ip_address",)),
+    ("ix_services_host", services, ("host",)),
+):
+    Index(_name, *(_table.c[col] for col in _cols))

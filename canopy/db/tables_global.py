@@ -201,3 +201,134 @@ subnets = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Index("ix_subnets_network", "network_id"),
 )
+
+# -- scheduler: host aggregates and server groups (issue 3) ----------------------------------------
+
+# Soft-deleted so the scheduler's change feed sees a deletion; `deleted` is 0 while live and the row's
+# id once deleted, so a name is unique among live aggregates only.
+aggregates = Table(
+    "aggregates",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("uuid", String(36), nullable=False, unique=True),
+    Column("name", String(255), nullable=False),
+    Column("availability_zone", String(255), nullable=True),
+    Column("metadata", JSONType, nullable=False, default=dict),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Column("deleted_at", UTCDateTime, nullable=True),
+    Column("deleted", Integer, nullable=False, default=0),
+    UniqueConstraint("name", "deleted", name="uq_aggregates_name_deleted"),
+    Index("ix_aggregates_updated_at", "updated_at"),
+)
+
+aggregate_hosts = Table(
+    "aggregate_hosts",
+    metadata,
+    Column("aggregate_id", Integer, ForeignKey("aggregates.id", ondelete="CASCADE"), primary_key=True),
+    Column("host", String(255), primary_key=True),
+    Index("ix_aggregate_hosts_host", "host"),
+)
+
+server_groups = Table(
+    "server_groups",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("uuid", String(36), nullable=False, unique=True),
+    Column("name", String(255), nullable=False),
+    Column("project_id", String(32), nullable=False),
+    Column("user_id", String(32), nullable=False),
+    Column("policy", String(32), nullable=False),
+    Column("rules", JSONType, nullable=False, default=dict),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_server_groups_project", "project_id"),
+)
+
+server_group_members = Table(
+    "server_group_members",
+    metadata,
+    Column("group_id", Integer, ForeignKey("server_groups.id", ondelete="CASCADE"), primary_key=True),
+    Column("instance_uuid", String(36), primary_key=True),
+    Index("ix_server_group_members_instance", "instance_uuid"),
+)
+
+# -- network: segments, QoS policies, network quotas (issue 4) --------------------------------------
+
+# Routed provider networks: each rack's segment of a network has its own subnets (subnets.segment_id).
+network_segments = Table(
+    "network_segments",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("network_id", String(36), ForeignKey("networks.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String(255), nullable=False, default=""),
+    Column("description", Text, nullable=False, default=""),
+    Column("network_type", String(16), nullable=False),
+    Column("physical_network", String(64), nullable=True),
+    Column("segmentation_id", Integer, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_network_segments_network", "network_id"),
+)
+
+# Admin data: which segment of a network a rack's hosts reach. One segment per (network, rack).
+segment_racks = Table(
+    "segment_racks",
+    metadata,
+    Column("network_id", String(36), primary_key=True),
+    Column("datacenter", String(64), primary_key=True),
+    Column("rack", String(64), primary_key=True),
+    Column("segment_id", String(36), ForeignKey("network_segments.id", ondelete="CASCADE"), nullable=False),
+    Index("ix_segment_racks_segment", "segment_id"),
+)
+
+qos_policies = Table(
+    "qos_policies",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(255), nullable=False, default=""),
+    Column("description", Text, nullable=False, default=""),
+    Column("project_id", String(32), nullable=False),
+    Column("shared", Boolean, nullable=False, default=False),
+    Column("is_default", Boolean, nullable=False, default=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_qos_policies_project", "project_id"),
+)
+
+qos_bandwidth_limit_rules = Table(
+    "qos_bandwidth_limit_rules",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("policy_id", String(36), ForeignKey("qos_policies.id", ondelete="CASCADE"), nullable=False),
+    Column("max_kbps", Integer, nullable=False),
+    Column("max_burst_kbps", Integer, nullable=False, default=0),
+    Column("direction", String(16), nullable=False, default="egress"),
+    UniqueConstraint("policy_id", "direction", name="uq_qos_bandwidth_limit_rules_policy_direction"),
+)
+
+# The QoS policy of a network (its ports without a policy of their own follow it).
+network_qos = Table(
+    "network_qos",
+    metadata,
+    Column("network_id", String(36), ForeignKey("networks.id", ondelete="CASCADE"), primary_key=True),
+    Column("policy_id", String(36), ForeignKey("qos_policies.id"), nullable=False),
+)
+
+# Per-project limits on ports and public addresses (NULL: the configured default).
+network_quotas = Table(
+    "network_quotas",
+    metadata,
+    Column("project_id", String(32), primary_key=True),
+    Column("port", Integer, nullable=True),
+    Column("public_ip", Integer, nullable=True),
+)
+
+# -- db at scale: an index for every filter the API offers (issue 8) -------------------------------
+for _name, _table, _cols in (
+    ("ix_networks_name", networks, ("name",)),
+    ("ix_subnets_project", subnets, ("project_id",)),
+    ("ix_subnets_cidr", subnets, ("cidr",)),
+    ("ix_subnets_name", subnets, ("name",)),
+    ("ix_images_name", images, ("name",)),
+):
+    Index(_name, *(_table.c[col] for col in _cols))

@@ -5,13 +5,17 @@ from __future__ import annotations
 from canopy.api.app import Service
 from canopy.api.compute import (
     actions,
+    aggregates,
     flavors,
     hypervisors,
     keypairs,
     microversion,
     os_services,
     quotas,
+    scheduler_explain,
+    server_groups,
     servers,
+    usage,
     versions,
     zones,
 )
@@ -37,5 +41,9 @@ def service() -> Service:
         *hypervisors.ROUTES,
         *quotas.ROUTES,
         *zones.ROUTES,
+        *usage.ROUTES,
+        *aggregates.ROUTES,
+        *server_groups.ROUTES,
+        *scheduler_explain.ROUTES,
     ]
     return Service("compute", routes, is_public, microversion.prepare)

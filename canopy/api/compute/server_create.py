@@ -18,6 +18,7 @@ from starlette.requests import Request
 from canopy import states
 from canopy.api.compute.common import cloud_of
 from canopy.api.compute.quota_store import QuotaExceeded, reserve
+from canopy.api.compute.server_groups import add_group_members, scheduling_extras
 from canopy.api.errors import ApiError, bad_request
 from canopy.api.http import ctx, is_uuid, validate
 from canopy.context import RequestContext
@@ -284,7 +285,11 @@ async def create_servers(request: Request, server: ServerCreate) -> tuple[list[s
         raise bad_request("Invalid key_name provided.")
     networks = pick_networks(server, found, rc)
     zone, force_host = placement_hints(server, rc)
+    extras = await scheduling_extras(request, found["image"])
     plan = _plan(server, rc, flavor, image_id, networks, found["key"], zone, force_host)
+    for item in plan["instances"]:  # what the scheduler needs: hints, image properties, the multi-create batch
+        item["payload"].update(extras, reservation_id=plan["reservation_id"], count=plan["count"])
+    plan["extras"] = extras
     await _write(cloud, rc, plan, server)
     from canopy.rpc.base import Target
     from canopy.rpc.calls import WakeTask
@@ -324,6 +329,7 @@ async def _write(cloud: Cloud, rc: RequestContext, plan: dict[str, Any], server:
         conn.execute(_INSERT_MAPPING, [
             {"instance_uuid": i["uuid"], "cell_name": cloud.cell_name, "project_id": rc.project_id}
             for i in plan["instances"]])
+        add_group_members(conn, plan["extras"], [i["uuid"] for i in plan["instances"]])
 
     def write_cell(conn: Connection) -> None:
         for item in plan["instances"]:
