@@ -9,20 +9,31 @@ import random
 import time
 
 from canopy import __version__
+from canopy.agent.net.fake import FakeApplier
+from canopy.agent.net.node import NetNode
+from canopy.agent.reconcile import HostReconciler, ReconcileReport
 from canopy.agent.virt.base import DriverError, PowerState, VirtDriver
+from canopy.observability.logs import log_fields
 from canopy.rpc.base import BusError, Target, Transport
 from canopy.rpc.calls import (
+    ConsoleText,
     DestroyInstance,
+    GetConsoleOutput,
     Heartbeat,
     InstanceState,
+    NetworkSync,
+    Ping,
+    Pong,
     PowerAction,
     RegisterHost,
+    RequestNetworkSync,
     SpawnInstance,
     StepResult,
 )
 from canopy.rpc.messages import Ack, Message
 
 log = logging.getLogger("canopy.agent")
+_SIMPLE_ACTIONS = ("pause", "unpause", "suspend", "resume")
 
 AGENT_BINARY = "canopy-agent"
 
@@ -41,6 +52,8 @@ class Agent:
         datacenter: str = "dc1",
         rack: str = "",
         rng: random.Random | None = None,
+        reconciler: HostReconciler | None = None,
+        net: NetNode | None = None,
     ) -> None:
         self.host = host
         self.driver = driver
@@ -51,14 +64,30 @@ class Agent:
         self.rack = rack
         self.rng = rng or random.Random()
         self._heartbeat: asyncio.Task[None] | None = None
+        self._started_at = time.monotonic()
+        # Waits for the hypervisor and switch on start, reconciles, syncs power states (real hosts).
+        self.reconciler = reconciler
+        self.reconcile_report: ReconcileReport | None = None
+        # The host's flows: compiled (and kept in a fake switch) unless given a node that applies to OVS.
+        self.net = net or NetNode(host, FakeApplier())
+        self.net.request_sync = self.net.request_sync or self._request_network_sync
 
     async def start(self, register_timeout_s: float = 60.0) -> None:
         """Register with a conductor (retrying with backoff), then serve and heartbeat."""
+        if self.reconciler is not None:
+            await self.reconciler.wait_ready()  # host_info needs the hypervisor
         self.bus.serve(Target("agent", self.host), self.handle)
         await self._register(register_timeout_s)
         self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name=f"heartbeat-{self.host}")
+        await self.net.start()
+        if self.reconciler is not None:
+            self.reconcile_report = await self.reconciler.start()
 
     async def stop(self) -> None:
+        await self.net.stop()
+        if self.reconciler is not None:
+            await self.reconciler.stop()
+            await self.driver.close()
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             self._heartbeat = None
@@ -69,7 +98,7 @@ class Agent:
             host=self.host, hypervisor_type=info.hypervisor_type, hypervisor_version=info.hypervisor_version,
             host_ip=info.host_ip, vcpus=info.vcpus, memory_mb=info.memory_mb, local_gb=info.local_gb,
             availability_zone=self.availability_zone, datacenter=self.datacenter, rack=self.rack,
-            service_version=__version__,
+            service_version=__version__, accelerator=info.accelerator, cpu_info=info.cpu_info,
         )
         deadline = time.monotonic() + timeout_s
         delay = 0.1
@@ -93,16 +122,43 @@ class Agent:
             await asyncio.sleep(self.heartbeat_s)
 
     async def handle(self, msg: Message) -> Message | None:
-        """Run one operation a conductor asked for."""
+        """Run one operation a conductor asked for; its log lines carry this host and the request's ID."""
+        with log_fields(service="agent", host=self.host):
+            if isinstance(msg, Ping):
+                return Pong(binary=AGENT_BINARY, host=self.host, service_version=__version__,
+                            uptime_s=time.monotonic() - self._started_at)
+            uuid = getattr(msg, "instance_uuid", None) or getattr(getattr(msg, "instance", None), "uuid", "")
+            what = f"{msg.kind} {getattr(msg, 'action', '')} {uuid}".replace("  ", " ")
+            # a server's operation is worth a line; host-wide syncs (fanned out to every agent) only in DEBUG
+            log.log(logging.INFO if uuid else logging.DEBUG, "%s", what, extra={"instance_uuid": uuid})
+            try:
+                return await self._operate(msg)
+            except Exception as exc:
+                log.warning("%s failed: %s: %s", what, type(exc).__name__, exc, extra={"instance_uuid": uuid})
+                raise
+
+    async def _request_network_sync(self) -> NetworkSync:
+        reply = await self.bus.call(Target("conductor"), RequestNetworkSync(host=self.host), timeout=120)
+        assert isinstance(reply, NetworkSync)
+        return reply
+
+    async def _operate(self, msg: Message) -> Message | None:
+        if isinstance(msg, NetworkSync):
+            await self.net.handle(msg)
+            return Ack()
         if isinstance(msg, SpawnInstance):
             await self.driver.spawn(msg.instance)
+            await self.net.plug()  # its taps exist now
             return InstanceState(instance_uuid=msg.instance.uuid, power_state=PowerState.RUNNING,
                                  steps=[StepResult(event="spawn", result="Success", details=self.host)])
         if isinstance(msg, PowerAction):
             return await self._power(msg)
         if isinstance(msg, DestroyInstance):
             await self.driver.destroy(msg.instance_uuid)
+            await self.net.plug()
             return Ack()
+        if isinstance(msg, GetConsoleOutput):
+            return ConsoleText(output=await self.driver.console_output(msg.instance_uuid, msg.length))
         raise ValueError(f"agent {self.host} does not handle {msg.kind}")
 
     async def _power(self, msg: PowerAction) -> InstanceState:
@@ -127,6 +183,9 @@ class Agent:
         elif msg.action == "reboot_hard":
             await self.driver.reboot(uuid, hard=True)
             steps.append(StepResult(event="hard_reboot", result="Success"))
+        elif msg.action in _SIMPLE_ACTIONS:  # pause, unpause, suspend, resume
+            await getattr(self.driver, msg.action)(uuid)
+            steps.append(StepResult(event=msg.action, result="Success"))
         else:
             raise ValueError(f"unknown power action {msg.action!r}")
         return InstanceState(instance_uuid=uuid, power_state=await self.driver.power_state(uuid), steps=steps)

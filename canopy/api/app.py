@@ -66,17 +66,17 @@ class CloudApp:
         if scope["path"] == "/metrics":
             from starlette.responses import Response
 
-            from canopy.observability.metrics import build_registry, render
+            from canopy.observability.metrics import CONTENT_TYPE, render
 
-            if not hasattr(self, "_registry"):
-                self._registry = build_registry(self.state.cloud.dbs)
-            await Response(render(self._registry), media_type="text/plain; version=0.0.4")(scope, receive, send)
+            await Response(await render(self.state.cloud), media_type=CONTENT_TYPE)(scope, receive, send)
             return
-        if scope["path"] in ("/", "/healthcheck"):
-            if scope["path"] == "/healthcheck":
-                response = json_response("OK")
-            else:
-                response = json_response({"services": sorted(self.prefixes)})
+        if scope["path"] in ("/healthcheck", "/healthcheck/", "/healthcheck/fleet"):
+            from canopy.api import healthcheck
+
+            await healthcheck.app(self.state.cloud, scope, receive, send)
+            return
+        if scope["path"] == "/":
+            response = json_response({"services": sorted(self.prefixes)})
         else:
             response = json_response({"error": {"code": 404, "message": "Not found"}}, status=404)
         await response(scope, receive, send)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -15,6 +16,7 @@ from starlette.exceptions import HTTPException
 from canopy import context
 from canopy.api.errors import ApiError, error_body
 from canopy.api.tokens import InvalidToken, TokenSigner
+from canopy.observability.access import observe_request
 
 log = logging.getLogger("canopy.api")
 
@@ -46,15 +48,16 @@ class ServiceMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = f"req-{uuid.uuid4()}"
+        t0, status = time.perf_counter(), 500
         extra_headers = [(b"x-openstack-request-id", request_id.encode())]
         if self.service == "compute":
             extra_headers.append((b"x-compute-request-id", request_id.encode()))
         started = False
 
         async def send_with_headers(message: Any) -> None:
-            nonlocal started
+            nonlocal started, status
             if message["type"] == "http.response.start":
-                started = True
+                started, status = True, message["status"]
                 message["headers"] = list(message.get("headers", [])) + extra_headers
             await send(message)
 
@@ -86,6 +89,7 @@ class ServiceMiddleware:
                 await self._send_error(send_with_headers, ApiError(500, "An unexpected error occurred; "
                                                                    f"see the api log for request {request_id}."))
         finally:
+            observe_request(self.service, scope, status, t0)  # under the request's context: its ID is logged
             context.reset(token_ctx)
 
     def _authenticate(self, headers: dict[str, str], req_ctx: context.RequestContext) -> context.RequestContext:

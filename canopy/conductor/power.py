@@ -9,9 +9,10 @@ from sqlalchemy import Connection
 
 from canopy import states
 from canopy.agent.virt.base import PowerState
-from canopy.conductor import records
+from canopy.conductor import netsync, records
 from canopy.conductor.taskrun import TaskRun, describe_exception
 from canopy.network import ports as netports
+from canopy.observability import notifications as notify
 from canopy.rpc.base import CallTimeout, NoRoute, Target
 from canopy.rpc.calls import DestroyInstance, InstanceState, PowerAction
 from canopy.scheduler import claims
@@ -35,6 +36,7 @@ async def run_power(cond: Conductor, run: TaskRun, action: str) -> None:
     run.host = instance["host"]
     run.events.host = run.host
     run.step = instance["task_state"] or ""
+    await notify.task_started(cond, run, instance)
     t0 = cond.clock.now()
     try:
         if action == "reboot_hard":
@@ -61,6 +63,8 @@ async def run_power(cond: Conductor, run: TaskRun, action: str) -> None:
         records.delete_task(conn, run.id)
 
     await cond.db.write(write)
+    await notify.task_ended(cond, run, instance, vm_state=states.RESULT_VM_STATE[action], task_state=None,
+                            power_state=reply.power_state, updated_at=now)
 
 
 async def _power_failed(cond: Conductor, run: TaskRun, action: str, instance: dict | None,
@@ -81,6 +85,8 @@ async def _power_failed(cond: Conductor, run: TaskRun, action: str, instance: di
         records.delete_task(conn, run.id)
 
     await cond.db.write(write)
+    await notify.task_failed(cond, run, getattr(exc, "kind", None) or type(exc).__name__, message, instance,
+                             task_state=None, updated_at=now)
 
 
 async def run_delete(cond: Conductor, run: TaskRun) -> None:
@@ -91,6 +97,7 @@ async def run_delete(cond: Conductor, run: TaskRun) -> None:
         return
     run.host = instance["host"]
     run.events.host = run.host
+    await notify.task_started(cond, run, instance)
     t0 = cond.clock.now()
     if run.host:
         try:
@@ -103,11 +110,13 @@ async def run_delete(cond: Conductor, run: TaskRun) -> None:
             log.warning("instance %s: agent %s unreachable during delete: %s", run.instance_uuid, run.host, exc)
     now = cond.clock.now()
     flavor = instance["flavor"]
+    policy = await netsync.release_policy(cond, instance["project_id"])  # the hold time of public addresses
+    removed: list[dict] = []  # type: ignore[type-arg]
 
     def write(conn: Connection) -> None:
         if run.host:  # an instance holds a claim exactly while it has a host
             claims.release(conn, run.host, flavor["vcpus"], flavor["ram"], flavor["disk"], now)  # type: ignore[arg-type]
-        netports.delete_ports_of_device(conn, run.instance_uuid)
+        removed.extend(netports.remove_ports_of_device(conn, run.instance_uuid, policy=policy, now=now))
         records.update_instance(conn, run.instance_uuid, now, vm_state=states.DELETED, task_state=None,
                                 power_state=int(PowerState.NOSTATE), deleted=True, deleted_at=now,
                                 terminated_at=now)
@@ -116,4 +125,7 @@ async def run_delete(cond: Conductor, run: TaskRun) -> None:
         records.delete_task(conn, run.id)
 
     await cond.db.write(write)
+    await netsync.ports_removed(cond, removed)
     await cond.dbs.global_db.write(records.release_quota, instance["project_id"], 1, flavor["vcpus"], flavor["ram"])
+    await notify.task_ended(cond, run, instance, vm_state=states.DELETED, task_state=None, power_state=0,
+                            deleted_at=now, terminated_at=now, updated_at=now)

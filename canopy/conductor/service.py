@@ -5,22 +5,39 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import uuid as uuidlib
 from typing import Any
 
 from canopy import __version__, context
 from canopy.clock import Clock
-from canopy.conductor import build, power, records
+from canopy.conductor import build, hostsync, power, records
+from canopy.conductor.netsync import NetSync
 from canopy.conductor.records import EventLog
+from canopy.conductor.sweeper import StuckSweeper
 from canopy.conductor.taskrun import TaskRun, keep_lease
+from canopy.observability.metrics import HEARTBEATS
+from canopy.observability.notifications import Notifier
 from canopy.rpc.base import Target
-from canopy.rpc.calls import Heartbeat, RegisterHost, WakeTask
+from canopy.rpc.calls import (
+    Heartbeat,
+    ListHostInstances,
+    Ping,
+    Pong,
+    PortsChanged,
+    PowerStateSync,
+    RegisterHost,
+    RequestNetworkSync,
+    WakeTask,
+)
 from canopy.rpc.messages import Ack, Message
 from canopy.runtime import Cloud
 
 log = logging.getLogger("canopy.conductor")
 CONDUCTOR_BINARY = "canopy-conductor"
-POWER_KINDS = ("start", "stop", "stop_soft", "stop_hard", "reboot_soft", "reboot_hard")
+POWER_KINDS = ("start", "stop", "stop_soft", "stop_hard", "reboot_soft", "reboot_hard", "pause", "unpause",
+               "suspend", "resume")
+PING_TIMEOUT_S = 5.0
 
 
 class Conductor:
@@ -37,19 +54,29 @@ class Conductor:
         self._beats: dict[tuple[str, str], dict[str, Any]] = {}
         self._loops: list[asyncio.Task[None]] = []
         self._running: set[asyncio.Task[None]] = set()
+        self.started_at = time.monotonic()
+        obs = self.settings.observability
+        self.notifier = Notifier(self.bus, f"{CONDUCTOR_BINARY}:{self.name}", enabled=obs.notifications,
+                                 topic=obs.notification_topic)
+        self.active_runs: dict[int, asyncio.Task[Any]] = {}  # task id → the run driving it (the sweeper's)
+        self._services_seen: set[tuple[str, str]] = set()
+        self.netsync = NetSync(self)  # delivers hosts' desired network state to their agents
 
     async def start(self) -> None:
         await self.db.write(records.upsert_service, CONDUCTOR_BINARY, self.name, __version__, self.clock.now())
         self.bus.serve(Target("conductor"), self.handle)
         self.bus.serve(Target("conductor", self.name), self.handle)
         self._loops = [asyncio.create_task(self._flush_loop(), name="heartbeat-flush"),
-                       asyncio.create_task(self._sweep_loop(), name="task-sweeper")]
+                       asyncio.create_task(self._sweep_loop(), name="task-sweeper"),
+                       asyncio.create_task(StuckSweeper(self).loop(), name="stuck-task-sweeper")]
+        await self.netsync.start()
 
     async def stop(self) -> None:
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
         self._loops = []
+        await self.netsync.stop()
         await self.flush_heartbeats()
 
     async def handle(self, msg: Message) -> Message | None:
@@ -57,13 +84,38 @@ class Conductor:
             await self.run_task(msg.task_id, msg.task)
             return None
         if isinstance(msg, Heartbeat):
+            HEARTBEATS.inc(msg.binary)
+            if msg.binary != "canopy-agent" and (msg.binary, msg.host) not in self._services_seen:
+                # control services do not register: the first heartbeat this conductor hears creates the row
+                self._services_seen.add((msg.binary, msg.host))
+                await self.db.write(records.upsert_service, msg.binary, msg.host, msg.service_version,
+                                    self.clock.now())
             self._beats[(msg.binary, msg.host)] = {"b_binary": msg.binary, "b_host": msg.host,
                                                    "b_version": msg.service_version, "b_seen": _utc(msg.sent_at)}
             return None
         if isinstance(msg, RegisterHost):
             await self.register_host(msg)
             return Ack()
+        if isinstance(msg, Ping):
+            return await self.ping(msg)
+        if isinstance(msg, ListHostInstances):  # an agent reconciling its host
+            return await hostsync.list_host_instances(self, msg.host)
+        if isinstance(msg, PowerStateSync):
+            await hostsync.sync_power_states(self, msg)
+            return None
+        if isinstance(msg, (RequestNetworkSync, PortsChanged)):
+            return await self.netsync.handle(msg)
         raise ValueError(f"conductor does not handle {msg.kind}")
+
+    async def ping(self, msg: Ping) -> Pong:
+        """Answer a ping, or relay it to the agent it names and say how long that leg took."""
+        if msg.host and msg.host != self.name:
+            t0 = time.perf_counter()
+            reply = await self.bus.call(Target("agent", msg.host), Ping(host=msg.host), timeout=PING_TIMEOUT_S)
+            assert isinstance(reply, Pong)
+            return reply.model_copy(update={"relay_ms": (time.perf_counter() - t0) * 1000, "relayed_by": self.name})
+        return Pong(binary=CONDUCTOR_BINARY, host=self.name, service_version=__version__,
+                    uptime_s=time.monotonic() - self.started_at)
 
     async def register_host(self, msg: RegisterHost) -> None:
         """Record an agent's host and service, and map the host to this cell."""
@@ -76,6 +128,7 @@ class Conductor:
         def write(conn: Any) -> None:
             records.upsert_host(conn, values, now)
             records.upsert_service(conn, "canopy-agent", msg.host, msg.service_version, now)
+            hostsync.record_hypervisor(conn, msg, now)
 
         await self.db.write(write)
         await self.dbs.global_db.write(records.map_host, msg.host, self.cloud.cell_name)
@@ -90,7 +143,13 @@ class Conductor:
             if task is None:
                 return
         run = TaskRun(task, EventLog(task.get("action_id")))
-        token = context.set_current(context.RequestContext(request_id=run.request_id))
+        woken_by = context.peek()  # the api's context, when its WakeTask woke us: keeps the global ID and user
+        if woken_by is None or woken_by.request_id != run.request_id:
+            woken_by = context.RequestContext(request_id=run.request_id)
+        token = context.set_current(woken_by)
+        current = asyncio.current_task()
+        if current is not None:
+            self.active_runs[task_id] = current
 
         async def renew() -> None:
             await self.db.write(records.renew_lease, task_id, self.name, self.clock.now(), lease_s)
@@ -100,6 +159,7 @@ class Conductor:
                 await self._wait_for_earlier_tasks(run)
                 await self._dispatch(run)
         finally:
+            self.active_runs.pop(task_id, None)
             context.reset(token)
 
     async def _wait_for_earlier_tasks(self, run: TaskRun) -> None:

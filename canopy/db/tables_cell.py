@@ -265,12 +265,12 @@ ip_holds = Table(
     Index("ix_ip_holds_released", "released_at"),
 )
 
-# One row per project whose ports are under quota: locking it serializes that project's port creations,
-# so counting its ports and public addresses before adding one cannot race.
-network_quota_locks = Table(
-    "network_quota_locks",
+# Named locks ("project:<id>", "host:<name>"): taking one serializes the port creations of a project under
+# quota (count, then add, without a race) or the bindings of one host (its next OpenFlow number).
+network_locks = Table(
+    "network_locks",
     metadata,
-    Column("project_id", String(32), primary_key=True),
+    Column("name", String(255), primary_key=True),
 )
 
 # -- operability (issue 7) ---------------------------------------------------------------------------

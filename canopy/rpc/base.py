@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import orjson
 
 from canopy import context
+from canopy.observability.metrics import observe_handled
 from canopy.rpc.messages import Ack, Message, decode_message
 
 Handler = Callable[[Message], Awaitable[Message | None]]
@@ -146,9 +147,11 @@ async def dispatch(handler: Handler, env: Envelope) -> Envelope | None:
     """
     token = context.set_current(env.request_context())
     origin = context.statement_origin.set(f"bus:{env.kind}")
+    started, outcome = time.perf_counter(), "error"
     try:
         msg = env.message()
         result = await handler(msg)
+        outcome = "ok"
         if env.reply_to is None:
             return None
         reply = Envelope.wrap(result if result is not None else Ack(), reply_to=env.reply_to)
@@ -164,6 +167,7 @@ async def dispatch(handler: Handler, env: Envelope) -> Envelope | None:
         reply.msg_id = env.msg_id
         return reply
     finally:
+        observe_handled(env.kind, outcome, started)
         context.statement_origin.reset(origin)
         context.reset(token)
 

@@ -11,6 +11,7 @@ import itertools
 import logging
 from collections import defaultdict
 
+from canopy.observability.metrics import observed_call
 from canopy.rpc.base import (
     CallTimeout,
     Envelope,
@@ -80,6 +81,7 @@ class LocalTransport:
         env = Envelope.decode(Envelope.wrap(msg).encode())
         self._spawn(dispatch(handler, env))
 
+    @observed_call
     async def call(self, target: Target, msg: Message, timeout: float | None = None) -> Message:
         handler = self._route(target)
         if handler is None or self._closed:

@@ -32,6 +32,7 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
+from canopy.observability.metrics import observed_call
 from canopy.rpc.base import BusError, CallTimeout, Envelope, Handler, NoRoute, Target, dispatch, unwrap_reply
 from canopy.rpc.messages import Message
 
@@ -213,6 +214,7 @@ class ZmqTransport:
         frame = b"M%s\0%s\0%s" % (target.topic.encode(), (target.host or "").encode(), data)
         self._deliver(target, self._pick(target) or await self._await_route(target), frame)
 
+    @observed_call
     async def call(self, target: Target, msg: Message, timeout: float | None = None) -> Message:
         """Send to one server of the target and return its reply (or raise its error)."""
         timeout = timeout or self.default_timeout
