@@ -1,17 +1,23 @@
-"""Bus benchmark: casts/s, RPC round trips/s and call latency, in-process against ZeroMQ on loopback.
+"""Bus benchmark: casts/s, RPC round trips/s and call latency on each transport, side by side:
+in-process, ZeroMQ, NATS and RabbitMQ (AMQP), all on loopback.
 
     python bench/bus.py            # the full run
     python bench/bus.py --quick    # smaller counts, for a smoke test
+    python bench/bus.py --nats-url nats://127.0.0.1:4222 --amqp-url amqp://guest:guest@127.0.0.1:5672/
 
-For zmq the server is a second process (this script with --serve), so the figures are for two
-processes talking over TCP. Many calls are in flight at once (--concurrency callers, each calling in
-a loop). The last line printed is one JSON object, for scripts to read.
+For zmq, nats and amqp the server is a second process (this script with --serve), so the figures
+are for two processes talking over TCP (through the broker for nats and amqp). Without a URL, a
+private nats-server and RabbitMQ node are started for the run and stopped after it. Many calls are
+in flight at once (--concurrency callers, each calling in a loop). AMQP runs a fifth of the counts
+(it is an order of magnitude slower: every message is confirmed and acknowledged). The last line
+printed is one JSON object, for scripts to read.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import subprocess
 import sys
@@ -25,6 +31,7 @@ from canopy.rpc.base import Target, Transport  # noqa: E402
 from canopy.rpc.local import LocalTransport  # noqa: E402
 from canopy.rpc.messages import Message  # noqa: E402
 from canopy.rpc.zmq import ZmqTransport  # noqa: E402
+from tests.integration.brokers import NatsServer, RabbitNode  # noqa: E402
 
 RPC, SINK, COUNT = Target("bench_rpc"), Target("bench_sink"), Target("bench_count")
 PAYLOAD = "x" * 64  # a small body, like most control-plane messages
@@ -120,16 +127,30 @@ async def bench_inproc(casts: int, calls: int, concurrency: int) -> dict[str, fl
         await bus.close()
 
 
-async def bench_zmq(casts: int, calls: int, concurrency: int) -> dict[str, float]:
+def make_bus(kind: str, url: str, *, server: bool) -> Transport:
+    """A transport of one kind: the server side binds (zmq) or is a control service (nats)."""
+    if kind == "zmq":
+        return ZmqTransport(bind="tcp://127.0.0.1:*") if server else ZmqTransport(connect=[url])
+    if kind == "nats":
+        from canopy.rpc.nats import NatsTransport
+
+        return NatsTransport(url, control=server, prefix="bench")  # type: ignore[return-value]
+    from canopy.rpc.amqp import AmqpTransport
+
+    return AmqpTransport(url, prefix="bench")  # type: ignore[return-value]
+
+
+async def bench_remote(kind: str, url: str, casts: int, calls: int, concurrency: int) -> dict[str, float]:
+    """Measure against a server process over one networked transport."""
     server = subprocess.Popen(
-        [sys.executable, __file__, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [sys.executable, __file__, "--serve", kind, url], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
     assert server.stdin is not None and server.stdout is not None
     try:
         endpoint = server.stdout.readline().strip()
-        if not endpoint.startswith("tcp://"):
+        if not endpoint.startswith(("tcp://", "nats://", "amqp://")):
             raise RuntimeError(f"bench server did not start: {endpoint!r}")
-        bus = ZmqTransport(connect=[endpoint])
+        bus = make_bus(kind, endpoint, server=False)
         await bus.start()
         try:
             return await measure(bus, casts, calls, concurrency)
@@ -144,12 +165,12 @@ async def bench_zmq(casts: int, calls: int, concurrency: int) -> dict[str, float
             server.wait()
 
 
-async def serve() -> None:
-    """The zmq server process: bind on a free loopback port, print it, serve until stdin closes."""
-    bus = ZmqTransport(bind="tcp://127.0.0.1:*")
+async def serve(kind: str, url: str) -> None:
+    """The server process: start (zmq: bind a free loopback port), print where, serve until stdin closes."""
+    bus = make_bus(kind, url, server=True)
     BenchServer().install(bus)
     await bus.start()
-    print(bus.endpoint, flush=True)
+    print(bus.endpoint if isinstance(bus, ZmqTransport) else url, flush=True)
     try:
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     finally:
@@ -161,29 +182,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smaller counts")
     parser.add_argument("--concurrency", type=int, default=100, help="calls in flight at once")
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--nats-url", default="", help="an existing NATS server (default: start a private one)")
+    parser.add_argument("--amqp-url", default="", help="an existing RabbitMQ (default: start a private node)")
+    parser.add_argument("--serve", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        asyncio.run(serve())
+        asyncio.run(serve(*args.serve))
         return
     casts, calls = (5_000, 5_000) if args.quick else (50_000, 50_000)
     results = {
         "inproc": asyncio.run(bench_inproc(casts, calls, args.concurrency)),
-        "zmq": asyncio.run(bench_zmq(casts, calls, args.concurrency)),
+        "zmq": asyncio.run(bench_remote("zmq", "", casts, calls, args.concurrency)),
     }
-    print(f"{casts} casts, {calls} calls with {args.concurrency} in flight, loopback\n")
+    with contextlib.ExitStack() as brokers:
+        nats_url = args.nats_url or brokers.enter_context(NatsServer.start()).url
+        results["nats"] = asyncio.run(bench_remote("nats", nats_url, casts, calls, args.concurrency))
+        amqp_url = args.amqp_url or brokers.enter_context(RabbitNode.start()).url
+        results["amqp"] = asyncio.run(bench_remote("amqp", amqp_url, casts // 5, calls // 5, args.concurrency))
+    print(f"{casts} casts, {calls} calls with {args.concurrency} in flight, loopback (amqp: a fifth)\n")
     print(f"{'transport':<10} {'casts/s':>10} {'rpc/s':>10} {'p50 µs':>10} {'p99 µs':>10}")
     for name, r in results.items():
         print(
             f"{name:<10} {r['cast_per_s']:>10,.0f} {r['rpc_per_s']:>10,.0f}"
             f" {r['p50_us']:>10,.0f} {r['p99_us']:>10,.0f}"
         )
-    print(json.dumps({
-        "inproc_rpc_per_s": round(results["inproc"]["rpc_per_s"]),
-        "inproc_p99_us": round(results["inproc"]["p99_us"]),
-        "zmq_rpc_per_s": round(results["zmq"]["rpc_per_s"]),
-        "zmq_p99_us": round(results["zmq"]["p99_us"]),
-    }))
+    figures = {}
+    for name, r in results.items():
+        figures[f"{name}_rpc_per_s"] = round(r["rpc_per_s"])
+        figures[f"{name}_p99_us"] = round(r["p99_us"])
+    print(json.dumps(figures))
 
 
 if __name__ == "__main__":

@@ -16,4 +16,12 @@ def make_transport(bus: BusConfig, *, bind: bool) -> Transport:
         from canopy.rpc.zmq import ZmqTransport
 
         return ZmqTransport(bind=bus.zmq_bind if bind else None, connect=list(bus.zmq_connect))  # type: ignore[call-arg]
+    if bus.transport == "nats":
+        from canopy.rpc.nats import NatsTransport
+
+        return NatsTransport(list(bus.nats_urls), control=bind, default_timeout=bus.call_timeout_s)  # type: ignore[return-value]
+    if bus.transport == "amqp":
+        from canopy.rpc.amqp import AmqpTransport
+
+        return AmqpTransport(bus.amqp_url, default_timeout=bus.call_timeout_s)  # type: ignore[return-value]
     raise ValueError(f"unknown bus transport {bus.transport!r}")

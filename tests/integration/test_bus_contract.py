@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -25,6 +26,23 @@ from canopy.rpc.messages import Message
 from canopy.rpc.zmq import ZmqTransport
 
 SVC = Target("contract_svc")
+
+
+def _nats(url: str, control: bool, prefix: str) -> Transport:
+    from canopy.rpc.nats import NatsTransport
+
+    return NatsTransport(url, control=control, prefix=prefix, default_timeout=5.0)  # type: ignore[return-value]
+
+
+def _amqp(url: str, control: bool, prefix: str) -> Transport:
+    from canopy.rpc.amqp import AmqpTransport
+
+    return AmqpTransport(url, prefix=prefix, default_timeout=5.0)  # type: ignore[return-value]
+
+
+# brokered buses: every role connects to the broker (a private one per session, see conftest.py);
+# each test's transports use subjects/queues of their own (`prefix`)
+BROKERED: dict[str, Callable[[str, bool, str], Transport]] = {"nats": _nats, "amqp": _amqp}
 
 
 class ContractEcho(Message):
@@ -137,11 +155,15 @@ class Bus:
         self.shared = LocalTransport(default_timeout=5.0)
         self.endpoint: str | None = None
         self.opened: list[Transport] = []
+        self.broker_url = ""
+        self.prefix = f"contract{uuid.uuid4().hex[:8]}"
 
     async def control(self, *serving: tuple[Target, Handler]) -> Transport:
         """The control service (one a test): over zmq it binds, and agents connect to it."""
         if self.kind == "zmq":
             t: Transport = ZmqTransport(bind="tcp://127.0.0.1:*", default_timeout=5.0)
+        elif self.kind in BROKERED:
+            t = BROKERED[self.kind](self.broker_url, True, self.prefix)
         else:
             t = _LocalView(self.shared)
         return await self._start(t, serving)
@@ -151,6 +173,8 @@ class Bus:
         if self.kind == "zmq":
             assert self.endpoint is not None, "start the control service first"
             t: Transport = ZmqTransport(connect=[self.endpoint], default_timeout=5.0)
+        elif self.kind in BROKERED:
+            t = BROKERED[self.kind](self.broker_url, False, self.prefix)
         else:
             t = _LocalView(self.shared)
         return await self._start(t, serving)
@@ -176,9 +200,11 @@ class Bus:
         await self.shared.close()
 
 
-@pytest.fixture(params=["local", "zmq"])
+@pytest.fixture(params=["local", "zmq", "nats", "amqp"])
 async def bus(request: pytest.FixtureRequest) -> AsyncIterator[Bus]:
     harness = Bus(request.param)
+    if request.param in BROKERED:
+        harness.broker_url = request.getfixturevalue(f"{request.param}_broker")
     try:
         yield harness
     finally:
