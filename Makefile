@@ -12,7 +12,9 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q -e .
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed
+# System packages first: libvirt-python (a test dependency) compiles against libvirt-dev.
+$(VENV)/.installed-test: $(VENV)/.installed scripts/system-packages.txt
+	bash scripts/install-system-deps.sh
 	$(PIP) install -q -e '.[test]'
 	touch $@
 

@@ -44,8 +44,18 @@ def _run_until_signalled(start: object, stop: object) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, done.set)
-        await start()  # type: ignore[operator]
-        await done.wait()
+        # A signal during start-up (an agent waiting for libvirt) ends the wait instead of being ignored.
+        starting = asyncio.ensure_future(start())  # type: ignore[operator]
+        waiting = asyncio.ensure_future(done.wait())
+        await asyncio.wait({starting, waiting}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            await asyncio.gather(starting, return_exceptions=True)
+            waiting.cancel()
+            console.print("[bold]stopped during start-up[/bold]")
+            return
+        starting.result()
+        await waiting
         console.print("[bold]stopping…[/bold]")
         await stop()  # type: ignore[operator]
 
@@ -174,7 +184,7 @@ def agent(config: ConfigOpt = None, data_dir: DataDirOpt = None,
         bus = make_transport(settings.bus, bind=False)
         await bus.start()
         if (driver or a.driver) == "libvirt":  # real guests: see docs/libvirt.md
-            from canopy.agent.virt.setup import libvirt_agent
+            from canopy.agent.virt.wiring import libvirt_agent
 
             agent_ = libvirt_agent(settings, name, bus)
         else:

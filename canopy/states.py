@@ -30,6 +30,10 @@ REBOOTING = "rebooting"
 REBOOTING_HARD = "rebooting_hard"
 REBOOT_STARTED_HARD = "reboot_started_hard"
 DELETING = "deleting"
+PAUSING = "pausing"
+UNPAUSING = "unpausing"
+SUSPENDING = "suspending"
+RESUMING = "resuming"
 
 BUILD_STEPS = (SCHEDULING, NETWORKING, BLOCK_DEVICE_MAPPING, SPAWNING)
 
@@ -88,6 +92,10 @@ ACTIONS: dict[str, ActionRule] = {
         ActionRule("stop_hard", (ACTIVE, ERROR), POWERING_OFF_HARD),
         ActionRule("reboot_soft", (ACTIVE,), REBOOTING),
         ActionRule("reboot_hard", (ACTIVE, STOPPED, ERROR, PAUSED, SUSPENDED), REBOOTING_HARD),
+        ActionRule("pause", (ACTIVE,), PAUSING),
+        ActionRule("unpause", (PAUSED,), UNPAUSING),
+        ActionRule("suspend", (ACTIVE,), SUSPENDING),
+        ActionRule("resume", (SUSPENDED,), RESUMING),
         ActionRule("delete", (ACTIVE, BUILDING, STOPPED, ERROR, PAUSED, SUSPENDED, RESIZED, RESCUED, SOFT_DELETED),
                    DELETING),
     )
@@ -101,6 +109,10 @@ RESULT_VM_STATE = {
     "stop_hard": STOPPED,
     "reboot_soft": ACTIVE,
     "reboot_hard": ACTIVE,
+    "pause": PAUSED,
+    "unpause": ACTIVE,
+    "suspend": SUSPENDED,
+    "resume": ACTIVE,
 }
 
 # Nova's action names in os-instance-actions.
@@ -113,4 +125,8 @@ ACTION_NAMES = {
     "reboot_soft": "reboot",
     "reboot_hard": "reboot",
     "delete": "delete",
+    "pause": "pause",
+    "unpause": "unpause",
+    "suspend": "suspend",
+    "resume": "resume",
 }

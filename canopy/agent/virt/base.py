@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Protocol
+from typing import Any, Protocol
 
-from canopy.rpc.calls import InstanceSpec
+from canopy.rpc.calls import InstanceSpec, PortSpec
 
 
 class PowerState(IntEnum):
@@ -28,6 +28,19 @@ class InstanceNotFound(DriverError):
     """The driver holds no guest with that UUID."""
 
 
+class HypervisorUnavailable(DriverError):
+    """The hypervisor cannot be reached (yet): after a host reboot libvirt may start after the agent."""
+
+
+@dataclass(frozen=True, slots=True)
+class GuestStatus:
+    """A guest's power state and why it is in it: "shutdown" (the guest shut itself down), "crashed" (it
+    died), "destroyed" (powered off), "saved" (suspended to disk), "" when nothing more is known."""
+
+    power: PowerState
+    reason: str = ""
+
+
 @dataclass(frozen=True, slots=True)
 class HostInfo:
     """What a hypervisor host offers."""
@@ -38,6 +51,8 @@ class HostInfo:
     memory_mb: int
     local_gb: int
     host_ip: str | None = None
+    accelerator: str = ""  # kvm or tcg for real hypervisors
+    cpu_info: dict[str, Any] = field(default_factory=dict)
 
 
 class VirtDriver(Protocol):
@@ -62,3 +77,35 @@ class VirtDriver(Protocol):
     async def power_state(self, uuid: str) -> PowerState: ...
 
     async def list_instances(self) -> dict[str, PowerState]: ...
+
+    async def pause(self, uuid: str) -> None:
+        """Stop the guest's CPUs; its memory stays in place."""
+        ...
+
+    async def unpause(self, uuid: str) -> None: ...
+
+    async def suspend(self, uuid: str) -> None:
+        """Save the guest's memory to disk and stop it."""
+        ...
+
+    async def resume(self, uuid: str) -> None: ...
+
+    async def console_output(self, uuid: str, length: int | None) -> str:
+        """The last `length` lines the guest wrote to its serial console (all when None)."""
+        ...
+
+    async def guest_states(self) -> dict[str, GuestStatus]:
+        """Every guest this driver holds, with its power state and the reason for it."""
+        ...
+
+    async def wait_ready(self) -> None:
+        """Return when the hypervisor answers; HypervisorUnavailable otherwise (the caller retries)."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections (the agent is stopping)."""
+        ...
+
+    async def plug_vifs(self, uuid: str, ports: list[PortSpec]) -> list[str]:
+        """Make sure each port's host device exists (idempotent); the device names, in port order."""
+        ...

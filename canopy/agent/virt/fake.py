@@ -4,6 +4,7 @@ configured to take, and fails where it is told to, so tests and the simulator se
     driver = FakeDriver("hv-1", spawn_delay_s=0.2)
     driver.fail_on("spawn", "disk image is corrupt")     # the next spawn raises DriverError
     driver.ignore_acpi.add(uuid)                          # this guest ignores shutdown requests
+    driver.guest_halts(uuid) / driver.guest_dies(uuid)    # the guest shuts itself down / crashes
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-from canopy.agent.virt.base import DriverError, HostInfo, InstanceNotFound, PowerState
-from canopy.rpc.calls import InstanceSpec
+from canopy.agent.virt.base import DriverError, GuestStatus, HostInfo, InstanceNotFound, PowerState
+from canopy.agent.virt.vif import tap_name
+from canopy.rpc.calls import InstanceSpec, PortSpec
 
 
 @dataclass
@@ -20,6 +22,12 @@ class FakeGuest:
     spec: InstanceSpec
     power: PowerState = PowerState.RUNNING
     boots: int = 1
+    reason: str = ""
+    console: list[str] = field(default_factory=list)
+
+    def boot(self) -> None:
+        self.power, self.reason = PowerState.RUNNING, ""
+        self.console.append(f"{self.spec.hostname} booted (boot {self.boots})")
 
 
 @dataclass
@@ -34,6 +42,7 @@ class FakeDriver:
     op_delay_s: float = 0.0
     guests: dict[str, FakeGuest] = field(default_factory=dict)
     ignore_acpi: set[str] = field(default_factory=set)
+    taps: set[str] = field(default_factory=set)
     _failures: dict[str, list[str]] = field(default_factory=dict)
 
     def fail_on(self, operation: str, message: str, times: int = 1) -> None:
@@ -60,7 +69,8 @@ class FakeDriver:
         await self._step("spawn", self.spawn_delay_s)
         if spec.uuid in self.guests:
             raise DriverError(f"fake: guest {spec.uuid} already exists on {self.host}")
-        self.guests[spec.uuid] = FakeGuest(spec)
+        guest = self.guests[spec.uuid] = FakeGuest(spec)
+        guest.boot()
 
     async def destroy(self, uuid: str) -> None:
         await self._step("destroy", self.op_delay_s)
@@ -70,8 +80,8 @@ class FakeDriver:
         await self._step("power_on", self.op_delay_s)
         guest = self._guest(uuid)
         if guest.power != PowerState.RUNNING:
-            guest.power = PowerState.RUNNING
             guest.boots += 1
+            guest.boot()
 
     async def shutdown(self, uuid: str, timeout_s: float) -> bool:
         guest = self._guest(uuid)
@@ -79,23 +89,77 @@ class FakeDriver:
             await asyncio.sleep(timeout_s)  # the guest never answers; the caller waits the timeout out
             return guest.power == PowerState.SHUTDOWN
         await self._step("shutdown", self.op_delay_s)
-        guest.power = PowerState.SHUTDOWN
+        guest.power, guest.reason = PowerState.SHUTDOWN, "shutdown"
         return True
 
     async def power_off(self, uuid: str) -> None:
         await self._step("power_off", self.op_delay_s)
-        self._guest(uuid).power = PowerState.SHUTDOWN
+        guest = self._guest(uuid)
+        guest.power, guest.reason = PowerState.SHUTDOWN, "destroyed"
 
     async def reboot(self, uuid: str, hard: bool) -> None:
         await self._step("reboot", self.op_delay_s)
         guest = self._guest(uuid)
         if not hard and uuid in self.ignore_acpi:
             raise DriverError(f"fake: guest {uuid} ignored the reboot request")
-        guest.power = PowerState.RUNNING
         guest.boots += 1
+        guest.boot()
 
     async def power_state(self, uuid: str) -> PowerState:
         return self._guest(uuid).power
 
     async def list_instances(self) -> dict[str, PowerState]:
         return {uuid: g.power for uuid, g in self.guests.items()}
+
+    async def pause(self, uuid: str) -> None:
+        await self._step("pause", self.op_delay_s)
+        guest = self._need(uuid, PowerState.RUNNING, "pause")
+        guest.power = PowerState.PAUSED
+
+    async def unpause(self, uuid: str) -> None:
+        await self._step("unpause", self.op_delay_s)
+        self._need(uuid, PowerState.PAUSED, "unpause").power = PowerState.RUNNING
+
+    async def suspend(self, uuid: str) -> None:
+        await self._step("suspend", self.op_delay_s)
+        guest = self._need(uuid, PowerState.RUNNING, "suspend")
+        guest.power, guest.reason = PowerState.SUSPENDED, "saved"
+
+    async def resume(self, uuid: str) -> None:
+        await self._step("resume", self.op_delay_s)
+        guest = self._need(uuid, PowerState.SUSPENDED, "resume")
+        guest.power, guest.reason = PowerState.RUNNING, ""
+
+    def _need(self, uuid: str, power: PowerState, action: str) -> FakeGuest:
+        guest = self._guest(uuid)
+        if guest.power != power:
+            raise DriverError(f"fake: cannot {action} guest {uuid}: it is {guest.power.name.lower()}")
+        return guest
+
+    async def console_output(self, uuid: str, length: int | None) -> str:
+        lines = self._guest(uuid).console
+        return "\n".join(lines[-length:] if length else lines) + ("\n" if lines else "")
+
+    async def guest_states(self) -> dict[str, GuestStatus]:
+        return {uuid: GuestStatus(g.power, g.reason) for uuid, g in self.guests.items()}
+
+    async def wait_ready(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def plug_vifs(self, uuid: str, ports: list[PortSpec]) -> list[str]:
+        names = [tap_name(p.id) for p in ports]
+        self.taps.update(names)
+        return names
+
+    def guest_halts(self, uuid: str) -> None:
+        """The guest shuts itself down (as `poweroff` inside it would)."""
+        guest = self._guest(uuid)
+        guest.power, guest.reason = PowerState.SHUTDOWN, "shutdown"
+
+    def guest_dies(self, uuid: str) -> None:
+        """The guest's emulator dies."""
+        guest = self._guest(uuid)
+        guest.power, guest.reason = PowerState.SHUTDOWN, "crashed"

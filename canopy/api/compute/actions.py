@@ -15,6 +15,8 @@ from canopy.api.errors import ApiError, bad_request
 from canopy.api.http import ctx, empty_response, json_response, read_object, require_admin, route
 from canopy.clock import isotime_us
 from canopy.db import tables_cell as c
+from canopy.rpc.base import CallTimeout, NoRoute, RemoteError, Target
+from canopy.rpc.calls import ConsoleText, GetConsoleOutput
 
 
 async def _reboot(request: Request, uuid: str, arg: Any) -> None:
@@ -60,6 +62,32 @@ def _simple(action: str) -> Any:
     return run
 
 
+async def _console_output(request: Request, uuid: str, arg: Any) -> Response:
+    """os-getConsoleOutput: the last `length` lines of the guest's serial console, read by its agent."""
+    length = arg.get("length") if isinstance(arg, dict) else None
+    if isinstance(length, str) and length.lstrip("-").isdigit():
+        length = int(length)
+    if length is not None and (not isinstance(length, int) or isinstance(length, bool) or length < -1):
+        raise bad_request(f"Invalid input for field/attribute length. Value: {length}. "
+                          "It must be an integer of at least -1.")
+    if arg is not None and not isinstance(arg, dict):
+        raise bad_request("Invalid input for field/attribute os-getConsoleOutput. It must be an object.")
+    rc, cloud = ctx(request), cloud_of(request)
+    inst = await cell_db(request).read(load_visible_instance, uuid, rc.project_id, rc.is_admin)
+    if not inst["host"] or inst["vm_state"] == "building":
+        raise ApiError(409, f"Instance {uuid} is not ready")
+    try:
+        reply = await cloud.bus.call(Target("agent", inst["host"]), GetConsoleOutput(
+            instance_uuid=uuid, length=None if length in (None, -1) else length), timeout=30)
+    except (NoRoute, CallTimeout) as exc:
+        raise ApiError(409, f"The console of instance {uuid} cannot be read: host {inst['host']} is "
+                            f"unreachable ({exc})") from None
+    except RemoteError as exc:
+        raise ApiError(409, f"The console of instance {uuid} cannot be read: {exc.message}") from None
+    assert isinstance(reply, ConsoleText)
+    return json_response({"output": reply.output})
+
+
 ACTIONS = {
     "os-start": _simple("start"),
     "os-stop": _simple("stop"),
@@ -67,6 +95,11 @@ ACTIONS = {
     "canopy-stopHard": _simple("stop_hard"),
     "reboot": _reboot,
     "os-resetState": _reset_state,
+    "pause": _simple("pause"),
+    "unpause": _simple("unpause"),
+    "suspend": _simple("suspend"),
+    "resume": _simple("resume"),
+    "os-getConsoleOutput": _console_output,
 }
 
 
@@ -79,8 +112,8 @@ async def server_action(request: Request) -> Response:
     handler = ACTIONS.get(name)
     if handler is None:
         raise bad_request(f"There is no such action: {name}")
-    await handler(request, uuid, arg)
-    return empty_response(202)
+    result = await handler(request, uuid, arg)
+    return result if isinstance(result, Response) else empty_response(202)
 
 
 # -- metadata ------------------------------------------------------------------------------------

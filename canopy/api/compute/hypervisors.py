@@ -24,9 +24,12 @@ UUID_IDS = (2, 53)
 
 
 def _hosts_query() -> Any:
-    joined = c.hosts.outerjoin(c.services, and_(s.host == h.name, s.binary == AGENT_BINARY))
+    d = c.hypervisor_details.c
+    joined = (c.hosts.outerjoin(c.services, and_(s.host == h.name, s.binary == AGENT_BINARY))
+              .outerjoin(c.hypervisor_details, d.host == h.name))
     return select(c.hosts, s.id.label("svc_id"), s.uuid.label("svc_uuid"), s.last_seen_at, s.forced_down,
-                  s.disabled_reason.label("svc_reason")).select_from(joined)
+                  s.disabled_reason.label("svc_reason"), d.accelerator.label("hv_accelerator"),
+                  d.cpu_info.label("hv_cpu_info")).select_from(joined)
 
 
 def hypervisor_not_found(hypervisor_id: str) -> ApiError:
@@ -38,7 +41,10 @@ def no_match(pattern: str) -> ApiError:
 
 
 def cpu_info(row: dict[str, Any]) -> dict[str, Any]:
-    """A CPU description in the shape libvirt reports (we know only the count)."""
+    """The host CPU as its libvirt agent reported it, with the accelerator guests run with (kvm or tcg);
+    for a simulated host, a description in the same shape (we know only the count)."""
+    if row.get("hv_cpu_info"):
+        return {**row["hv_cpu_info"], "accelerator": row.get("hv_accelerator") or ""}
     return {"arch": "x86_64", "model": "canopy-virtual", "vendor": "Canopy", "features": [],
             "topology": {"sockets": 1, "cores": row["vcpus"], "threads": 1}}
 

@@ -20,7 +20,8 @@ i = c.instances.c
 
 # What Nova calls each action in its 409 messages.
 API_NAMES = {"start": "start", "stop": "stop", "stop_soft": "canopy-stopSoft", "stop_hard": "canopy-stopHard",
-             "reboot_soft": "reboot", "reboot_hard": "reboot", "delete": "delete"}
+             "reboot_soft": "reboot", "reboot_hard": "reboot", "delete": "delete", "pause": "pause",
+             "unpause": "unpause", "suspend": "suspend", "resume": "resume"}
 
 
 async def start_action(request: Request, uuid: str, action: str, payload: dict[str, Any] | None = None) -> None:

@@ -1,0 +1,45 @@
+"""Wiring an agent whose guests run on libvirt: image client and cache, driver, reconciler.
+
+    agent = libvirt_agent(settings, "hv-0001", bus)                 # `canopy agent --driver libvirt`
+    agent = libvirt_agent(settings, "hv-1", bus, image_transport=httpx.ASGITransport(app))  # in-process
+"""
+
+from __future__ import annotations
+
+import httpx
+
+from canopy.agent.disk.cache import ImageCache
+from canopy.agent.disk.imageclient import ImageApiClient
+from canopy.agent.reconcile import HostReconciler, NetNodeHook, NetworkHook
+from canopy.agent.service import Agent
+from canopy.agent.virt.libvirt_driver import LibvirtDriver
+from canopy.agent.virt.vif import FakeTaps, TapDevices
+from canopy.config import Settings
+from canopy.rpc.base import Transport
+
+
+def libvirt_driver(settings: Settings, host: str, *, image_transport: httpx.AsyncBaseTransport | None = None,
+                   taps: TapDevices | FakeTaps | None = None) -> LibvirtDriver:
+    """The driver with its image cache, fetching through the Image API with the service credential."""
+    lv = settings.libvirt
+    client = ImageApiClient(lv.image_api_url or settings.api.public_url, lv.service_user, lv.service_password,
+                            project=lv.service_project, transport=image_transport)
+    cache = ImageCache(lv.image_cache_path or lv.instances_path / "_base", client,
+                       max_age_s=lv.image_cache_max_age_s, min_free_bytes=int(lv.image_cache_min_free_gb * (1 << 30)))
+    return LibvirtDriver(host, lv, cache, taps)
+
+
+def libvirt_agent(settings: Settings, host: str, bus: Transport, *, net: NetworkHook | None = None,
+                  image_transport: httpx.AsyncBaseTransport | None = None,
+                  taps: TapDevices | FakeTaps | None = None) -> Agent:
+    """An agent on libvirt that waits for libvirt and the switch, reconciles, and syncs power states."""
+    a = settings.agent
+    driver = libvirt_driver(settings, host, image_transport=image_transport, taps=taps)
+    agent = Agent(host, driver, bus, heartbeat_s=a.heartbeat_s, availability_zone=a.availability_zone,
+                  datacenter=a.datacenter, rack=a.rack)
+    # The switch side is the agent's own network node unless the caller brings a hook of its own.
+    agent.reconciler = HostReconciler(
+        host, driver, bus, net=net or NetNodeHook(agent.net), power_sync_s=a.power_sync_s,
+        reconcile_s=a.reconcile_s, ready_timeout_s=a.ready_timeout_s, remove_unknown=a.remove_unknown_guests,
+        housekeeping=driver.evict_images)
+    return agent
