@@ -34,6 +34,21 @@ PAUSING = "pausing"
 UNPAUSING = "unpausing"
 SUSPENDING = "suspending"
 RESUMING = "resuming"
+# mobility (issue 6)
+RESIZE_PREP = "resize_prep"
+RESIZE_MIGRATING = "resize_migrating"
+RESIZE_MIGRATED = "resize_migrated"
+RESIZE_FINISH = "resize_finish"
+RESIZE_REVERTING = "resize_reverting"
+RESIZE_CONFIRMING = "resize_confirming"
+IMAGE_SNAPSHOT = "image_snapshot"
+IMAGE_PENDING_UPLOAD = "image_pending_upload"
+IMAGE_UPLOADING = "image_uploading"
+REBUILDING = "rebuilding"
+REBUILD_SPAWNING = "rebuild_spawning"
+RESCUING = "rescuing"
+UNRESCUING = "unrescuing"
+MIGRATING = "migrating"
 
 BUILD_STEPS = (SCHEDULING, NETWORKING, BLOCK_DEVICE_MAPPING, SPAWNING)
 
@@ -57,6 +72,12 @@ _TASK_STATUS = {
     (STOPPED, REBOOT_STARTED_HARD): "HARD_REBOOT",
     (ERROR, REBOOTING_HARD): "HARD_REBOOT",
     (ERROR, REBOOT_STARTED_HARD): "HARD_REBOOT",
+    **{(vm, t): "RESIZE" for vm in (ACTIVE, STOPPED)
+       for t in (RESIZE_PREP, RESIZE_MIGRATING, RESIZE_MIGRATED, RESIZE_FINISH)},
+    (RESIZED, RESIZE_REVERTING): "REVERT_RESIZE",
+    **{(vm, REBUILDING): "REBUILD" for vm in (ACTIVE, STOPPED, ERROR)},
+    **{(vm, REBUILD_SPAWNING): "REBUILD" for vm in (ACTIVE, STOPPED, ERROR)},
+    (ACTIVE, MIGRATING): "MIGRATING",
 }
 
 
@@ -72,6 +93,9 @@ for _vm, _status in _STATUS.items():
     STATUS_TO_VM_STATES[_status] += (_vm,)
 STATUS_TO_VM_STATES["REBOOT"] = (ACTIVE,)
 STATUS_TO_VM_STATES["HARD_REBOOT"] = (ACTIVE,)
+STATUS_TO_VM_STATES["RESIZE"] = (ACTIVE, STOPPED)
+STATUS_TO_VM_STATES["REBUILD"] = (ACTIVE, STOPPED, ERROR)
+STATUS_TO_VM_STATES["MIGRATING"] = (ACTIVE,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +120,16 @@ ACTIONS: dict[str, ActionRule] = {
         ActionRule("unpause", (PAUSED,), UNPAUSING),
         ActionRule("suspend", (ACTIVE,), SUSPENDING),
         ActionRule("resume", (SUSPENDED,), RESUMING),
+        ActionRule("resize", (ACTIVE, STOPPED), RESIZE_PREP),
+        ActionRule("migrate", (ACTIVE, STOPPED), RESIZE_PREP),
+        ActionRule("confirm_resize", (RESIZED,), RESIZE_CONFIRMING),
+        ActionRule("revert_resize", (RESIZED,), RESIZE_REVERTING),
+        ActionRule("snapshot", (ACTIVE, STOPPED, PAUSED, SUSPENDED), IMAGE_SNAPSHOT),
+        ActionRule("rebuild", (ACTIVE, STOPPED, ERROR), REBUILDING),
+        ActionRule("evacuate", (ACTIVE, STOPPED, ERROR), REBUILDING),
+        ActionRule("rescue", (ACTIVE, STOPPED, ERROR), RESCUING),
+        ActionRule("unrescue", (RESCUED,), UNRESCUING),
+        ActionRule("live_migrate", (ACTIVE, PAUSED), MIGRATING),
         ActionRule("delete", (ACTIVE, BUILDING, STOPPED, ERROR, PAUSED, SUSPENDED, RESIZED, RESCUED, SOFT_DELETED),
                    DELETING),
     )
@@ -129,4 +163,18 @@ ACTION_NAMES = {
     "unpause": "unpause",
     "suspend": "suspend",
     "resume": "resume",
+    "resize": "resize",
+    "migrate": "migrate",
+    "confirm_resize": "confirmResize",
+    "revert_resize": "revertResize",
+    "snapshot": "createImage",
+    "rebuild": "rebuild",
+    "evacuate": "evacuate",
+    "rescue": "rescue",
+    "unrescue": "unrescue",
+    "live_migrate": "live-migration",
 }
+
+# Task kinds of the mobility actions (issue 6), dispatched by the conductor.
+MOBILITY_KINDS = ("resize", "migrate", "confirm_resize", "revert_resize", "snapshot", "rebuild", "evacuate",
+                  "rescue", "unrescue", "live_migrate")

@@ -4,6 +4,7 @@ faults, the durable task rows, and the ports and IP allocations of the cell's se
 from __future__ import annotations
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Column,
     Float,
@@ -306,3 +307,33 @@ for _name, _table, _cols in (
     ("ix_services_host", services, ("host",)),
 ):
     Index(_name, *(_table.c[col] for col in _cols))
+
+# -- server mobility (issue 6) ------------------------------------------------------------------------
+
+# One row per resize, cold or live migration and evacuation (migration 0600mob01): what os-migrations and
+# /servers/{id}/migrations show, and what a revert or confirm needs (the old and new flavors, the hosts).
+migrations = Table(
+    "migrations",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("uuid", String(36), nullable=False, unique=True),
+    Column("instance_uuid", String(36), nullable=False),
+    Column("migration_type", String(32), nullable=False),  # resize | migration | live-migration | evacuation
+    Column("status", String(32), nullable=False),
+    Column("source_compute", String(255), nullable=True),
+    Column("dest_compute", String(255), nullable=True),
+    Column("old_flavor", JSONType, nullable=False, default=dict),
+    Column("new_flavor", JSONType, nullable=False, default=dict),
+    Column("project_id", String(32), nullable=False),
+    Column("user_id", String(32), nullable=False),
+    Column("memory_total", BigInteger, nullable=True),
+    Column("memory_processed", BigInteger, nullable=True),
+    Column("memory_remaining", BigInteger, nullable=True),
+    Column("disk_total", BigInteger, nullable=True),
+    Column("disk_processed", BigInteger, nullable=True),
+    Column("disk_remaining", BigInteger, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_migrations_instance", "instance_uuid", "id"),
+    Index("ix_migrations_status", "status", "updated_at"),
+)

@@ -31,9 +31,16 @@ def load_network(conn: Connection, network_id: str) -> tuple[dict[str, Any], lis
     return network, subnets
 
 
+def _with_qos() -> Any:
+    """Network rows with their QoS policy id (`qos_policy_id`), in the same statement."""
+    nq = g.network_qos
+    return select(g.networks, nq.c.policy_id.label("qos_policy_id")).select_from(
+        g.networks.outerjoin(nq, nq.c.network_id == g.networks.c.id))
+
+
 def get_network(conn: Connection, network_id: str) -> dict[str, Any] | None:
-    """One network row."""
-    row = conn.execute(select(g.networks).where(g.networks.c.id == network_id)).mappings().first()
+    """One network row (with its qos_policy_id)."""
+    row = conn.execute(_with_qos().where(g.networks.c.id == network_id)).mappings().first()
     return dict(row) if row else None
 
 
@@ -48,7 +55,7 @@ def visible_clause(project_id: str | None) -> ColumnElement[bool] | None:
 def list_networks(conn: Connection, *, filters: dict[str, list[Any]], project_id: str | None,
                   limit: int, marker: str | None) -> list[dict[str, Any]]:
     """Network rows matching column filters (any of the values), ordered by id, after `marker`."""
-    stmt = select(g.networks).order_by(g.networks.c.id).limit(limit)
+    stmt = _with_qos().order_by(g.networks.c.id).limit(limit)
     for column, values in filters.items():
         stmt = stmt.where(g.networks.c[column].in_(values))
     visible = visible_clause(project_id)
@@ -78,6 +85,7 @@ def network_view(row: dict[str, Any], subnet_ids: list[str], *, admin: bool) -> 
         "description": row["description"], "status": row["status"], "admin_state_up": row["admin_state_up"],
         "shared": row["shared"], "router:external": row["external"], "mtu": row["mtu"], "subnets": subnet_ids,
         "port_security_enabled": True, "is_default": False, "availability_zones": [],
+        "qos_policy_id": row.get("qos_policy_id"),
         "availability_zone_hints": [], "ipv4_address_scope": None, "ipv6_address_scope": None, "tags": [],
         "created_at": isotime(row["created_at"]), "updated_at": isotime(row["updated_at"]), "revision_number": 1,
     }

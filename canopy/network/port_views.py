@@ -75,11 +75,20 @@ def port_view(row: dict[str, Any], fixed_ips: list[dict[str, str]]) -> dict[str,
         "device_id": row["device_id"], "device_owner": row["device_owner"], "status": row["status"],
         "admin_state_up": row["admin_state_up"], "allowed_address_pairs": row["allowed_address_pairs"],
         "port_security_enabled": row["port_security_enabled"], "binding:host_id": row["host_id"],
-        "binding:vif_type": "ovs", "binding:vnic_type": "normal", "binding:profile": {}, "binding:vif_details": {},
+        "binding:vif_type": "ovs", "binding:vnic_type": "normal", "binding:profile": {},
+        "binding:vif_details": vif_details(row),
         "security_groups": [], "extra_dhcp_opts": [], "ip_allocation": "immediate",
+        "qos_policy_id": row.get("qos_policy_id"), "qos_network_policy_id": row.get("qos_network_policy_id"),
         "description": row["description"], "tags": [], "created_at": isotime(row["created_at"]),
         "updated_at": isotime(row["updated_at"]), "revision_number": 1,
     }
+
+
+def vif_details(row: dict[str, Any]) -> dict[str, Any]:
+    """How the port is plugged on its host (admin only): its OpenFlow port on the integration bridge."""
+    if row.get("ofport") is None:
+        return {}
+    return {"port_filter": True, "bridge_name": "br-int", "ofport": row["ofport"]}
 
 
 def public_view(view: dict[str, Any]) -> dict[str, Any]:
@@ -95,14 +104,18 @@ def chunks(items: list[str]) -> Iterator[list[str]]:
 
 def rows_where(conn: Connection, clause: ColumnElement[bool]) -> list[tuple[dict[str, Any], list[dict[str, str]]]]:
     """Rows of the ports matching `clause` with their fixed IPs, in one query (oldest port first)."""
-    p, a = c.ports, c.ip_allocations
-    stmt = (select(p, a.c.subnet_id.label("alloc_subnet_id"), a.c.ip_address.label("alloc_ip"))
-            .select_from(p.outerjoin(a, a.c.port_id == p.c.id)).where(clause).order_by(p.c.created_at, p.c.id))
+    p, a, q, b = c.ports, c.ip_allocations, c.port_qos, c.port_bindings
+    stmt = (select(p, a.c.subnet_id.label("alloc_subnet_id"), a.c.ip_address.label("alloc_ip"),
+                   q.c.policy_id.label("qos_policy_id"), b.c.ofport.label("ofport"))
+            .select_from(p.outerjoin(a, a.c.port_id == p.c.id).outerjoin(q, q.c.port_id == p.c.id)
+                         .outerjoin(b, b.c.port_id == p.c.id))
+            .where(clause).order_by(p.c.created_at, p.c.id))
     rows: dict[str, tuple[dict[str, Any], list[dict[str, str]]]] = {}
     for r in conn.execute(stmt).mappings():
         entry = rows.get(r["id"])
         if entry is None:
-            entry = rows[r["id"]] = ({col.name: r[col.name] for col in p.columns}, [])
+            entry = rows[r["id"]] = ({**{col.name: r[col.name] for col in p.columns},
+                                      "qos_policy_id": r["qos_policy_id"], "ofport": r["ofport"]}, [])
         if r["alloc_ip"] is not None:
             entry[1].append({"subnet_id": r["alloc_subnet_id"], "ip_address": r["alloc_ip"]})
     return [(row, sort_fixed_ips(ips)) for row, ips in rows.values()]
@@ -132,8 +145,10 @@ def list_ports(conn: Connection, *, filters: dict[str, list[Any]], ip_filters: l
                project_id: str | None, limit: int, marker: str | None) -> list[dict[str, Any]]:
     """Port views matching column filters (any of the values) and fixed-IP filters (all of them),
     ordered by id after `marker`; with `project_id`, only that project's ports."""
-    p, a = c.ports, c.ip_allocations
-    stmt = select(p).order_by(p.c.id).limit(limit)
+    p, a, q, b = c.ports, c.ip_allocations, c.port_qos, c.port_bindings
+    stmt = (select(p, q.c.policy_id.label("qos_policy_id"), b.c.ofport.label("ofport"))
+            .select_from(p.outerjoin(q, q.c.port_id == p.c.id).outerjoin(b, b.c.port_id == p.c.id))
+            .order_by(p.c.id).limit(limit))
     for column, values in filters.items():
         stmt = stmt.where(p.c[column].in_(values))
     for key, value in ip_filters:

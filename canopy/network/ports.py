@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, and_, delete, insert, or_, select, update
@@ -20,7 +20,7 @@ from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.elements import ColumnElement
 
 from canopy.db import tables_cell as c
-from canopy.network import ipam
+from canopy.network import bindings, ipam, limits
 from canopy.network.errors import (
     AddressPairAndPortSecurityRequired,
     InvalidIpForNetwork,
@@ -50,7 +50,8 @@ from canopy.network.port_views import (
 
 __all__ = [
     "NetworkError", "create_port", "delete_port", "delete_ports_of_device", "delete_ports_of_network", "get_port",
-    "network_has_server_ports", "plan_fixed_ips", "ports_of_devices", "subnet_in_use", "update_port",
+    "network_has_server_ports", "plan_fixed_ips", "ports_of_devices", "remove_ports_of_device", "subnet_in_use",
+    "update_port",
 ]
 
 MAX_PROBES = 16  # taken proposals in a row before the cursor is resynced from the database
@@ -134,10 +135,15 @@ def create_port(
     mac_address: str | None = None,
     allowed_address_pairs: list[dict[str, Any]] | None = None,
     port_security_enabled: bool = True,
+    policy: limits.AddressPolicy = limits.NO_LIMITS,
+    qos_policy_id: str | None = None,
 ) -> dict[str, Any]:
     """Create a port on `network` (a row from networks.load_network, with its subnet rows) and allocate
-    its addresses; its view. Raises NetworkError (pool exhausted, address taken, bad request)."""
+    its addresses; its view. A host binds it (an OpenFlow number there); `policy` is the project's
+    quotas and the hold time of public addresses. Raises NetworkError (pool exhausted, address taken,
+    over quota, bad request)."""
     plan = plan_fixed_ips(network, subnets, fixed_ips, device_owner)
+    limits.check_quota(conn, policy, 1, len(plan) if policy.is_public(network["id"]) else 0)
     mac = normalize_mac(mac_address) if mac_address is not None else random_mac()
     pairs = address_pairs(allowed_address_pairs or [], mac)
     if pairs and not port_security_enabled:
@@ -148,8 +154,12 @@ def create_port(
            "admin_state_up": admin_state_up, "port_security_enabled": port_security_enabled,
            "allowed_address_pairs": pairs, "created_at": now, "updated_at": now}
     _insert_port(conn, row, mac_address is not None)
-    ips = [_allocate(conn, row["id"], network["id"], subnet, address) for subnet, address in plan]
-    return port_view(row, sort_fixed_ips(ips) if len(ips) > 1 else ips)
+    ips = [_allocate(conn, row["id"], network["id"], subnet, address, policy, now) for subnet, address in plan]
+    ofport = bindings.bind(conn, row["id"], host_id) if host_id else None
+    if qos_policy_id:
+        conn.execute(c.port_qos.insert().values(port_id=row["id"], policy_id=qos_policy_id))
+    return port_view({**row, "qos_policy_id": qos_policy_id, "ofport": ofport},
+                     sort_fixed_ips(ips) if len(ips) > 1 else ips)
 
 
 def _insert_port(conn: Connection, row: dict[str, Any], mac_requested: bool) -> None:
@@ -166,32 +176,36 @@ def _insert_port(conn: Connection, row: dict[str, Any], mac_requested: bool) -> 
     raise MacAddressGenerationFailure(f"Unable to generate unique mac on network {row['network_id']}.")
 
 
-def _allocate(conn: Connection, port_id: str, network_id: str, subnet: dict[str, Any],
-              address: str | None) -> dict[str, str]:
+def _allocate(conn: Connection, port_id: str, network_id: str, subnet: dict[str, Any], address: str | None,
+              policy: limits.AddressPolicy = limits.NO_LIMITS, now: datetime | None = None) -> dict[str, str]:
     stmt = _insert_ignoring(conn, c.ip_allocations)
     params = {"subnet_id": subnet["id"], "port_id": port_id, "network_id": network_id}
     if address is None:
-        address = _allocate_auto(conn, stmt, params, subnet)
+        holds = policy if now is not None and policy.hold_s > 0 and policy.is_public(network_id) else None
+        address = _allocate_auto(conn, stmt, params, subnet, holds, now)
     elif conn.execute(stmt, {**params, "ip_address": address}).rowcount != 1:
         raise IpAddressAlreadyAllocated(f"IP address {address} already allocated in subnet {subnet['id']}")
     return {"subnet_id": subnet["id"], "ip_address": address}
 
 
-def _allocate_auto(conn: Connection, stmt: Insert, params: dict[str, str], subnet: dict[str, Any]) -> str:
+def _allocate_auto(conn: Connection, stmt: Insert, params: dict[str, str], subnet: dict[str, Any],
+                   holds: limits.AddressPolicy | None = None, now: datetime | None = None) -> str:
     """The next free address of the subnet's pools, by the process's cursor; a few failed proposals in a
-    row, or a cursor that knows of no free address, resync it from the database first."""
+    row, or a cursor that knows of no free address, resync it from the database first. With `holds`, an
+    address freed recently by another project is given back and skipped."""
     cursor = ipam.CURSORS.get(subnet)
     for attempt in range(MAX_RESYNCS + 1):
-        address, ran_out = _probe(conn, stmt, params, cursor)
+        address, ran_out = _probe(conn, stmt, params, cursor, holds, now)
         if address is not None:
             return address
         if ran_out and attempt > 0:
             break
-        cursor.resync(_held(conn, subnet["id"]))
+        cursor.resync(_held(conn, subnet["id"], holds, now))
     raise IpAddressGenerationFailure(f"No more IP addresses available on network {params['network_id']}.")
 
 
-def _probe(conn: Connection, stmt: Insert, params: dict[str, str], cursor: ipam.PoolCursor) -> tuple[str | None, bool]:
+def _probe(conn: Connection, stmt: Insert, params: dict[str, str], cursor: ipam.PoolCursor,
+           holds: limits.AddressPolicy | None, now: datetime | None) -> tuple[str | None, bool]:
     """Try up to MAX_PROBES proposals: (the address won or None, whether the cursor ran out)."""
     for _ in range(MAX_PROBES):
         value = cursor.propose()
@@ -199,14 +213,25 @@ def _probe(conn: Connection, stmt: Insert, params: dict[str, str], cursor: ipam.
             return None, True
         address = cursor.ranges.text(value)
         if conn.execute(stmt, {**params, "ip_address": address}).rowcount == 1:
-            return address, False
+            if holds is None or not limits.held_by_other(conn, holds, params["subnet_id"], address, now):  # type: ignore[arg-type]
+                return address, False
+            a = c.ip_allocations.c
+            conn.execute(delete(c.ip_allocations).where(a.subnet_id == params["subnet_id"], a.ip_address == address))
     return None, False
 
 
-def _held(conn: Connection, subnet_id: str) -> list[int]:
+def _held(conn: Connection, subnet_id: str, holds: limits.AddressPolicy | None = None,
+          now: datetime | None = None) -> list[int]:
+    """The subnet's taken addresses: allocated, or (with `holds`) held for another project."""
     a = c.ip_allocations.c
-    return [int(ipaddress.ip_address(ip)) for ip in conn.execute(select(a.ip_address).where(a.subnet_id == subnet_id))
-            .scalars()]
+    taken = [int(ipaddress.ip_address(ip))
+             for ip in conn.execute(select(a.ip_address).where(a.subnet_id == subnet_id)).scalars()]
+    if holds is not None and now is not None:
+        h = c.ip_holds.c
+        stmt = select(h.ip_address).where(h.subnet_id == subnet_id, h.project_id != holds.project_id,
+                                          h.released_at > now - timedelta(seconds=holds.hold_s))
+        taken += [int(ipaddress.ip_address(ip)) for ip in conn.execute(stmt).scalars()]
+    return taken
 
 
 def _release(fixed_ips: list[dict[str, str]]) -> None:
@@ -223,15 +248,16 @@ def _pairs_need_security() -> AddressPairAndPortSecurityRequired:
 
 
 def update_port(conn: Connection, port_id: str, changes: dict[str, Any], *, now: datetime,
-                network: dict[str, Any] | None = None, subnets: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                network: dict[str, Any] | None = None, subnets: list[dict[str, Any]] | None = None,
+                policy: limits.AddressPolicy = limits.NO_LIMITS) -> dict[str, Any]:
     """Apply changes to a port: column values (name, description, admin_state_up, device_id, device_owner,
-    host_id, port_security_enabled, allowed_address_pairs) and `fixed_ips`, the port's new complete list
-    of addresses (which needs `network` and `subnets`); its new view."""
+    host_id, port_security_enabled, allowed_address_pairs), `qos_policy_id`, and `fixed_ips`, the port's
+    new complete list of addresses (which needs `network` and `subnets`); its new view."""
     found = rows_where(conn, c.ports.c.id == port_id)
     if not found:
         raise PortNotFound(f"Port {port_id} could not be found.")
     current, current_ips = found[0]
-    values = {k: v for k, v in changes.items() if k != "fixed_ips"}
+    values = {k: v for k, v in changes.items() if k not in ("fixed_ips", "qos_policy_id")}
     if "allowed_address_pairs" in values:
         values["allowed_address_pairs"] = address_pairs(values["allowed_address_pairs"], current["mac_address"])
     security = values.get("port_security_enabled", current["port_security_enabled"])
@@ -244,13 +270,30 @@ def update_port(conn: Connection, port_id: str, changes: dict[str, Any], *, now:
         if network is None or subnets is None:
             raise ValueError("changing fixed_ips needs the port's network and subnets")
         owner = values.get("device_owner", current["device_owner"])
-        fixed_ips = _replace_fixed_ips(conn, port_id, current_ips, network, subnets, changes["fixed_ips"], owner)
+        fixed_ips = _replace_fixed_ips(conn, current, current_ips, network, subnets, changes["fixed_ips"], owner,
+                                       policy, now)
+    if values.get("host_id", current["host_id"]) != current["host_id"]:
+        if values["host_id"]:
+            current["ofport"] = bindings.bind(conn, port_id, values["host_id"], rebind=True)
+        else:
+            bindings.unbind(conn, port_id)
+            current["ofport"] = None
+    if "qos_policy_id" in changes:
+        _set_port_qos(conn, port_id, changes["qos_policy_id"])
+        current["qos_policy_id"] = changes["qos_policy_id"]
     conn.execute(update(c.ports).where(c.ports.c.id == port_id).values(**values, updated_at=now))
     return port_view({**current, **values, "updated_at": now}, sort_fixed_ips(fixed_ips))
 
 
-def _replace_fixed_ips(conn: Connection, port_id: str, current_ips: list[dict[str, str]], network: dict[str, Any],
-                       subnets: list[dict[str, Any]], requested: object, device_owner: str) -> list[dict[str, str]]:
+def _set_port_qos(conn: Connection, port_id: str, policy_id: str | None) -> None:
+    conn.execute(delete(c.port_qos).where(c.port_qos.c.port_id == port_id))
+    if policy_id:
+        conn.execute(c.port_qos.insert().values(port_id=port_id, policy_id=policy_id))
+
+
+def _replace_fixed_ips(conn: Connection, current: dict[str, Any], current_ips: list[dict[str, str]],
+                       network: dict[str, Any], subnets: list[dict[str, Any]], requested: object, device_owner: str,
+                       policy: limits.AddressPolicy, now: datetime) -> list[dict[str, str]]:
     """Make the port's addresses match `requested`: addresses already held are kept, a bare subnet_id
     keeps one address the port has there, the rest are released or allocated."""
     if requested is None:
@@ -270,34 +313,55 @@ def _replace_fixed_ips(conn: Connection, port_id: str, current_ips: list[dict[st
                 kept.append(match)
             else:
                 wanted.append((subnet, address))
+    port_id = current["id"]
+    if policy.is_public(network["id"]):
+        limits.check_quota(conn, policy, 0, len(wanted) - len(held))
     if held:
         a = c.ip_allocations.c
         gone = or_(*(and_(a.subnet_id == f["subnet_id"], a.ip_address == f["ip_address"]) for f in held))
         conn.execute(delete(c.ip_allocations).where(a.port_id == port_id, gone))
-    added = [_allocate(conn, port_id, network["id"], subnet, address) for subnet, address in wanted]
+        limits.hold_released(conn, policy, current["project_id"], network["id"], held, now)
+    added = [_allocate(conn, port_id, network["id"], subnet, address, policy, now) for subnet, address in wanted]
     _release(held)
     return kept + added
 
 
-def _delete_where(conn: Connection, clause: ColumnElement[bool]) -> list[str]:
+def _delete_where(conn: Connection, clause: ColumnElement[bool], policy: limits.AddressPolicy = limits.NO_LIMITS,
+                  now: datetime | None = None) -> list[dict[str, Any]]:
     views = views_where(conn, clause)
     if views:
-        conn.execute(delete(c.ports).where(clause))  # the allocations go with them (ON DELETE CASCADE)
+        conn.execute(delete(c.ports).where(clause))  # allocations, bindings and QoS go with them (CASCADE)
         for view in views:
+            if now is not None:
+                limits.hold_released(conn, policy, view["project_id"], view["network_id"], view["fixed_ips"], now)
             _release(view["fixed_ips"])
-    return [v["id"] for v in views]
+    return views
 
 
-def delete_port(conn: Connection, port_id: str) -> bool:
-    """Delete a port and release its addresses; whether it existed."""
-    return bool(_delete_where(conn, c.ports.c.id == port_id))
+def delete_port(conn: Connection, port_id: str, *, policy: limits.AddressPolicy = limits.NO_LIMITS,
+                now: datetime | None = None) -> bool:
+    """Delete a port and release its addresses (held for its project when `policy` says so); whether it
+    existed."""
+    return bool(_delete_where(conn, c.ports.c.id == port_id, policy, now))
 
 
 def delete_ports_of_device(conn: Connection, device_id: str) -> list[str]:
     """Delete every port of a device (a server) with its addresses; the deleted port ids."""
-    return _delete_where(conn, c.ports.c.device_id == device_id)
+    return [v["id"] for v in _delete_where(conn, c.ports.c.device_id == device_id)]
+
+
+def remove_ports_of_device(conn: Connection, device_id: str, *, policy: limits.AddressPolicy = limits.NO_LIMITS,
+                           now: datetime | None = None) -> list[dict[str, Any]]:
+    """Delete every port of a device with its addresses (held as `policy` says); the deleted ports' views
+    (with the host they were bound to, for the agents that must forget them)."""
+    return _delete_where(conn, c.ports.c.device_id == device_id, policy, now)
 
 
 def delete_ports_of_network(conn: Connection, network_id: str) -> list[str]:
     """Delete every port on a network with its addresses; the deleted port ids."""
+    return [v["id"] for v in remove_ports_of_network(conn, network_id)]
+
+
+def remove_ports_of_network(conn: Connection, network_id: str) -> list[dict[str, Any]]:
+    """Delete every port on a network with its addresses; the deleted ports' views."""
     return _delete_where(conn, c.ports.c.network_id == network_id)

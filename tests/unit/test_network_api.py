@@ -420,7 +420,7 @@ async def test_conductor_entry_points(api: Any, cloud: Any) -> None:
     view = await cdb.write(lambda conn: pt.create_port(
         conn, network=network, subnets=subnets, project_id="p1", device_id="srv-1", device_owner="compute:nova",
         host_id="host-1", name="eth0", now=now, port_id="11111111-2222-3333-4444-555555555555"))
-    assert cdb.counter.total - before == 2  # the port INSERT and one ip_allocations INSERT
+    assert cdb.counter.total - before == 3  # the port INSERT, one ip_allocations INSERT, the binding INSERT
     assert view["id"] == "11111111-2222-3333-4444-555555555555" and view["status"] == "ACTIVE"
     assert view["binding:host_id"] == "host-1" and len(view["fixed_ips"]) == 1
     await cdb.write(lambda conn: pt.create_port(conn, network=network, subnets=subnets, project_id="p1",

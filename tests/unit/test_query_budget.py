@@ -1,4 +1,4 @@
-"""The boot's SQL budget: at most 20 statements, the same with 2 servers in the cloud as with 32."""
+"""The boot's SQL budget: at most 23 statements, the same with 2 servers in the cloud as with 32."""
 
 from __future__ import annotations
 
@@ -30,7 +30,9 @@ async def test_a_boot_costs_the_same_few_statements_however_many_servers_exist(s
     for sid in fillers:
         await wait_for_server(stack.api, sid, {"ACTIVE"})
     later = await one("later")
-    assert first <= 20, first
+    # 20, plus 3 for the network (issue 4): the port's OpenFlow binding, the project's address quotas, and
+    # the one query that finds the hosts the new port's flows must reach.
+    assert first <= 23, first
     assert later == first, (first, later)
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from enum import IntEnum
+from pathlib import Path
 from typing import Any, Protocol
 
-from canopy.rpc.calls import InstanceSpec, PortSpec
+from canopy.rpc.calls import DiskInfo, InstanceSpec, MigrationStats, PortSpec
 
 
 class PowerState(IntEnum):
@@ -109,3 +111,42 @@ class VirtDriver(Protocol):
     async def plug_vifs(self, uuid: str, ports: list[PortSpec]) -> list[str]:
         """Make sure each port's host device exists (idempotent); the device names, in port order."""
         ...
+
+
+class MobileDriver(VirtDriver, Protocol):
+    """A driver that can resize, move, snapshot, rebuild and rescue guests (issue 6)."""
+
+    async def migrate_out(self, uuid: str, timeout_s: float) -> DiskInfo:
+        """Stop the guest and set it aside (disk kept) until confirm or revert; its disk's description."""
+        ...
+
+    async def read_disk(self, uuid: str, offset: int, length: int) -> bytes: ...
+
+    async def finish_migration(self, spec: InstanceSpec, disk: DiskInfo, chunks: AsyncIterator[bytes] | None,
+                               power_on: bool) -> None:
+        """Define the guest from a received disk (`chunks`; None: the local set-aside one), grown to the spec."""
+        ...
+
+    async def confirm_migration(self, uuid: str) -> None: ...
+
+    async def revert_migration(self, uuid: str, ports: list[PortSpec], power_on: bool) -> None: ...
+
+    async def snapshot(self, uuid: str, dest: Path) -> str:
+        """Write a standalone image of the guest's disk to `dest`; its disk format."""
+        ...
+
+    async def rebuild(self, spec: InstanceSpec, power_on: bool) -> None: ...
+
+    async def rescue(self, spec: InstanceSpec, rescue_image_id: str) -> None: ...
+
+    async def unrescue(self, uuid: str) -> None: ...
+
+    async def prepare_incoming(self, spec: InstanceSpec, disk: DiskInfo) -> str:
+        """Get ready for a live migration in; the URI the source migrates to."""
+        ...
+
+    async def live_migrate(self, uuid: str, dest_uri: str) -> None: ...
+
+    async def migration_stats(self, uuid: str) -> MigrationStats: ...
+
+    async def abort_migration(self, uuid: str) -> None: ...

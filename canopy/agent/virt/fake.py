@@ -13,6 +13,7 @@ import asyncio
 from dataclasses import dataclass, field
 
 from canopy.agent.virt.base import DriverError, GuestStatus, HostInfo, InstanceNotFound, PowerState
+from canopy.agent.virt.fake_mobility import FakeMobility
 from canopy.agent.virt.vif import tap_name
 from canopy.rpc.calls import InstanceSpec, PortSpec
 
@@ -31,7 +32,7 @@ class FakeGuest:
 
 
 @dataclass
-class FakeDriver:
+class FakeDriver(FakeMobility):
     """A hypervisor simulated in memory."""
 
     host: str

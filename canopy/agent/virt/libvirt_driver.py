@@ -38,6 +38,7 @@ from canopy.agent.virt.base import (
 )
 from canopy.agent.virt.domain_model import DiskSpec, DomainSpec, InterfaceSpec, read_serial_log, read_taps
 from canopy.agent.virt.libvirt_host import HostFacts, guest_status, read_facts, tail_lines
+from canopy.agent.virt.libvirt_mobility import LibvirtMobility
 from canopy.agent.virt.vif import FakeTaps, TapDevices, tap_name
 from canopy.config import LibvirtConfig
 from canopy.rpc.calls import InstanceSpec, PortSpec
@@ -51,7 +52,7 @@ GiB = 1 << 30
 libvirt.registerErrorHandler(lambda _ctx, _err: None, None)
 
 
-class LibvirtDriver:
+class LibvirtDriver(LibvirtMobility):
     """Guests on one host's libvirt (KVM when it boots guests here, else TCG)."""
 
     def __init__(self, host: str, config: LibvirtConfig, cache: ImageCache,
@@ -327,7 +328,8 @@ class LibvirtDriver:
         domains = await self._call(self._connection().listAllDomains, 0)
         out = {}
         for dom in domains:
-            if dom.name().startswith(PREFIX):
+            # ours only: agents sharing one libvirt (tests, one machine) each see just their own folders
+            if dom.name().startswith(PREFIX) and (self.root / dom.UUIDString()).is_dir():
                 try:
                     out[dom.UUIDString()] = await self._status(dom)
                 except InstanceNotFound:

@@ -4,6 +4,7 @@ attribute, list filters, `fields=`, and pagination links."""
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -17,6 +18,7 @@ from canopy.db.engine import Database
 from canopy.network.errors import NetworkError
 from canopy.runtime import Cloud
 
+log = logging.getLogger("canopy.api.network")
 Handler = Callable[[Request], Awaitable[Response]]
 Converter = Callable[[str, str], Any]
 
@@ -201,3 +203,32 @@ def collection(request: Request, key: str, views: list[dict[str, Any]], limit: i
 def item(request: Request, key: str, view: dict[str, Any], status: int = 200) -> Response:
     """A single-resource response, honouring `fields=`."""
     return json_response({key: shaped(view, request.query_params.getlist("fields"))}, status=status)
+
+
+async def announce(request: Request, changes: list[Any], networks: list[str] | None = None,
+                   everywhere: bool = False) -> None:
+    """Tell the conductors which ports changed, so that their hosts' flows follow (a lost cast is healed by
+    the agents' periodic full sync). `everywhere`: to every conductor, which also drop their QoS cache."""
+    from canopy.rpc.base import BusError, Target
+    from canopy.rpc.calls import PortsChanged
+
+    if not changes and not networks:
+        return
+    bus = cloud_of(request).bus
+    msg = PortsChanged(changes=changes, networks=list(networks or []), qos_changed=everywhere)
+    try:
+        if everywhere:
+            await bus.fanout("conductor", msg)
+        else:
+            await bus.cast(Target("conductor"), msg)
+    except BusError as exc:
+        log.warning("ports changed, but no conductor was told (%s); the agents' next full sync catches up", exc)
+
+
+async def address_policy(request: Request, project_id: str) -> Any:
+    """A project's address quotas and the hold time of public addresses (one global read)."""
+    from canopy.network import limits
+
+    net = cloud_of(request).settings.network
+    return await global_db(request).read_fresh(limits.load_policy, project_id, net.quota_defaults(),
+                                               net.public_ip_hold_s)

@@ -10,10 +10,13 @@ from starlette.responses import Response
 
 from canopy.api.http import ctx, empty_response, is_uuid, route
 from canopy.api.network import common as cm
+from canopy.api.network.qos import usable_qos_policy
 from canopy.context import RequestContext
 from canopy.network import networks as nets
-from canopy.network import ports
+from canopy.network import ports, qos
 from canopy.network.errors import NetworkInUse
+from canopy.network.segments import check_physnet
+from canopy.rpc.calls import PortChange
 
 FILTERS: dict[str, tuple[str, cm.Converter]] = {
     "id": ("id", cm.as_text), "name": ("name", cm.as_text), "status": ("status", cm.as_text),
@@ -29,7 +32,7 @@ ADMIN_FILTERS: dict[str, tuple[str, cm.Converter]] = {
 PROVIDER = ("provider:network_type", "provider:physical_network", "provider:segmentation_id")
 ADMIN_ONLY = ("shared", "router:external", *PROVIDER)
 COMMON = frozenset({"name", "description", "admin_state_up", "shared", "router:external", "mtu",
-                    "port_security_enabled", "availability_zone_hints", "is_default"})
+                    "port_security_enabled", "availability_zone_hints", "is_default", "qos_policy_id"})
 CREATE = COMMON | {"project_id", "tenant_id", *PROVIDER}
 UPDATE = COMMON | set(PROVIDER)
 
@@ -138,8 +141,17 @@ async def create_network(request: Request) -> Response:
     body = await cm.body_of(request, "network", CREATE)
     check_admin_attributes(c, body, "create")
     values = {**common_values(body), **provider_values(body), "project_id": cm.owner_of(body, c)}
+    policy = await usable_qos_policy(request, body)
     now = cm.cloud_of(request).clock.now()
-    row = await cm.global_db(request).write(nets.insert_network, values, now)
+
+    def work(conn: Connection) -> dict[str, Any]:
+        if values["network_type"] == "flat":  # a physical network carries one network or one segment
+            check_physnet(conn, "flat", values["physical_network"], None)
+        row = nets.insert_network(conn, values, now)
+        qos.set_network_policy(conn, row["id"], policy)
+        return {**row, "qos_policy_id": policy}
+
+    row = await cm.global_db(request).write(work)
     return cm.item(request, "network", nets.network_view(row, [], admin=c.is_admin), status=201)
 
 
@@ -154,10 +166,19 @@ async def update_network(request: Request) -> Response:
     if any(k in body for k in PROVIDER):
         raise cm.invalid("provider:network_type", "Plugin does not support updating provider attributes")
     changes = common_values(body)
-    row = await cm.global_db(request).write(nets.update_network, network_id, changes,
-                                            cm.cloud_of(request).clock.now())
+    new_qos = "qos_policy_id" in body
+    policy = await usable_qos_policy(request, body) if new_qos else None
+
+    def work(conn: Connection) -> dict[str, Any] | None:
+        if new_qos:
+            qos.set_network_policy(conn, network_id, policy)
+        return nets.update_network(conn, network_id, changes, cm.cloud_of(request).clock.now())
+
+    row = await cm.global_db(request).write(work)
     if row is None:
         raise cm.missing("network", network_id)
+    if new_qos:  # every port of the network is re-sent to its host, by every conductor
+        await cm.announce(request, [], [network_id], everywhere=True)
     return cm.item(request, "network", await view_of(request, row))
 
 
@@ -167,13 +188,15 @@ async def delete_network(request: Request) -> Response:
     network_id = request.path_params["network_id"]
     await owned_network(request, network_id, "delete")
 
-    def release_ports(conn: Connection) -> list[str]:
+    def release_ports(conn: Connection) -> list[dict[str, Any]]:
         if ports.network_has_server_ports(conn, network_id):
             raise NetworkInUse(f"Unable to complete operation on network {network_id}. There are one or more "
                                "ports still in use on the network.")
-        return ports.delete_ports_of_network(conn, network_id)
+        return ports.remove_ports_of_network(conn, network_id)
 
-    await cm.cell_db(request).write(release_ports)
+    removed = await cm.cell_db(request).write(release_ports)
+    await cm.announce(request, [PortChange(port_id=v["id"], network_id=network_id, old_host=v["binding:host_id"])
+                                for v in removed if v["binding:host_id"]])
     if not await cm.global_db(request).write(nets.delete_network, network_id):
         raise cm.missing("network", network_id)
     return empty_response()

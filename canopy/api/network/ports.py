@@ -11,11 +11,13 @@ from starlette.responses import Response
 from canopy.api.http import ctx, empty_response, is_uuid, route
 from canopy.api.network import common as cm
 from canopy.api.network.networks import can_see
+from canopy.api.network.qos import usable_qos_policy
 from canopy.context import RequestContext
 from canopy.network import networks as nets
 from canopy.network import ports as pt
 from canopy.network.port_views import list_ports as query_ports
 from canopy.network.port_views import public_view
+from canopy.rpc.calls import PortChange
 
 FILTERS: dict[str, tuple[str, cm.Converter]] = {
     "id": ("id", cm.as_text), "name": ("name", cm.as_text), "network_id": ("network_id", cm.as_text),
@@ -26,9 +28,10 @@ FILTERS: dict[str, tuple[str, cm.Converter]] = {
 }
 ADMIN_FILTERS: dict[str, tuple[str, cm.Converter]] = {"binding:host_id": ("host_id", cm.as_text)}
 UNSUPPORTED: dict[str, Any] = {"binding:vnic_type": "normal", "binding:profile": {}, "security_groups": [],
-               "extra_dhcp_opts": [], "qos_policy_id": None}
+               "extra_dhcp_opts": []}
 UPDATE = frozenset({"name", "description", "admin_state_up", "fixed_ips", "device_id", "device_owner",
-                    "allowed_address_pairs", "port_security_enabled", "binding:host_id", *UNSUPPORTED})
+                    "allowed_address_pairs", "port_security_enabled", "binding:host_id", "qos_policy_id",
+                    *UNSUPPORTED})
 READ_ONLY = frozenset({"id", "network_id", "project_id", "tenant_id", "mac_address", "status"})
 CREATE = UPDATE | {"network_id", "mac_address", "project_id", "tenant_id"}
 
@@ -139,10 +142,15 @@ async def create_port(request: Request) -> Response:
     values = column_values(body)
     project_id = cm.owner_of(body, c)
     mac = body.get("mac_address")
+    qos = await usable_qos_policy(request, body)
+    policy = await cm.address_policy(request, project_id)
     now = cm.cloud_of(request).clock.now()
     view = await cm.cell_db(request).write(
         lambda conn: pt.create_port(conn, network=network, subnets=subnets, project_id=project_id,
-                                    fixed_ips=body.get("fixed_ips"), now=now, mac_address=mac, **values))
+                                    fixed_ips=body.get("fixed_ips"), now=now, mac_address=mac, policy=policy,
+                                    qos_policy_id=qos, **values))
+    if view["binding:host_id"]:
+        await cm.announce(request, [PortChange(port_id=view["id"], network_id=network["id"])])
     return cm.item(request, "port", shown(c, view), status=201)
 
 
@@ -160,9 +168,16 @@ async def update_port(request: Request) -> Response:
     values = column_values(body)
     if "fixed_ips" in body:
         values["fixed_ips"] = body["fixed_ips"]
+    if "qos_policy_id" in body:
+        values["qos_policy_id"] = await usable_qos_policy(request, body)
+    policy = await cm.address_policy(request, current["project_id"]) if "fixed_ips" in body else None
     now = cm.cloud_of(request).clock.now()
     view = await cm.cell_db(request).write(
-        lambda conn: pt.update_port(conn, port_id, values, now=now, network=network, subnets=subnets))
+        lambda conn: pt.update_port(conn, port_id, values, now=now, network=network, subnets=subnets,
+                                    **({"policy": policy} if policy is not None else {})))
+    old_host = current["binding:host_id"]
+    if old_host or view["binding:host_id"]:
+        await cm.announce(request, [PortChange(port_id=port_id, network_id=view["network_id"], old_host=old_host)])
     return cm.item(request, "port", shown(c, view))
 
 
@@ -170,9 +185,16 @@ async def update_port(request: Request) -> Response:
 async def delete_port(request: Request) -> Response:
     """DELETE /v2.0/ports/{id}: its addresses are released."""
     port_id = request.path_params["port_id"]
-    await visible_port(request, port_id)
-    if not await cm.cell_db(request).write(pt.delete_port, port_id):
+    view = await visible_port(request, port_id)
+    net = cm.cloud_of(request).settings.network
+    policy = await cm.address_policy(request, view["project_id"]) if net.public_ip_hold_s > 0 else None
+    now = cm.cloud_of(request).clock.now()
+    if not await cm.cell_db(request).write(
+            lambda conn: pt.delete_port(conn, port_id, now=now, **({"policy": policy} if policy else {}))):
         raise cm.missing("port", port_id)
+    if view["binding:host_id"]:
+        await cm.announce(request, [PortChange(port_id=port_id, network_id=view["network_id"],
+                                               old_host=view["binding:host_id"])])
     return empty_response()
 
 

@@ -8,7 +8,7 @@ from starlette.routing import BaseRoute
 
 from canopy.api.errors import ApiError
 from canopy.api.http import json_response, route
-from canopy.api.network import networks, ports, subnets
+from canopy.api.network import networks, ports, qos, quotas, segments, subnets
 
 UPDATED = "2026-01-01T00:00:00-00:00"
 EXTENSIONS = {
@@ -25,6 +25,16 @@ EXTENSIONS = {
     "net-mtu": ("Network MTU", "Provides MTU attribute for a network resource."),
     "net-mtu-writable": ("Network MTU (writable)", "Provides a writable MTU attribute for a network resource."),
     "pagination": ("Pagination support", "Extension that indicates that pagination is enabled."),
+    "segment": ("Segment", "Segments extension."),
+    "qos": ("Quality of Service", "The Quality of Service extension."),
+    "qos-bw-limit-direction": ("Direction for QoS bandwidth limit rule", "Allow to configure QoS bandwidth limit "
+                                                                        "rule with specific direction: ingress or "
+                                                                        "egress"),
+    "qos-rule-type-details": ("QoS rule type details", "Expose details about QoS rule types supported by loaded "
+                                                      "backend drivers"),
+    "quotas": ("Quota management support", "Expose functions for quotas management per project"),
+    "quota_details": ("Quota details management support", "Expose functions for quotas usage statistics per "
+                                                          "project"),
 }
 RESOURCES = (("network", "networks"), ("subnet", "subnets"), ("port", "ports"))
 
@@ -77,4 +87,7 @@ ROUTES: list[BaseRoute] = [
     *networks.ROUTES,
     *subnets.ROUTES,
     *ports.ROUTES,
+    *segments.ROUTES,
+    *qos.ROUTES,
+    *quotas.ROUTES,
 ]

@@ -88,6 +88,17 @@ def described(body: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
+def check_segment(conn: Connection, segment_id: str | None, network_id: str) -> None:
+    """A subnet's segment must be one of its network's."""
+    if segment_id is None:
+        return
+    from canopy.network.segments import get_segment
+
+    segment = get_segment(conn, segment_id) if is_uuid(segment_id) else None
+    if segment is None or segment["network_id"] != network_id:
+        raise cm.invalid("segment_id", f"segment {segment_id} is not a segment of network {network_id}")
+
+
 @cm.neutron_errors
 async def create_subnet(request: Request) -> Response:
     """POST /v2.0/subnets"""
@@ -108,6 +119,7 @@ async def create_subnet(request: Request) -> Response:
     now = cm.cloud_of(request).clock.now()
 
     def work(conn: Connection) -> dict[str, Any]:
+        check_segment(conn, values.get("segment_id"), network["id"])
         existing = sn.subnets_of(conn, network["id"])
         address = sn.addressing(version, cidr, **addressing, existing=existing)
         return sn.insert_subnet(conn, {**values, **address}, now)
@@ -136,6 +148,10 @@ async def update_subnet(request: Request) -> Response:
         if holder:
             raise ApiError(409, f"Current gateway ip {gateway} already in use by port {holder}. Unable to update.",
                            neutron_type="GatewayIpInUse")
+    if values.get("segment_id", subnet["segment_id"]) != subnet["segment_id"]:
+        if subnet["segment_id"] is not None:  # as in Neutron: a subnet's segment is set once, never moved
+            raise cm.invalid("segment_id", "the segment of a subnet that has one cannot be changed")
+        await cm.global_db(request).read_fresh(check_segment, values["segment_id"], subnet["network_id"])
     now = cm.cloud_of(request).clock.now()
     await cm.global_db(request).write(sn.update_subnet, subnet_id, values, now)
     return cm.item(request, "subnet", sn.subnet_view({**subnet, **values, "updated_at": now}))

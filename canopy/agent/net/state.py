@@ -1,0 +1,140 @@
+"""What an agent knows of its host's desired network state, and how a NetworkSync message changes it.
+Pure: the node feeds it messages and compiles what `host_state()` returns.
+
+Messages may cross (several conductors cast changes), so each port and neighbor carries a revision
+(its updated_at) and an older one never replaces a newer one; a removed port leaves a tombstone for a
+while so that a late update cannot bring it back.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from canopy.agent.net import tables as t
+from canopy.agent.net.model import AddressPair, BandwidthLimit, HostNetState, Neighbor, Segment, VmPort
+from canopy.rpc.calls import NetNeighbor, NetPort, NetSegment, NetworkSync
+
+SegmentKey = tuple[str, str | None]
+TOMBSTONE_S = 600.0
+MAX_TOMBSTONES = 100_000
+
+
+@dataclass
+class DesiredState:
+    """The segments, local ports and neighbors of one host, merged from NetworkSync messages."""
+
+    host: str
+    uplink_ofports: dict[str, int] = field(default_factory=dict)  # configured physnet -> uplink port
+    tunnel_ip: str | None = None
+    segments: dict[SegmentKey, NetSegment] = field(default_factory=dict)
+    ports: dict[str, NetPort] = field(default_factory=dict)
+    neighbors: dict[str, NetNeighbor] = field(default_factory=dict)
+    tombstones: dict[str, float] = field(default_factory=dict)
+    synced: bool = False  # a full sync has been received
+    wall_clock: Callable[[], float] = time.time
+
+    def merge(self, msg: NetworkSync) -> bool:
+        """Take in a message; True when the agent should ask for a full sync (it was sent changes for a
+        network whose neighbors it does not know)."""
+        if msg.full:
+            self.segments, self.ports, self.neighbors, self.tombstones = {}, {}, {}, {}
+            self.synced = True
+            if msg.tunnel_ip and not self.tunnel_ip:
+                self.tunnel_ip = msg.tunnel_ip
+        known = {p.network_id for p in self.ports.values()}
+        for seg in msg.segments:
+            self.segments[(seg.network_id, seg.segment_id)] = seg
+        removed_at = msg.sent_at or self.wall_clock()
+        for port_id in msg.removed_ports:
+            self._remove_port(port_id, removed_at)
+        for port in msg.ports:
+            self._upsert_port(port)
+        for network_id in msg.complete_networks:
+            self.neighbors = {k: n for k, n in self.neighbors.items() if n.network_id != network_id}
+        for port_id in msg.removed_neighbors:
+            self.neighbors.pop(port_id, None)
+        for n in msg.neighbors:
+            old = self.neighbors.get(n.port_id)
+            if (old is None or n.rev >= old.rev) and n.port_id not in self.ports:
+                self.neighbors[n.port_id] = n
+        self._forget_unused()
+        new_networks = {p.network_id for p in msg.ports} - known - set(msg.complete_networks)
+        return not msg.full and self.synced and bool(new_networks & {p.network_id for p in self.ports.values()})
+
+    def _upsert_port(self, port: NetPort) -> None:
+        dead = self.tombstones.get(port.id)
+        old = self.ports.get(port.id)
+        if (dead is not None and port.rev <= dead) or (old is not None and port.rev < old.rev):
+            return
+        self.ports[port.id] = port
+        self.neighbors.pop(port.id, None)  # it moved here
+
+    def _remove_port(self, port_id: str, removed_at: float) -> None:
+        old = self.ports.pop(port_id, None)
+        # An update of the port written before its removal (an older revision) must not revive it.
+        self.tombstones[port_id] = max(removed_at, old.rev if old is not None else 0.0)
+        if len(self.tombstones) > MAX_TOMBSTONES:
+            horizon = self.wall_clock() - TOMBSTONE_S
+            self.tombstones = {k: v for k, v in self.tombstones.items() if v >= horizon}
+            for key in list(self.tombstones)[: max(len(self.tombstones) - MAX_TOMBSTONES, 0)]:
+                del self.tombstones[key]
+
+    def _forget_unused(self) -> None:
+        """Neighbors and segments of networks that no local port is on any more are dropped."""
+        used = {(p.network_id, p.segment_id) for p in self.ports.values()}
+        self.segments = {k: s for k, s in self.segments.items() if k in used}
+        self.neighbors = {k: n for k, n in self.neighbors.items() if (n.network_id, n.segment_id) in used}
+
+    def host_state(self) -> HostNetState:
+        """The compiler's input."""
+        segs = {key: segment_of(seg, self.uplink_ofports) for key, seg in self.segments.items()}
+        ports = tuple(vm_port(p, segs[(p.network_id, p.segment_id)]) for p in self.ports.values()
+                      if (p.network_id, p.segment_id) in segs)
+        neighbors = tuple(neighbor(n, segs[(n.network_id, n.segment_id)]) for n in self.neighbors.values()
+                          if (n.network_id, n.segment_id) in segs)
+        return HostNetState(self.host, ports, neighbors, self.tunnel_ip)
+
+    def uplinks(self) -> dict[str, int]:
+        """The physical networks of this host's flat segments, with their uplink ports."""
+        return {s.physical_network: t.uplink_ofport(s.physical_network, self.uplink_ofports)
+                for s in self.segments.values() if s.network_type == "flat" and s.physical_network}
+
+
+def segment_of(seg: NetSegment, uplink_ofports: dict[str, int]) -> Segment:
+    """A message's segment as the compiler's Segment (with its REG_NET key)."""
+    if seg.network_type == "flat":
+        uplink = t.uplink_ofport(seg.physical_network or "", uplink_ofports)
+        return Segment(seg.network_id, seg.segment_id, "flat", t.network_key("flat", uplink, None), uplink=uplink,
+                       physical_network=seg.physical_network)
+    return Segment(seg.network_id, seg.segment_id, "vxlan", t.network_key("vxlan", None, seg.segmentation_id),
+                   vni=seg.segmentation_id)
+
+
+def _split(ips: list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    return tuple(ip for ip in ips if ":" not in ip), tuple(ip for ip in ips if ":" in ip)
+
+
+def vm_port(p: NetPort, seg: Segment) -> VmPort:
+    """A message's port as the compiler's VmPort."""
+    v4, v6 = _split(p.fixed_ips)
+    pairs = tuple(AddressPair(pair["mac_address"], pair["ip_address"], 6 if ":" in pair["ip_address"] else 4)
+                  for pair in p.allowed_address_pairs)
+    limits = {r["direction"]: BandwidthLimit(int(r["max_kbps"]), int(r.get("max_burst_kbps") or 0))
+              for r in p.bandwidth_limits}
+    return VmPort(p.id, p.ofport, p.mac_address, seg, v4, v6, pairs, p.port_security_enabled, p.admin_state_up,
+                  limits.get("egress"), limits.get("ingress"), p.device_id, p.project_id)
+
+
+def neighbor(n: NetNeighbor, seg: Segment) -> Neighbor:
+    """A message's neighbor as the compiler's Neighbor."""
+    v4, v6 = _split(n.ips)
+    return Neighbor(n.port_id, seg.key, n.mac_address, v4, v6, n.tunnel_ip)
+
+
+def state_of(msg: NetworkSync, uplink_ofports: dict[str, int] | None = None) -> DesiredState:
+    """The state a full sync describes (for inspection tools)."""
+    state = DesiredState(msg.host, dict(uplink_ofports or {}))
+    state.merge(msg)
+    return state

@@ -1,0 +1,150 @@
+"""Flows follow the database through the whole in-process cloud: a boot's port reaches its host's flows
+before the guest starts, neighbors learn it, an API port change and a delete follow; an agent restart
+loads the same flows without ever emptying the table. The switch here is the fake (OpenFlow semantics)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from canopy.agent.net import tables as t
+from canopy.agent.net.fake import FakeApplier
+from canopy.agent.net.node import NetNode
+from canopy.seed import PUBLIC_NETWORK_ID, PUBLIC_SUBNET_ID
+from tests.conftest import wait_for_server
+from tests.unit.test_boot_flow import V, server_body
+
+N = "/network/v2.0"
+UPLINK = t.uplink_ofport("public")
+
+
+async def boot(stack: Any, name: str, user: str, **extra: Any) -> dict[str, Any]:
+    body = server_body(name=name)
+    body["server"]["networks"] = [{"uuid": PUBLIC_NETWORK_ID}]
+    body["server"].update(extra)
+    resp = await stack.api.post("/compute/v2.1/servers", json=body, headers=V, as_user=user)
+    assert resp.status_code == 202, resp.text
+    server = await wait_for_server(stack.api, resp.json()["server"]["id"], {"ACTIVE"}, as_user=user)
+    (port,) = (await stack.api.get(f"{N}/ports?device_id={server['id']}")).json()["ports"]
+    return port  # type: ignore[no-any-return]
+
+
+def node_of(stack: Any, host: str) -> NetNode:
+    return next(a.net for a in stack.agents if a.host == host)
+
+
+def switch_of(stack: Any, host: str) -> Any:
+    applier = node_of(stack, host).applier
+    assert isinstance(applier, FakeApplier)
+    return applier.table
+
+
+def ping(src: dict[str, Any], dst: dict[str, Any], src_ip: str | None = None) -> str:
+    return (f"in_port={src['binding:vif_details']['ofport']},ip,dl_src={src['mac_address']},"
+            f"dl_dst={dst['mac_address']},nw_src={src_ip or src['fixed_ips'][0]['ip_address']},"
+            f"nw_dst={dst['fixed_ips'][0]['ip_address']}")
+
+
+def arp_for(src: dict[str, Any], target_ip: str) -> str:
+    return (f"in_port={src['binding:vif_details']['ofport']},arp,dl_src={src['mac_address']},"
+            f"dl_dst=ff:ff:ff:ff:ff:ff,arp_op=1,arp_sha={src['mac_address']},"
+            f"arp_spa={src['fixed_ips'][0]['ip_address']},arp_tpa={target_ip}")
+
+
+async def test_two_projects_on_the_flat_network_reach_each_other_and_no_further(stack: Any) -> None:
+    a = await boot(stack, "a", "admin", availability_zone="nova:hv-0001")
+    b = await boot(stack, "b", "demo")
+    ha, hb = a["binding:host_id"], b["binding:host_id"]
+    assert a["binding:vif_details"]["ofport"] >= t.FIRST_VM_OFPORT
+    # The guest started after its flows were in place: the owner host's switch already had them.
+    sa = switch_of(stack, ha)
+    if ha == hb:
+        assert sa.trace(ping(a, b)).ports == [b["binding:vif_details"]["ofport"]]
+    else:
+        assert sa.trace(ping(a, b)).ports == [UPLINK]
+        uplink_in = ping(a, b).replace(f"in_port={a['binding:vif_details']['ofport']}", f"in_port={UPLINK}")
+        assert switch_of(stack, hb).trace(uplink_in).ports == [b["binding:vif_details"]["ofport"]]
+    # The ARP responder of A's host knows B, wherever B is.
+    ((port, reply),) = sa.trace(arp_for(a, b["fixed_ips"][0]["ip_address"])).outputs
+    assert port == a["binding:vif_details"]["ofport"]
+    assert reply["arp_sha"] == int(b["mac_address"].replace(":", ""), 16)
+    # A cannot pretend to be B.
+    assert sa.trace(ping(a, b, src_ip=b["fixed_ips"][0]["ip_address"])).dropped
+
+
+async def test_an_ip_added_through_the_api_reaches_the_flows_and_a_delete_clears_them(stack: Any) -> None:
+    a = await boot(stack, "a", "admin", availability_zone="nova:hv-0002")
+    b = await boot(stack, "b", "admin", availability_zone="nova:hv-0003")
+    node_a, node_b = node_of(stack, "hv-0002"), node_of(stack, "hv-0003")
+    extra = "203.0.113.240"
+    resp = await stack.api.put(f"{N}/ports/{a['id']}", json={"port": {"fixed_ips": [
+        *a["fixed_ips"], {"subnet_id": PUBLIC_SUBNET_ID, "ip_address": extra}]}})
+    assert resp.status_code == 200, resp.text
+    await node_a.wait_applied(lambda: any(f"nw_src={extra}" in k for k in node_a.program.flows))  # type: ignore[union-attr]
+    assert not switch_of(stack, "hv-0002").trace(ping(a, b, src_ip=extra)).dropped
+    # ... and B's host now answers ARP for it with A's MAC.
+    await node_b.wait_applied(lambda: any(f"arp_tpa={extra}" in k for k in node_b.program.flows))  # type: ignore[union-attr]
+    ((_, reply),) = switch_of(stack, "hv-0003").trace(arp_for(b, extra)).outputs
+    assert reply["arp_sha"] == int(a["mac_address"].replace(":", ""), 16)
+
+    assert (await stack.api.delete(f"/compute/v2.1/servers/{a['device_id']}")).status_code == 204
+    await node_a.wait_applied(lambda: not any(f"in_port={a['binding:vif_details']['ofport']}," in k
+                                              for k in node_a.program.flows))  # type: ignore[union-attr]
+    await node_b.wait_applied(lambda: not any(f"arp_tpa={extra}" in k for k in node_b.program.flows))  # type: ignore[union-attr]
+
+
+async def test_a_port_bound_by_an_admin_reaches_its_host_and_qos_becomes_meters(stack: Any) -> None:
+    policy = (await stack.api.post(f"{N}/qos/policies", json={"policy": {"name": "slow"}})).json()["policy"]
+    rule = await stack.api.post(f"{N}/qos/policies/{policy['id']}/bandwidth_limit_rules",
+                                json={"bandwidth_limit_rule": {"max_kbps": 8000, "max_burst_kbps": 800}})
+    assert rule.status_code == 201, rule.text
+    resp = await stack.api.post(f"{N}/ports", json={"port": {"network_id": PUBLIC_NETWORK_ID,
+                                                             "binding:host_id": "hv-0004",
+                                                             "qos_policy_id": policy["id"]}})
+    assert resp.status_code == 201, resp.text
+    port = resp.json()["port"]
+    ofport = port["binding:vif_details"]["ofport"]
+    node = node_of(stack, "hv-0004")
+    await node.wait_applied(lambda: t.egress_meter(ofport) in node.program.meters)  # type: ignore[union-attr]
+    assert node.program.meters[t.egress_meter(ofport)].kbps == 8000  # type: ignore[union-attr]
+    # Changing the rule changes the meter (every conductor hears of it).
+    rule_id = rule.json()["bandwidth_limit_rule"]["id"]
+    resp = await stack.api.put(f"{N}/qos/policies/{policy['id']}/bandwidth_limit_rules/{rule_id}",
+                               json={"bandwidth_limit_rule": {"max_kbps": 2000}})
+    assert resp.status_code == 200, resp.text
+    await node.wait_applied(lambda: node.program.meters[t.egress_meter(ofport)].kbps == 2000)  # type: ignore[union-attr]
+
+
+async def test_agent_restart_loads_identical_flows_and_never_empties_the_table(stack: Any) -> None:
+    a = await boot(stack, "a", "admin", availability_zone="nova:hv-0001")
+    await boot(stack, "b", "admin", availability_zone="nova:hv-0001")
+    agent = next(x for x in stack.agents if x.host == "hv-0001")
+    old = agent.net
+    applier = old.applier
+    before = dict(applier.table.flows)
+    counts_before = len(applier.flow_counts)
+    await old.stop()
+    # A new process: the switch still holds the old flows; the new node starts knowing nothing.
+    fresh = NetNode("hv-0001", applier, request_sync=old.request_sync)
+    agent.net = fresh
+    await fresh.start()
+    await fresh.wait_applied(lambda: fresh.program is not None)
+    assert applier.table.flows == before
+    assert all(n > 0 for n in applier.flow_counts[counts_before:])
+    assert any(f"in_port={a['binding:vif_details']['ofport']}," in k for k in applier.table.flows)
+
+
+async def test_nothing_is_applied_before_the_first_full_sync() -> None:
+    applier = FakeApplier()
+    started = asyncio.Event()
+
+    async def never() -> Any:
+        started.set()
+        raise ConnectionError("no conductor yet")
+
+    node = NetNode("h", applier, request_sync=never)
+    await node.start()
+    await asyncio.wait_for(started.wait(), 2)
+    await asyncio.sleep(0.05)
+    await node.stop()
+    assert applier.replaces == 0 and applier.changes == 0 and not applier.flow_counts
