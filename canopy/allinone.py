@@ -49,7 +49,7 @@ class AllInOne:
         await self._start_agents()
         self.scheduler = Scheduler(dbs.cell(cloud.cell_name), bus, clock=cloud.clock, global_db=dbs.global_db,
                                    config=s.scheduler)
-        await self.scheduler.start()
+        await self.scheduler.start(heartbeat_s=s.agent.heartbeat_s, name="scheduler-0")
         await self.conductor.flush_heartbeats()
         if self.serve_http:
             await self._start_http()
@@ -85,6 +85,11 @@ class AllInOne:
         server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._server = server
         self._server_task = asyncio.create_task(server.serve())
+        from canopy.heartbeat import ServiceHeartbeat
+
+        self._api_beat = ServiceHeartbeat(self.cloud.bus, "canopy-api", f"api-{s.api.port}",  # type: ignore[union-attr]
+                                          s.agent.heartbeat_s)
+        self._api_beat.start()
         while not server.started:
             if self._server_task.done():
                 self._server_task.result()
@@ -93,6 +98,8 @@ class AllInOne:
 
     async def stop(self) -> None:
         """Stop every service and close the databases."""
+        if getattr(self, "_api_beat", None) is not None:
+            await self._api_beat.stop()
         if self._server is not None:
             self._server.should_exit = True  # type: ignore[attr-defined]
             if self._server_task is not None:
@@ -102,6 +109,7 @@ class AllInOne:
         if getattr(self, "ovs", None) is not None:
             self.ovs.stop()  # type: ignore[union-attr]
         if self.cloud is not None:
+            await self.scheduler.stop()
             await self.conductor.stop()
             await self.cloud.bus.close()
             self.cloud.dbs.dispose()

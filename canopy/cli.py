@@ -95,9 +95,12 @@ def all_in_one(
 @app.command()
 def api(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     """Run the api service alone."""
+    import socket
+
     import uvicorn
 
     from canopy.api.app import build_app
+    from canopy.heartbeat import ServiceHeartbeat
     from canopy.rpc.factory import make_transport
     from canopy.runtime import Cloud, open_databases
 
@@ -109,7 +112,11 @@ def api(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
         cloud = Cloud(settings=settings, dbs=open_databases(settings), bus=bus)
         server = uvicorn.Server(uvicorn.Config(build_app(cloud), host=settings.api.host, port=settings.api.port,
                                                lifespan="off", access_log=False))
+        beat = ServiceHeartbeat(bus, "canopy-api", f"{socket.gethostname()}:{settings.api.port}",
+                                settings.agent.heartbeat_s)
+        beat.start()
         await server.serve()
+        await beat.stop()
         await bus.close()
 
     asyncio.run(main())
@@ -155,10 +162,11 @@ def scheduler(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
         dbs = open_databases(settings)
         sched = Scheduler(dbs.cell(settings.database.cell_name), bus, global_db=dbs.global_db,
                           config=settings.scheduler)
-        holder["bus"] = bus
-        await sched.start()
+        holder["bus"], holder["s"] = bus, sched
+        await sched.start(heartbeat_s=settings.agent.heartbeat_s)
 
     async def stop() -> None:
+        await holder["s"].stop()  # type: ignore[attr-defined]
         await holder["bus"].close()  # type: ignore[attr-defined]
 
     _run_until_signalled(start, stop)

@@ -7,13 +7,16 @@ import asyncio
 import logging
 import random
 import time
+from typing import Any
 
 from canopy import __version__
+from canopy.agent import mobility
 from canopy.agent.net.fake import FakeApplier
 from canopy.agent.net.node import NetNode
 from canopy.agent.reconcile import HostReconciler, ReconcileReport
 from canopy.agent.virt.base import DriverError, PowerState, VirtDriver
 from canopy.observability.logs import log_fields
+from canopy.periodic import next_delay
 from canopy.rpc.base import BusError, Target, Transport
 from canopy.rpc.calls import (
     ConsoleText,
@@ -71,6 +74,7 @@ class Agent:
         # The host's flows: compiled (and kept in a fake switch) unless given a node that applies to OVS.
         self.net = net or NetNode(host, FakeApplier())
         self.net.request_sync = self.net.request_sync or self._request_network_sync
+        self.image_uploader: Any = None  # uploads snapshots through the Image API (issue 6)
 
     async def start(self, register_timeout_s: float = 60.0) -> None:
         """Register with a conductor (retrying with backoff), then serve and heartbeat."""
@@ -119,7 +123,7 @@ class Agent:
         while True:
             await self.bus.cast(Target("conductor"), Heartbeat(binary=AGENT_BINARY, host=self.host,
                                                                service_version=__version__, sent_at=time.time()))
-            await asyncio.sleep(self.heartbeat_s)
+            await asyncio.sleep(next_delay(self.heartbeat_s, self.rng))
 
     async def handle(self, msg: Message) -> Message | None:
         """Run one operation a conductor asked for; its log lines carry this host and the request's ID."""
@@ -159,6 +163,8 @@ class Agent:
             return Ack()
         if isinstance(msg, GetConsoleOutput):
             return ConsoleText(output=await self.driver.console_output(msg.instance_uuid, msg.length))
+        if isinstance(msg, mobility.HANDLED):
+            return await mobility.operate(self, msg)
         raise ValueError(f"agent {self.host} does not handle {msg.kind}")
 
     async def _power(self, msg: PowerAction) -> InstanceState:

@@ -9,15 +9,17 @@ import time
 import uuid as uuidlib
 from typing import Any
 
-from canopy import __version__, context
+from canopy import __version__, context, states
 from canopy.clock import Clock
 from canopy.conductor import build, hostsync, power, records
+from canopy.conductor.dispatch_mobility import auto_confirm_loop, run_mobility
 from canopy.conductor.netsync import NetSync
 from canopy.conductor.records import EventLog
 from canopy.conductor.sweeper import StuckSweeper
 from canopy.conductor.taskrun import TaskRun, keep_lease
 from canopy.observability.metrics import HEARTBEATS
 from canopy.observability.notifications import Notifier
+from canopy.periodic import pace
 from canopy.rpc.base import Target
 from canopy.rpc.calls import (
     Heartbeat,
@@ -68,7 +70,8 @@ class Conductor:
         self.bus.serve(Target("conductor", self.name), self.handle)
         self._loops = [asyncio.create_task(self._flush_loop(), name="heartbeat-flush"),
                        asyncio.create_task(self._sweep_loop(), name="task-sweeper"),
-                       asyncio.create_task(StuckSweeper(self).loop(), name="stuck-task-sweeper")]
+                       asyncio.create_task(StuckSweeper(self).loop(), name="stuck-task-sweeper"),
+                       asyncio.create_task(auto_confirm_loop(self), name="resize-auto-confirm")]
         await self.netsync.start()
 
     async def stop(self) -> None:
@@ -180,6 +183,8 @@ class Conductor:
             await power.run_power(self, run, kind)
         elif kind == "delete":
             await power.run_delete(self, run)
+        elif kind in states.MOBILITY_KINDS:
+            await run_mobility(self, run, kind)
         else:
             raise ValueError(f"unknown task kind {kind!r}")
 
@@ -208,8 +213,10 @@ class Conductor:
         await self.db.write(records.record_heartbeats, beats)
 
     async def _flush_loop(self) -> None:
+        first = True
         while True:
-            await asyncio.sleep(self.settings.conductor.heartbeat_flush_s)
+            await pace(self.settings.conductor.heartbeat_flush_s, first)
+            first = False
             try:
                 await self.flush_heartbeats()
             except Exception:
@@ -227,8 +234,10 @@ class Conductor:
         return len(found)
 
     async def _sweep_loop(self) -> None:
+        first = True
         while True:
-            await asyncio.sleep(self.settings.conductor.sweep_interval_s)
+            await pace(self.settings.conductor.sweep_interval_s, first)
+            first = False
             try:
                 await self.sweep()
             except Exception:

@@ -27,6 +27,7 @@ from canopy.conductor import records
 from canopy.db import tables_cell as c
 from canopy.observability.metrics import SWEPT
 from canopy.observability.notifications import EVENTS, exception_payload, instance_payload
+from canopy.periodic import pace
 
 if TYPE_CHECKING:
     from canopy.conductor.service import Conductor
@@ -203,8 +204,10 @@ class StuckSweeper:
 
     async def loop(self) -> None:
         """Sweep every `stuck_sweep_interval_s`; an error is logged and the next sweep tries again."""
+        first = True
         while True:
-            await asyncio.sleep(self.obs.stuck_sweep_interval_s)
+            await pace(self.obs.stuck_sweep_interval_s, first)
+            first = False
             try:
                 await self.sweep()
             except Exception:

@@ -72,10 +72,23 @@ class Scheduler:
         self._batches: dict[str, _Batch] = {}
         self.stats = {"placed": 0, "lost_races": 0, "no_valid_host": 0, "refreshes": 0, "audit_repairs": 0}
 
-    async def start(self) -> None:
+    async def start(self, heartbeat_s: float = 10.0, name: str | None = None) -> None:
         await self.refresh(force=True)
         if self.bus is not None:
             self.bus.serve(Target("scheduler"), self.handle)
+            import socket
+
+            from canopy.heartbeat import ServiceHeartbeat
+
+            self._heartbeat = ServiceHeartbeat(self.bus, "canopy-scheduler", name or socket.gethostname(),
+                                               heartbeat_s, self.rng)
+            self._heartbeat.start()
+
+    async def stop(self) -> None:
+        """Stop heartbeating (the bus belongs to the caller)."""
+        beat = getattr(self, "_heartbeat", None)
+        if beat is not None:
+            await beat.stop()
 
     # -- keeping the index current -----------------------------------------------------------------
 

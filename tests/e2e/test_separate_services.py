@@ -118,6 +118,7 @@ def test_agents_registered_and_heartbeat(services: str) -> None:
     rows = _admin_services(services)
     agents = {r["host"]: r["state"] for r in rows if r["binary"] == "canopy-agent"}
     assert agents == {"hv-a": "up", "hv-b": "up"}
-    assert any(r["binary"] == "canopy-conductor" for r in rows)
+    up = {r["binary"] for r in rows if r["state"] == "up"}
+    assert {"canopy-conductor", "canopy-scheduler", "canopy-api", "canopy-agent"} <= up, rows
 
 
