@@ -84,6 +84,15 @@ class ConductorConfig(BaseModel):
     agent_call_timeout_s: float = 600.0
 
 
+class MobilityConfig(BaseModel):
+    """Resize, migrations, snapshots, rebuild, rescue (issue 6; see docs/mobility.md)."""
+
+    allow_resize_to_same_host: bool = True
+    resize_confirm_window_s: float = 0.0  # confirm resizes left unconfirmed this long (0: never, as Nova)
+    auto_confirm_interval_s: float = 60.0
+    progress_poll_s: float = 1.0  # how often a live migration's progress is written
+
+
 class AgentConfig(BaseModel):
     host: str = ""
     driver: Literal["fake", "libvirt"] = "fake"
@@ -239,6 +248,7 @@ class Settings(BaseSettings):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     network: NetworkConfig = Field(default_factory=NetworkConfig)
+    mobility: MobilityConfig = Field(default_factory=MobilityConfig)
     log_level: str = "INFO"
 
     @classmethod

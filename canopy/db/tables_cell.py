@@ -324,6 +324,7 @@ migrations = Table(
     Column("dest_compute", String(255), nullable=True),
     Column("old_flavor", JSONType, nullable=False, default=dict),
     Column("new_flavor", JSONType, nullable=False, default=dict),
+    Column("old_vm_state", String(32), nullable=False, default="active"),  # what a revert restores
     Column("project_id", String(32), nullable=False),
     Column("user_id", String(32), nullable=False),
     Column("memory_total", BigInteger, nullable=True),

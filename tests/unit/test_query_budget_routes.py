@@ -58,6 +58,8 @@ MEASURED: dict[str, Req] = {
     "compute:actions:index": ("GET", "/compute/v2.1/servers/{server}/os-instance-actions", None, "demo"),
     "compute:actions:show": ("GET", "/compute/v2.1/servers/{server}/os-instance-actions/{request_id}", None, "demo"),
     "compute:limits": ("GET", "/compute/v2.1/limits", None, "demo"),
+    "compute:migrations:index": ("GET", "/compute/v2.1/os-migrations", None, "admin"),
+    "compute:server_migrations:index": ("GET", "/compute/v2.1/servers/{server}/migrations", None, "admin"),
     "compute:quota-sets:show": ("GET", "/compute/v2.1/os-quota-sets/{demo_project}", None, "admin"),
     "compute:quota-sets:defaults": ("GET", "/compute/v2.1/os-quota-sets/{demo_project}/defaults", None, "admin"),
     "compute:quota-sets:detail": ("GET", "/compute/v2.1/os-quota-sets/{demo_project}/detail", None, "admin"),
@@ -125,6 +127,7 @@ NOT_MEASURED: dict[str, str] = {
     "identity:revoke_token": "would end the session the other requests use",
     "image:download": "streams the image file; one row read",
     "image:upload": "streams a file into the store; one row written",
+    "compute:server_migrations:show": "the same query as compute:server_migrations:index with the id added",
 }
 WRITE_ROUTES_ON_SMALL_TABLES = "an administrative write on identity, flavor, image, aggregate, group or quota rows"
 

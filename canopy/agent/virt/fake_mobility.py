@@ -5,6 +5,7 @@ disk travels between agents in chunks; a live migration reports progress and can
 from __future__ import annotations
 
 import asyncio
+import re
 import weakref
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -78,7 +79,9 @@ class FakeMobility:
         if len(data) != disk.size:
             raise DriverError(f"fake: the disk of {spec.uuid} arrived with {len(data)} bytes, {disk.size} expected")
         await self.spawn(spec)  # type: ignore[attr-defined]
-        self.disks[spec.uuid] = data + (f"grown to {spec.disk_gb} GB\n".encode() if b"gb=" in data else b"")
+        had = re.search(rb"gb=(\d+)", data)
+        grown = had is not None and spec.disk_gb > int(had.group(1))
+        self.disks[spec.uuid] = data + (f"grown to {spec.disk_gb} GB\n".encode() if grown else b"")
         if not power_on:
             self.guests[spec.uuid].power = PowerState.SHUTDOWN
 

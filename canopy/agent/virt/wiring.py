@@ -10,6 +10,7 @@ import httpx
 
 from canopy.agent.disk.cache import ImageCache
 from canopy.agent.disk.imageclient import ImageApiClient
+from canopy.agent.disk.upload import ImageUploader
 from canopy.agent.reconcile import HostReconciler, NetNodeHook, NetworkHook
 from canopy.agent.service import Agent
 from canopy.agent.virt.libvirt_driver import LibvirtDriver
@@ -37,6 +38,7 @@ def libvirt_agent(settings: Settings, host: str, bus: Transport, *, net: Network
     driver = libvirt_driver(settings, host, image_transport=image_transport, taps=taps)
     agent = Agent(host, driver, bus, heartbeat_s=a.heartbeat_s, availability_zone=a.availability_zone,
                   datacenter=a.datacenter, rack=a.rack)
+    agent.image_uploader = ImageUploader(driver.cache.source)  # snapshots go up with the same credential
     # The switch side is the agent's own network node unless the caller brings a hook of its own.
     agent.reconciler = HostReconciler(
         host, driver, bus, net=net or NetNodeHook(agent.net), power_sync_s=a.power_sync_s,

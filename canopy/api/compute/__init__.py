@@ -14,6 +14,7 @@ from canopy.api.compute import (
     quotas,
     scheduler_explain,
     server_groups,
+    server_mobility,
     servers,
     usage,
     versions,
@@ -26,6 +27,9 @@ PUBLIC = {("GET", "/"), ("GET", "/v2.1"), ("GET", "/v2.1/")}
 
 def is_public(method: str, path: str) -> bool:
     return (method, path) in PUBLIC
+
+
+actions.ACTIONS.update(server_mobility.ACTIONS)  # resize, migrations, snapshots, rebuild, rescue
 
 
 def service() -> Service:
@@ -45,5 +49,6 @@ def service() -> Service:
         *aggregates.ROUTES,
         *server_groups.ROUTES,
         *scheduler_explain.ROUTES,
+        *server_mobility.ROUTES,
     ]
     return Service("compute", routes, is_public, microversion.prepare)

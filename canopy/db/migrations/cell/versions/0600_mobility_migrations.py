@@ -32,6 +32,7 @@ def upgrade() -> None:
     sa.Column('dest_compute', sa.String(length=255), nullable=True),
     sa.Column('old_flavor', _JSON, nullable=False),
     sa.Column('new_flavor', _JSON, nullable=False),
+    sa.Column('old_vm_state', sa.String(length=32), nullable=False),
     sa.Column('project_id', sa.String(length=32), nullable=False),
     sa.Column('user_id', sa.String(length=32), nullable=False),
     sa.Column('memory_total', sa.BigInteger(), nullable=True),

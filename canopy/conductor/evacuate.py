@@ -1,0 +1,61 @@
+"""evacuate: a server whose host's agent is down is rebuilt elsewhere from its image (rebuilding →
+rebuild_spawning → its old vm_state), keeping its UUID, ports and addresses. The dead host's claim is
+released; when that agent comes back its reconcile reports the old guest as unknown (destroyed only with
+agent.remove_unknown_guests)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection
+
+from canopy import states
+from canopy.agent.virt.base import PowerState
+from canopy.conductor import mobility as mob
+from canopy.conductor.taskrun import TaskRun
+from canopy.rpc.calls import PowerAction, SpawnInstance
+
+if TYPE_CHECKING:
+    from canopy.conductor.service import Conductor
+
+
+async def run_evacuate(cond: Conductor, run: TaskRun) -> None:
+    """Spawn the server on another host (the scheduler's, or payload host) and move its records there."""
+    target = mig = None
+    inst: dict[str, Any] = {}
+    try:
+        inst = await mob.load(cond, run)
+        source = inst["host"]
+        run.step = states.REBUILDING
+        target = await mob.select_target(cond, inst, inst["flavor"], force_host=run.payload.get("host"),
+                                         exclude=[source] if source else [])
+        mig = await cond.db.write(mob.new_migration, inst, run, "evacuation", source=source, dest=target,
+                                  new_flavor=inst["flavor"], status="accepted", now=cond.clock.now())
+        await mob.set_step(cond, run, states.REBUILD_SPAWNING)
+        t0 = cond.clock.now()
+        spec = await mob.spec_of(cond, inst, image_id=run.payload.get("image_id"))
+        await mob.agent_call(cond, target, SpawnInstance(instance=spec),
+                             cond.settings.conductor.agent_call_timeout_s * 2)
+        stopped = inst["vm_state"] == states.STOPPED
+        if stopped:  # as in Nova: a stopped server stays stopped where it lands
+            await mob.agent_call(cond, target, PowerAction(instance_uuid=run.instance_uuid, action="stop_hard"))
+        run.events.add("compute_rebuild_instance", t0, cond.clock.now(), "Success", host=target)
+    except Exception as exc:
+        def undo(conn: Connection, now: Any) -> None:
+            if target:
+                mob.release(conn, target, inst.get("flavor") or run.payload.get("flavor") or {}, now)
+            if mig:
+                mob.set_migration(conn, mig, now, status="failed")
+
+        await mob.fail(cond, run, "evacuate", exc, undo if target else None)
+        return
+    moved: list[Any] = []
+
+    def extra(conn: Connection, now: Any) -> None:
+        mob.release(conn, source, inst["flavor"], now)
+        mob.set_migration(conn, mig, now, status="done")
+        moved.extend(mob.move_ports(conn, run.instance_uuid, target, now))
+
+    await mob.finish(cond, run, extra, vm_state=states.STOPPED if stopped else states.ACTIVE, host=target,
+                     power_state=int(PowerState.SHUTDOWN if stopped else PowerState.RUNNING))
+    await mob.ports_moved(cond, moved)
