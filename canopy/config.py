@@ -134,6 +134,13 @@ class LibvirtConfig(BaseModel):
     vif_type: Literal["ethernet", "ovs"] = "ethernet"
     bridge: str = "br-int"
     config_drive: bool = True
+    # Root disks (issue 6, agent/disk/backend.py): qcow2 overlays, or a logical volume per disk.
+    disk_backend: Literal["qcow2", "lvm"] = "qcow2"
+    lvm_volume_group: str = ""
+    lvm_thin_pool: str = ""  # empty: thick volumes
+    # Write key, hostname and network settings into the guest's ext4 root instead of a config drive
+    # (agent/inject.py); an image's `canopy_injection` property overrides this.
+    injection: bool = False
     shutdown_retry_s: float = 10.0
     console_max_bytes: int = 1 << 20
     # Host defaults for the hw: settings (cpu_mode, cpu_model, cpu_features, machine_type, disk_bus,

@@ -54,6 +54,13 @@ for d in $(grep -A1 '"type": "dns"' $N | grep -o '"address": "[^"]*"' | cut -d'"
   echo "CANOPY-DNS=$d"; done
 echo "CANOPY-SSH-KEY=$(grep -o '"ssh-[^"]*"' $M | head -1 | tr -d '"')"
 mount -t ext4 -o ro /dev/vda /disk 2>/dev/null && echo "CANOPY-ROOTFS=$(cat /disk/canopy-disk)"
+if [ -f /disk/root/.ssh/authorized_keys ]; then  # issue 6: files injected into the disk by the host
+  echo "CANOPY-INJECTED-HOSTNAME=$(cat /disk/etc/hostname)"
+  echo "CANOPY-INJECTED-KEY=$(head -1 /disk/root/.ssh/authorized_keys)"
+  I=/disk/etc/network/interfaces
+  for a in $(grep -o 'address [0-9.]*' $I | cut -d' ' -f2); do echo "CANOPY-INJECTED-IP=$a"; done
+  for g in $(grep -o 'gateway [0-9.]*' $I | cut -d' ' -f2); do echo "CANOPY-INJECTED-GATEWAY=$g"; done
+fi
 echo "CANOPY-BOOTED"
 if grep -q canopy.ignore_acpi /proc/cmdline; then
   echo "CANOPY-IGNORING-ACPI"

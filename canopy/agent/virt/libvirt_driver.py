@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 import libvirt  # type: ignore[import-untyped]
 
-from canopy.agent import configdrive
+from canopy.agent import configdrive, inject
 from canopy.agent.disk import qemuimg
 from canopy.agent.disk.cache import CachedImage, ImageCache
 from canopy.agent.virt import accel as accelmod
@@ -185,10 +185,15 @@ class LibvirtDriver(LibvirtMobility):
             raise DriverError(f"the flavor's disk ({spec.disk_gb} GB) is smaller than image {spec.image_id} "
                               f"({base.virtual_size} bytes)")
         t0 = time.monotonic()
-        await qemuimg.create_overlay(base.path, base.disk_format, folder / "disk", size)
+        injected = inject.wanted(self.config.injection, props)  # issue 6: files instead of a config drive
+        if injected:
+            await inject.inject_into_overlay(base.path, base.disk_format, folder / "disk", size,
+                                             inject.spec_files(spec))
+        else:
+            await qemuimg.create_overlay(base.path, base.disk_format, folder / "disk", size)
         self.last_disk_ms = (time.monotonic() - t0) * 1000
         disks = [DiskSpec(path=str(folder / "disk"), target="vda", serial=spec.uuid[:20])]
-        if self.config.config_drive:
+        if self.config.config_drive and not injected:
             await asyncio.to_thread(configdrive.write, spec, folder / "disk.config")
             disks.append(DiskSpec(path=str(folder / "disk.config"), target="vdb", format="raw", readonly=True))
         images = [i.image_id for i in (base, kernel, ramdisk) if i is not None]

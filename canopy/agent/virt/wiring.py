@@ -13,6 +13,7 @@ from canopy.agent.disk.imageclient import ImageApiClient
 from canopy.agent.disk.upload import ImageUploader
 from canopy.agent.reconcile import HostReconciler, NetNodeHook, NetworkHook
 from canopy.agent.service import Agent
+from canopy.agent.virt.base import DriverError
 from canopy.agent.virt.libvirt_driver import LibvirtDriver
 from canopy.agent.virt.vif import FakeTaps, TapDevices
 from canopy.config import Settings
@@ -23,6 +24,8 @@ def libvirt_driver(settings: Settings, host: str, *, image_transport: httpx.Asyn
                    taps: TapDevices | FakeTaps | None = None) -> LibvirtDriver:
     """The driver with its image cache, fetching through the Image API with the service credential."""
     lv = settings.libvirt
+    if lv.disk_backend != "qcow2":  # issue 6: agent/disk/lvm.py exists, spawn/resize/migrate still use qcow2
+        raise DriverError(f"disk_backend {lv.disk_backend!r} is not used by the libvirt driver yet: use 'qcow2'")
     client = ImageApiClient(lv.image_api_url or settings.api.public_url, lv.service_user, lv.service_password,
                             project=lv.service_project, transport=image_transport)
     cache = ImageCache(lv.image_cache_path or lv.instances_path / "_base", client,

@@ -1,0 +1,204 @@
+"""The LVM disk backend's exact command sequences, through a recording runner (issue 6)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid as uuidlib
+from pathlib import Path
+
+import pytest
+
+from canopy.agent.disk.backend import DiskBackend, Qcow2Backend
+from canopy.agent.disk.cache import CachedImage
+from canopy.agent.disk.lvm import LvmBackend, RecordingRunner, SubprocessRunner
+from canopy.agent.virt.base import DriverError
+from canopy.config import LibvirtConfig
+
+U = "11111111-2222-3333-4444-555555555555"
+LV = f"canopy-{U}"
+GiB = 1 << 30
+BASE = CachedImage("img-1", Path("/var/lib/canopy/instances/_base/img-1"), "qcow2", 1000, GiB, {})
+
+
+def _convert(vg: str = "vg0") -> tuple[str, ...]:
+    return ("qemu-img", "convert", "-q", "-n", "-f", "qcow2", "-O", "raw", str(BASE.path), f"/dev/{vg}/{LV}")
+
+
+def test_both_backends_satisfy_the_protocol() -> None:
+    backends: list[DiskBackend] = [Qcow2Backend(Path("/tmp")), LvmBackend("vg0", runner=RecordingRunner())]
+    assert [b.kind for b in backends] == ["qcow2", "lvm"]
+    assert backends[0].path(U) == f"/tmp/{U}/disk"
+    assert backends[1].path(U) == f"/dev/vg0/{LV}"
+
+
+def test_config_defaults_to_qcow2() -> None:
+    cfg = LibvirtConfig()
+    assert (cfg.disk_backend, cfg.lvm_volume_group, cfg.lvm_thin_pool) == ("qcow2", "", "")
+    assert LibvirtConfig(disk_backend="lvm", lvm_volume_group="vg0").disk_backend == "lvm"
+
+
+async def test_create_thick() -> None:
+    r = RecordingRunner()
+    dev = await LvmBackend("vg0", runner=r).create(U, BASE, 2 * GiB)
+    assert dev == f"/dev/vg0/{LV}"
+    assert r.calls == [("lvcreate", "-y", "-n", LV, "-L", f"{2 * GiB}b", "vg0"), _convert()]
+
+
+async def test_create_thin() -> None:
+    r = RecordingRunner()
+    await LvmBackend("vg0", thin_pool="pool0", runner=r).create(U, BASE, 2 * GiB)
+    assert r.calls == [("lvcreate", "-y", "-n", LV, "-V", f"{2 * GiB}b", "--thin", "vg0/pool0"), _convert()]
+
+
+async def test_resize_and_remove() -> None:
+    r = RecordingRunner()
+    b = LvmBackend("vg0", runner=r)
+    await b.resize(U, 3 * GiB)
+    await b.remove(U)
+    assert r.calls == [("lvextend", "-L", f"{3 * GiB}b", f"vg0/{LV}"),
+                       ("lvs", "--noheadings", "-o", "lv_name", f"vg0/{LV}"),
+                       ("lvremove", "-y", f"vg0/{LV}")]
+
+
+async def test_remove_missing_is_not_an_error() -> None:
+    r = RecordingRunner(fail={"lvs": (5, f'Failed to find logical volume "vg0/{LV}"')})
+    await LvmBackend("vg0", runner=r).remove(U)
+    assert r.calls == [("lvs", "--noheadings", "-o", "lv_name", f"vg0/{LV}")]
+
+
+async def test_lvcreate_failure_names_vg_and_lv_and_removes_partial_lv() -> None:
+    r = RecordingRunner(fail={"lvcreate": (5, '  Volume group "vg0" has insufficient free space')})
+    with pytest.raises(DriverError) as exc:
+        await LvmBackend("vg0", runner=r).create(U, BASE, 2 * GiB)
+    msg = str(exc.value)
+    assert "volume group vg0" in msg and LV in msg and "insufficient free space" in msg
+    # lvcreate may leave a half-made LV: it is looked up and removed; nothing was copied
+    assert r.calls == [("lvcreate", "-y", "-n", LV, "-L", f"{2 * GiB}b", "vg0"),
+                       ("lvs", "--noheadings", "-o", "lv_name", f"vg0/{LV}"),
+                       ("lvremove", "-y", f"vg0/{LV}")]
+
+
+async def test_lvcreate_failure_with_no_lv_removes_nothing() -> None:
+    r = RecordingRunner(fail={"lvcreate": (5, "no space"), "lvs": (5, "not found")})
+    with pytest.raises(DriverError):
+        await LvmBackend("vg0", runner=r).create(U, BASE, 2 * GiB)
+    assert [c[0] for c in r.calls] == ["lvcreate", "lvs"]
+
+
+async def test_copy_failure_removes_the_lv() -> None:
+    r = RecordingRunner(fail={"qemu-img": (1, "Could not open '/dev/vg0/x': Permission denied")})
+    with pytest.raises(DriverError, match="copying the image in .* volume group vg0"):
+        await LvmBackend("vg0", runner=r).create(U, BASE, 2 * GiB)
+    assert [c[0] for c in r.calls] == ["lvcreate", "qemu-img", "lvs", "lvremove"]
+
+
+async def test_smaller_than_image_refused_before_any_command() -> None:
+    r = RecordingRunner()
+    with pytest.raises(DriverError, match="smaller than image img-1"):
+        await LvmBackend("vg0", runner=r).create(U, BASE, GiB // 2)
+    assert r.calls == []
+
+
+async def test_lvextend_failure_is_a_driver_error() -> None:
+    r = RecordingRunner(fail={"lvextend": (3, "New size given (1 extents) not larger than existing size")})
+    with pytest.raises(DriverError, match=f"extending of logical volume {LV} in volume group vg0"):
+        await LvmBackend("vg0", runner=r).resize(U, GiB)
+
+
+def test_volume_group_required() -> None:
+    with pytest.raises(DriverError, match="lvm_volume_group"):
+        LvmBackend("")
+
+
+async def test_subprocess_runner_runs_and_reports_missing_programs() -> None:
+    ok = await SubprocessRunner().run(["sh", "-c", "echo out; echo err >&2; exit 3"])
+    assert (ok.returncode, ok.stdout, ok.stderr) == (3, "out\n", "err\n")
+    missing = await SubprocessRunner().run(["canopy-no-such-program"])
+    assert missing.returncode == 127
+
+
+def _device_mapper_reason() -> str | None:
+    try:
+        os.close(os.open("/dev/mapper/control", os.O_RDWR))
+    except OSError:
+        return "no device-mapper: /dev/mapper/control cannot be opened"
+    if shutil.which("lvcreate") is None or os.geteuid() != 0:
+        return "LVM tools or root missing"
+    return None
+
+
+@pytest.fixture
+def volume_group(tmp_path: Path):  # type: ignore[no-untyped-def]
+    reason = _device_mapper_reason()
+    if reason:
+        pytest.skip(reason)
+    vg = f"canopytest{uuidlib.uuid4().hex[:8]}"
+    backing = tmp_path / "pv.img"
+    with backing.open("wb") as f:
+        f.truncate(256 << 20)
+    loop = subprocess.run(["losetup", "--find", "--show", str(backing)], check=True, capture_output=True,
+                          text=True).stdout.strip()
+    try:
+        subprocess.run(["vgcreate", "-y", vg, loop], check=True, capture_output=True)
+        yield vg
+    finally:
+        subprocess.run(["vgremove", "-y", "-f", vg], capture_output=True)
+        subprocess.run(["pvremove", "-y", loop], capture_output=True)
+        subprocess.run(["losetup", "-d", loop], capture_output=True)
+
+
+async def test_real_volume_create_grow_remove(volume_group: str, tmp_path: Path) -> None:
+    raw = tmp_path / "img.raw"
+    raw.write_bytes(b"CANOPY-LVM" + bytes(4 << 20))
+    base = CachedImage("img-raw", raw, "raw", raw.stat().st_size, raw.stat().st_size, {})
+    b = LvmBackend(volume_group)
+    dev = await b.create(U, base, 16 << 20)
+    try:
+        with open(dev, "rb") as f:
+            assert f.read(10) == b"CANOPY-LVM"
+        await b.resize(U, 32 << 20)
+        size = subprocess.run(["blockdev", "--getsize64", dev], check=True, capture_output=True, text=True)
+        assert int(size.stdout) >= 32 << 20
+    finally:
+        await b.remove(U)
+    assert not await b.exists(U)
+
+
+async def test_qcow2_backend_on_real_qemu_img(tmp_path: Path) -> None:
+    raw = tmp_path / "base.raw"
+    raw.write_bytes(bytes(1 << 20))
+    base = CachedImage("img-raw", raw, "raw", 1 << 20, 1 << 20, {})
+    b = Qcow2Backend(tmp_path)
+    (tmp_path / U).mkdir()
+    path = await b.create(U, base, 2 << 20)
+    from canopy.agent.disk import qemuimg
+    info = await qemuimg.info(Path(path))
+    assert (info["format"], info["virtual-size"], info["backing-filename"]) == ("qcow2", 2 << 20, str(raw))
+    await b.resize(U, 4 << 20)
+    assert (await qemuimg.info(Path(path)))["virtual-size"] == 4 << 20
+    with pytest.raises(qemuimg.DiskError, match="cannot shrink"):
+        await b.resize(U, 1 << 20)
+    await b.remove(U)
+    assert not Path(path).exists()
+
+
+def test_backend_from_settings() -> None:
+    from canopy.agent.disk.backend import backend_for
+
+    assert isinstance(backend_for("qcow2", Path("/x")), Qcow2Backend)
+    lvm = backend_for("lvm", Path("/x"), "vg0", "pool0")
+    assert isinstance(lvm, LvmBackend) and (lvm.vg, lvm.thin_pool) == ("vg0", "pool0")
+    with pytest.raises(DriverError, match="lvm_volume_group"):
+        backend_for("lvm", Path("/x"))
+
+
+def test_libvirt_agent_refuses_lvm_until_wired() -> None:
+    from canopy.agent.virt.wiring import libvirt_driver
+    from canopy.config import Settings
+
+    s = Settings()
+    s.libvirt.disk_backend, s.libvirt.lvm_volume_group = "lvm", "vg0"
+    with pytest.raises(DriverError, match="not used by the libvirt driver yet"):
+        libvirt_driver(s, "hv-1")
