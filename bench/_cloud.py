@@ -36,10 +36,12 @@ class BenchCloud:
 
     def __enter__(self) -> BenchCloud:
         data = Path(self.tmp.name)
+        # The service's output goes to a file: a pipe nobody reads would fill and stall it.
+        self.log = (data / "canopy.log").open("wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "canopy.cli", "all-in-one", "--data-dir", str(data / "var"), "--hosts",
              str(self.hosts), "--port", str(self.port), "--clouds-yaml", str(data / "clouds.yaml")],
-            cwd=ROOT, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            cwd=ROOT, env=self.env, stdout=self.log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             try:
@@ -48,11 +50,12 @@ class BenchCloud:
             except httpx.HTTPError:
                 pass
             if self.proc.poll() is not None:
-                raise RuntimeError(f"all-in-one exited: {self.proc.stdout.read().decode()[-3000:]}")  # type: ignore[union-attr]
+                raise RuntimeError(f"all-in-one exited: {(data / 'canopy.log').read_text()[-3000:]}")
             time.sleep(0.2)
         raise RuntimeError("all-in-one did not come up in 300 s")
 
     def __exit__(self, *exc: Any) -> None:
+        self.log.close()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
