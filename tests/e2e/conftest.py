@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -35,19 +36,16 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def running_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCloud]:
-    """`canopy all-in-one` on a free port with 4 simulated hypervisors; stopped by its PID afterwards."""
-    folder = tmp_path_factory.mktemp("e2e")
+@contextlib.contextmanager
+def run_all_in_one(folder: Path, hosts: int, env: dict[str, str]) -> Iterator[RunningCloud]:
+    """`canopy all-in-one` on a free port with data under `folder`; stopped by its PID when the block ends."""
     port = _free_port()
-    env = {**os.environ, "CANOPY_FAKE__SPAWN_DELAY_S": "0.05", "CANOPY_FAKE__OP_DELAY_S": "0.02",
-           "CANOPY_FAKE__VCPUS": "16", "CANOPY_FAKE__MEMORY_MB": "32768", "CANOPY_FAKE__DISK_GB": "500"}
     log = folder / "canopy.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "canopy.cli", "all-in-one", "--data-dir", str(folder / "var"), "--hosts", "4",
-             "--port", str(port), "--clouds-yaml", str(folder / "clouds.yaml")],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+            [sys.executable, "-m", "canopy.cli", "all-in-one", "--data-dir", str(folder / "var"), "--hosts",
+             str(hosts), "--port", str(port), "--clouds-yaml", str(folder / "clouds.yaml")],
+            cwd=ROOT, env={**os.environ, **env}, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -64,7 +62,16 @@ def running_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningC
     finally:
         proc.terminate()
         try:
-            proc.wait(20)
+            proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="session")
+def running_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningCloud]:
+    """`canopy all-in-one` on a free port with 4 simulated hypervisors; stopped by its PID afterwards."""
+    env = {"CANOPY_FAKE__SPAWN_DELAY_S": "0.05", "CANOPY_FAKE__OP_DELAY_S": "0.02",
+           "CANOPY_FAKE__VCPUS": "16", "CANOPY_FAKE__MEMORY_MB": "32768", "CANOPY_FAKE__DISK_GB": "500"}
+    with run_all_in_one(tmp_path_factory.mktemp("e2e"), 4, env) as cloud:
+        yield cloud

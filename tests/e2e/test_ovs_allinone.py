@@ -5,7 +5,6 @@ and `canopy network flows HOST` is exactly what each bridge holds (ovs-ofctl dif
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -14,12 +13,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import openstack
 import pytest
 
 from canopy.agent.net.privateovs import PrivateOvs, ovs_installed
-from tests.e2e.conftest import ROOT, RunningCloud, _free_port
+from tests.e2e.conftest import ROOT, RunningCloud, run_all_in_one
 
 pytestmark = pytest.mark.e2e
 
@@ -30,36 +28,13 @@ def ovs_cloud(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Runnin
     if not ovs_installed():
         pytest.fail("Open vSwitch is not installed: `make test` installs openvswitch-switch")
     folder = tmp_path_factory.mktemp("e2e-ovs")
-    port = _free_port()
-    env = {**os.environ, "CANOPY_FAKE__SPAWN_DELAY_S": "0.02", "CANOPY_FAKE__OP_DELAY_S": "0.01",
+    env = {"CANOPY_FAKE__SPAWN_DELAY_S": "0.02", "CANOPY_FAKE__OP_DELAY_S": "0.01",
            "CANOPY_NETWORK__APPLY": "private-ovs"}
-    log = folder / "canopy.log"
     data = folder / "var"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "canopy.cli", "all-in-one", "--data-dir", str(data), "--hosts", "2", "--port",
-             str(port), "--clouds-yaml", str(folder / "clouds.yaml")], cwd=ROOT, env=env, stdout=out,
-            stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(url + "/healthcheck", timeout=1).status_code == 200 and (folder / "clouds.yaml").exists():
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"all-in-one did not start:\n{log.read_text()[-4000:]}")
-            time.sleep(0.1)
-        yield RunningCloud(url, folder / "clouds.yaml", proc, log), data
+        with run_all_in_one(folder, 2, env) as cloud:
+            yield cloud, data
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
         PrivateOvs(data / "ovs").stop()  # a no-op when the all-in-one stopped it, as it should
 
 
