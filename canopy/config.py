@@ -132,6 +132,9 @@ class LibvirtConfig(BaseModel):
     accel_probe_marker: str = "CANOPY-ACCEL-PROBE-OK"
     accel_probe_timeout_s: float = 15.0
     vif_type: Literal["ethernet", "ovs"] = "ethernet"
+    # Where this host's QEMU listens for an incoming live migration's memory stream and disk copy
+    # (empty: libvirt's default, the host's name as the source resolves it).
+    migration_address: str = ""
     bridge: str = "br-int"
     config_drive: bool = True
     # Root disks (issue 6, agent/disk/backend.py): qcow2 overlays, or a logical volume per disk.

@@ -18,6 +18,7 @@ from canopy.rpc.calls import (
     DiskChunk,
     DiskInfo,
     FinishMigration,
+    IncomingReady,
     InstanceState,
     LiveMigrate,
     MigrateOut,
@@ -77,11 +78,11 @@ async def operate(agent: Agent, msg: Message) -> Message | None:
 
 async def _live(agent: Agent, d: Any, msg: Message) -> Message:
     if isinstance(msg, PrepareLiveMigration):
-        uri = await d.prepare_incoming(msg.instance, msg.disk)
+        ready = await d.prepare_incoming(msg.instance, msg.disk)
         await agent.net.plug()
-        return msg.disk.model_copy(update={"image_id": uri})
+        return ready  # type: ignore[no-any-return]
     if isinstance(msg, LiveMigrate):
-        await d.live_migrate(msg.instance.uuid, msg.dest_uri)
+        await d.live_migrate(msg.instance.uuid, msg.dest or IncomingReady(uri=msg.dest_uri))
         await agent.net.plug()
         return Ack()
     if isinstance(msg, MigrationProgress):

@@ -18,6 +18,7 @@ from canopy.rpc.base import BusError
 from canopy.rpc.calls import (
     DestroyInstance,
     DiskInfo,
+    IncomingReady,
     LiveMigrate,
     MigrationProgress,
     MigrationStats,
@@ -46,9 +47,9 @@ async def run_live_migrate(cond: Conductor, run: TaskRun) -> None:
         t0 = cond.clock.now()
         ready = await mob.agent_call(cond, target, PrepareLiveMigration(
             instance=spec, disk=DiskInfo(instance_uuid=run.instance_uuid, size=0, disk_format="qcow2")))
-        assert isinstance(ready, DiskInfo)
+        assert isinstance(ready, IncomingReady), ready
         await cond.db.write(mob.set_migration, mig, cond.clock.now(), status="running")
-        await _migrate_watching(cond, source, spec, target, ready.image_id, mig)
+        await _migrate_watching(cond, source, spec, target, ready, mig)
         run.events.add("compute_live_migration", t0, cond.clock.now(), "Success", host=source)
     except Exception as exc:
         await _live_failed(cond, run, inst, target, mig, exc)
@@ -64,10 +65,11 @@ async def run_live_migrate(cond: Conductor, run: TaskRun) -> None:
     await mob.ports_moved(cond, moved)
 
 
-async def _migrate_watching(cond: Conductor, source: str, spec: Any, target: str, uri: str, mig: str) -> None:
+async def _migrate_watching(cond: Conductor, source: str, spec: Any, target: str, ready: IncomingReady,
+                            mig: str) -> None:
     """The source's LiveMigrate call, with its progress written to the migration every poll interval."""
-    call = asyncio.create_task(mob.agent_call(cond, source, LiveMigrate(instance=spec, dest_host=target,
-                                                                        dest_uri=uri), LIVE_TIMEOUT_S))
+    call = asyncio.create_task(mob.agent_call(cond, source, LiveMigrate(
+        instance=spec, dest_host=target, dest_uri=ready.uri, dest=ready), LIVE_TIMEOUT_S))
     try:
         while not call.done():
             await asyncio.wait({call}, timeout=cond.settings.mobility.progress_poll_s)

@@ -449,6 +449,17 @@ class UnrescueInstance(Message):
     instance_uuid: str
 
 
+class IncomingReady(Message):
+    """The destination of a live migration is ready: where the source's hypervisor migrates to, the folder
+    holding the guest's files there, and the address its hypervisor listens on for the memory stream and
+    the disk copy (empty: the hypervisor's default, the host's name)."""
+
+    kind: ClassVar[str] = "incoming_ready"
+    uri: str
+    instances_path: str = ""
+    migration_address: str = ""
+
+
 class LiveMigrate(Message):
     """Source agent: live-migrate the running guest to `dest_host` (block migration, reply: Ack). Progress
     is read with MigrationProgress; AbortMigration cancels it."""
@@ -457,6 +468,7 @@ class LiveMigrate(Message):
     instance: InstanceSpec
     dest_host: str
     dest_uri: str = ""
+    dest: IncomingReady | None = None  # what the destination prepared (schema 2; `dest_uri` alone before)
 
 
 class MigrationProgress(Message):
@@ -484,8 +496,7 @@ class AbortMigration(Message):
 
 
 class PrepareLiveMigration(Message):
-    """Destination agent: taps and disk files ready for an incoming guest; its libvirt URI (reply: DiskInfo
-    with image_id = the URI)."""
+    """Destination agent: taps and disk files ready for an incoming guest (reply: IncomingReady)."""
 
     kind: ClassVar[str] = "prepare_live_migration"
     instance: InstanceSpec

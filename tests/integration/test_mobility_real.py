@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 from typing import Any
 
@@ -40,13 +41,15 @@ async def test_resize_grows_the_disk_and_revert_restores_it(real: RealCloud) -> 
     await act(real, sid, {"resize": {"flavorRef": resp.json()["flavor"]["id"]}})
     s = await wait(real, sid, {"VERIFY_RESIZE"})
     assert s["flavor"]["vcpus"] == 2 and virtual_size(real, sid) == 2 << 30 > before
-    await wait_console(real, sid, "CANOPY-ROOTFS=canopy tiny guest disk")  # the grown disk keeps its data
+    out = await wait_console(real, sid, "CANOPY-ROOTFS=canopy tiny guest disk")  # the disk keeps its data
+    assert f"CANOPY-DISK-BYTES={2 << 30}" in out  # and the guest sees it grown
     xml = (await asyncio.to_thread(_domain_xml, sid))
     assert "<vcpu placement='static'>2</vcpu>" in xml or ">2</vcpu>" in xml
     await act(real, sid, {"revertResize": None})
     s = await wait(real, sid, {"ACTIVE"})
     assert s["flavor"]["vcpus"] == 1 and virtual_size(real, sid) == before
-    await wait_console(real, sid, "CANOPY-BOOTED")
+    out = await wait_console(real, sid, "CANOPY-BOOTED")  # the reverted guest's own boot (a new log)
+    assert re.findall(r"CANOPY-DISK-BYTES=(\d+)", out)[-1] == str(before)
     await delete(real, sid)
 
 

@@ -10,13 +10,16 @@ whose /init loads the virtio, ext4, iso9660 and ACPI-button modules, mounts its 
     CANOPY-GATEWAY=198.51.100.1
     CANOPY-DNS=192.0.2.53
     CANOPY-SSH-KEY=ssh-ed25519 AAAA... canopy-test
+    CANOPY-DISK-BYTES=1073741824
     CANOPY-ROOTFS=canopy tiny guest disk
     CANOPY-BOOTED
 
 then waits for the ACPI power button and powers off (CANOPY-POWEROFF) — unless the kernel command line
-says `canopy.ignore_acpi`, the guest that ignores ACPI. With `canopy.probe` it prints the accelerator
-probe's marker and powers off at once. The build is cached under ~/.cache/canopy-test/ by kernel version
-and a hash of this file, so later runs reuse it (about 20 s the first time).
+says `canopy.ignore_acpi`, the guest that ignores ACPI. With `canopy.tick` it also prints
+`CANOPY-TICK=<n>` every second after booting (a heartbeat that a live migration must not interrupt).
+With `canopy.probe` it prints the accelerator probe's marker and powers off at once. The build is cached
+under ~/.cache/canopy-test/ by kernel version and a hash of this file, so later runs reuse it (about 20 s
+the first time).
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ for gw in $(grep -o '"gateway": "[^"]*"' $N | cut -d'"' -f4); do echo "CANOPY-GA
 for d in $(grep -A1 '"type": "dns"' $N | grep -o '"address": "[^"]*"' | cut -d'"' -f4 | sort -u); do
   echo "CANOPY-DNS=$d"; done
 echo "CANOPY-SSH-KEY=$(grep -o '"ssh-[^"]*"' $M | head -1 | tr -d '"')"
+echo "CANOPY-DISK-BYTES=$(( $(cat /sys/block/vda/size) * 512 ))"
 mount -t ext4 -o ro /dev/vda /disk 2>/dev/null && echo "CANOPY-ROOTFS=$(cat /disk/canopy-disk)"
 if [ -f /disk/root/.ssh/authorized_keys ]; then  # issue 6: files injected into the disk by the host
   echo "CANOPY-INJECTED-HOSTNAME=$(cat /disk/etc/hostname)"
@@ -62,6 +66,9 @@ if [ -f /disk/root/.ssh/authorized_keys ]; then  # issue 6: files injected into 
   for g in $(grep -o 'gateway [0-9.]*' $I | cut -d' ' -f2); do echo "CANOPY-INJECTED-GATEWAY=$g"; done
 fi
 echo "CANOPY-BOOTED"
+if grep -q canopy.tick /proc/cmdline; then  # a heartbeat, to see a live migration not stop the guest
+  (t=0; while true; do t=$((t+1)); echo "CANOPY-TICK=$t"; sleep 1; done) &
+fi
 if grep -q canopy.ignore_acpi /proc/cmdline; then
   echo "CANOPY-IGNORING-ACPI"
   while true; do sleep 3600; done
@@ -299,3 +306,111 @@ def _wait_pid(pidfile: Path) -> int:
             return pid
         time.sleep(0.05)
     raise RuntimeError(f"{pidfile} never appeared")
+
+
+# -- a second libvirt on this machine, as a second host ----------------------------------------------
+
+SECOND_START = """set -e
+mkdir -p /run/libvirt
+for pair in "etc:/etc/libvirt" "run:/run/libvirt" "lib:/var/lib/libvirt" "cache:/var/cache/libvirt" \\
+            "log:/var/log/libvirt"; do
+  mount --bind "$BASE/${pair%%:*}" "${pair#*:}"
+done
+/usr/sbin/virtlogd -d -p /run/libvirt/virtlogd.pid
+exec /usr/sbin/libvirtd -p /run/libvirt/libvirtd.pid
+"""
+
+
+@dataclass
+class SecondLibvirt:
+    """A second system-mode libvirtd (and its virtlogd) in a mount namespace of its own: its own
+    /etc/libvirt (no domains, no networks, a host UUID of its own, no cgroups so its QEMUs never share a
+    cgroup name with the first daemon's), /run/libvirt, /var/lib/libvirt, caches and logs. libvirt refuses
+    to migrate between daemons reporting the same host UUID; these two are two hosts to it. Both share
+    this machine's network stack, so the migration streams run over 127.0.0.1."""
+
+    base: Path
+    proc: subprocess.Popen[bytes]
+    host_uuid: str
+
+    @property
+    def uri(self) -> str:
+        return f"qemu+unix:///system?socket={self.base}/run/libvirt-sock"
+
+    def stop(self) -> None:
+        """Stop the daemon and its virtlogd by PID (the namespace and its mounts go with them)."""
+        import signal
+
+        pids = [self.proc.pid]
+        logd = _alive(self.base / "run" / "virtlogd.pid")
+        if logd is not None:
+            pids.append(logd)
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        if logd is not None:
+            _wait_gone(logd)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+def second_libvirt(host_uuid: str = "5e2ab9d0-c0de-4a11-8000-00000000b002") -> SecondLibvirt:
+    """Start a second libvirtd as described on SecondLibvirt; raises GuestUnavailable if it can't run."""
+    import time
+
+    import libvirt
+
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # errors are raised; don't also print them
+    if shutil.which("unshare") is None:
+        raise GuestUnavailable("unshare (util-linux) is not installed")
+    base = Path(tempfile.mkdtemp(prefix="canopy-libvirt2-", dir="/var/tmp"))
+    shutil.copytree("/etc/libvirt", base / "etc", symlinks=True)
+    for domain in (base / "etc" / "qemu").glob("*.xml"):
+        domain.unlink()  # the first daemon's guests are not this one's
+    shutil.rmtree(base / "etc" / "qemu" / "networks" / "autostart", ignore_errors=True)
+    with (base / "etc" / "libvirtd.conf").open("a") as f:
+        f.write(f'\nhost_uuid = "{host_uuid}"\n')
+    with (base / "etc" / "qemu.conf").open("a") as f:
+        f.write("\ncgroup_controllers = [ ]\n")
+    for name, origin in (("lib", "/var/lib/libvirt"), ("cache", "/var/cache/libvirt")):
+        (base / name).mkdir()
+        for entry in Path(origin).iterdir():  # the folders with their owners, none of their contents
+            (base / name / entry.name).mkdir()
+            st = entry.stat()
+            os.chown(base / name / entry.name, st.st_uid, st.st_gid)
+            os.chmod(base / name / entry.name, st.st_mode & 0o7777)
+    (base / "run").mkdir()
+    (base / "log").mkdir()
+    (base / "start.sh").write_text(SECOND_START)
+    with (base / "daemon.log").open("wb") as log:  # the daemon keeps its own descriptor
+        proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", str(base / "start.sh")],
+                                env={**os.environ, "BASE": str(base)}, stdout=log, stderr=subprocess.STDOUT)
+    lv = SecondLibvirt(base, proc, host_uuid)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            libvirt.open(lv.uri).close()
+            return lv
+        except libvirt.libvirtError as exc:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = (base / "daemon.log").read_text(errors="replace")[-600:]
+                lv.stop()
+                raise GuestUnavailable(f"a second libvirtd in its own mount namespace did not start: {exc}; "
+                                       f"its log: {tail}") from exc
+            time.sleep(0.1)
+
+
+def _wait_gone(pid: int) -> None:
+    import time
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+        if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
+            return
+        time.sleep(0.05)

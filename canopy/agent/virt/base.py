@@ -8,7 +8,7 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-from canopy.rpc.calls import DiskInfo, InstanceSpec, MigrationStats, PortSpec
+from canopy.rpc.calls import DiskInfo, IncomingReady, InstanceSpec, MigrationStats, PortSpec
 
 
 class PowerState(IntEnum):
@@ -141,11 +141,11 @@ class MobileDriver(VirtDriver, Protocol):
 
     async def unrescue(self, uuid: str) -> None: ...
 
-    async def prepare_incoming(self, spec: InstanceSpec, disk: DiskInfo) -> str:
-        """Get ready for a live migration in; the URI the source migrates to."""
+    async def prepare_incoming(self, spec: InstanceSpec, disk: DiskInfo) -> IncomingReady:
+        """Get ready for a live migration in; where the source migrates to."""
         ...
 
-    async def live_migrate(self, uuid: str, dest_uri: str) -> None: ...
+    async def live_migrate(self, uuid: str, dest: IncomingReady) -> None: ...
 
     async def migration_stats(self, uuid: str) -> MigrationStats: ...
 

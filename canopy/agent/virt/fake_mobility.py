@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from canopy.agent.virt.base import DriverError, InstanceNotFound, PowerState
-from canopy.rpc.calls import DiskInfo, InstanceSpec, MigrationStats, PortSpec
+from canopy.rpc.calls import DiskInfo, IncomingReady, InstanceSpec, MigrationStats, PortSpec
 
 GiB = 1 << 30
 # Destinations that prepared an incoming live migration, by URI (fake drivers live in one process).
@@ -131,17 +131,17 @@ class FakeMobility:
         guest.boots += 1
         guest.boot()
 
-    async def prepare_incoming(self, spec: InstanceSpec, disk: DiskInfo) -> str:
+    async def prepare_incoming(self, spec: InstanceSpec, disk: DiskInfo) -> IncomingReady:
         await self._step("prepare_incoming", self.op_delay_s)  # type: ignore[attr-defined]
         uri = f"fake://{self.host}"
         _INCOMING[uri] = self
-        return uri
+        return IncomingReady(uri=uri)
 
-    async def live_migrate(self, uuid: str, dest_uri: str) -> None:
+    async def live_migrate(self, uuid: str, to: IncomingReady) -> None:
         """Copies in `live_steps` steps of op_delay_s each; the guest keeps running; abort stops it."""
-        dest = _INCOMING.get(dest_uri)
+        dest = _INCOMING.get(to.uri)
         if dest is None:
-            raise DriverError(f"fake: {dest_uri} did not prepare for an incoming guest")
+            raise DriverError(f"fake: {to.uri} did not prepare for an incoming guest")
         disk = self.disk_of(uuid)
         steps = int(self.__dict__.get("live_steps", 4))
         stats = self.live[uuid] = MigrationStats(memory_total=steps, disk_total=len(disk),

@@ -16,6 +16,7 @@ import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import escape as xml_escape
 
 import libvirt  # type: ignore[import-untyped]
 
@@ -23,7 +24,7 @@ from canopy.agent.disk import qemuimg
 from canopy.agent.virt import customize
 from canopy.agent.virt.base import DriverError, InstanceNotFound
 from canopy.agent.virt.domain_model import DiskSpec
-from canopy.rpc.calls import DiskInfo, InstanceSpec, MigrationStats, PortSpec
+from canopy.rpc.calls import DiskInfo, IncomingReady, InstanceSpec, MigrationStats, PortSpec
 
 GiB = 1 << 30
 RESCUE_DIR = "rescue"
@@ -208,22 +209,29 @@ class LibvirtMobility:
 
     # -- live migration (peer to peer, block migration) ------------------------------------------
 
-    async def prepare_incoming(self, spec: InstanceSpec, disk: DiskInfo) -> str:
-        """The destination: its taps, and an empty disk of the same size for the block copy; its URI."""
+    async def prepare_incoming(self, spec: InstanceSpec, disk: DiskInfo) -> IncomingReady:
+        """The destination: its taps, the guest's folder with a fresh overlay on this host's copy of the base
+        (the block copy fills its top layer) and its config drive; where the source migrates to."""
         folder = self.root / spec.uuid
         folder.mkdir(parents=True, exist_ok=True)
         folder.chmod(0o755)
         meta = await self.cache.source.get_meta(spec.image_id)
         await self._prepare(spec, folder, {k: v for k, v in meta.items() if isinstance(v, str)})  # type: ignore[attr-defined]
         await self.plug_vifs(spec.uuid, spec.ports)  # type: ignore[attr-defined]
-        return str(self.config.uri)
+        return IncomingReady(uri=str(self.config.uri), instances_path=str(self.root),
+                             migration_address=self.config.migration_address)
 
-    async def live_migrate(self, uuid: str, dest_uri: str) -> None:
-        """Move the running guest with libvirt peer-to-peer and a full block copy; blocks until done."""
+    async def live_migrate(self, uuid: str, to: IncomingReady) -> None:
+        """Move the running guest with libvirt peer-to-peer, copying the top layer of its disk (both hosts
+        hold the same base); its files' paths become the destination's; blocks until done."""
         dom = await self._dom(uuid)  # type: ignore[attr-defined]
-        flags = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_NON_SHARED_DISK
+        flags = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PEER2PEER | libvirt.VIR_MIGRATE_NON_SHARED_INC
                  | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE)
-        await self._call(dom.migrateToURI3, dest_uri, {}, flags)  # type: ignore[attr-defined]
+        live = await self._call(dom.XMLDesc, libvirt.VIR_DOMAIN_XML_MIGRATABLE)  # type: ignore[attr-defined]
+        persistent = await self._call(dom.XMLDesc, libvirt.VIR_DOMAIN_XML_MIGRATABLE  # type: ignore[attr-defined]
+                                      | libvirt.VIR_DOMAIN_XML_INACTIVE)
+        params = migration_params(live, persistent, self.root, to)
+        await self._call(dom.migrateToURI3, to.uri, params, flags)  # type: ignore[attr-defined]
         await asyncio.to_thread(shutil.rmtree, self.root / uuid, True)
 
     async def migration_stats(self, uuid: str) -> MigrationStats:
@@ -235,6 +243,22 @@ class LibvirtMobility:
 
     async def abort_migration(self, uuid: str) -> None:
         await self._call((await self._dom(uuid)).abortJob)  # type: ignore[attr-defined]
+
+
+def migration_params(live_xml: str, persistent_xml: str, root: Path, to: IncomingReady) -> dict[str, Any]:
+    """libvirt's migration parameters: the guest's XML with this host's instance folder replaced by the
+    destination's (disk, config drive, console log, kernel), and the address the destination listens on
+    for the memory stream and the disk copy."""
+    params: dict[str, Any] = {}
+    if to.instances_path and Path(to.instances_path) != root:
+        here, there = xml_escape(f"{root}/"), xml_escape(f"{to.instances_path.rstrip('/')}/")
+        params[libvirt.VIR_MIGRATE_PARAM_DEST_XML] = live_xml.replace(here, there)
+        params[libvirt.VIR_MIGRATE_PARAM_PERSIST_XML] = persistent_xml.replace(here, there)
+    if to.migration_address:
+        address = f"[{to.migration_address}]" if ":" in to.migration_address else to.migration_address
+        params[libvirt.VIR_MIGRATE_PARAM_URI] = f"tcp://{address}"
+        params[libvirt.VIR_MIGRATE_PARAM_LISTEN_ADDRESS] = to.migration_address
+    return params
 
 
 def _read_at(path: Path, offset: int, length: int) -> bytes:
