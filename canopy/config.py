@@ -135,11 +135,15 @@ class LibvirtConfig(BaseModel):
     # Where this host's QEMU listens for an incoming live migration's memory stream and disk copy
     # (empty: libvirt's default, the host's name as the source resolves it).
     migration_address: str = ""
+    # The libvirt URI other hosts' libvirtd reach this one by for a peer-to-peer migration, e.g.
+    # qemu+tls://hv-0001.dc1/system (empty: `uri`, right only when it names no local socket).
+    migration_uri: str = ""
+    live_migration_bandwidth_mib: int = 0  # a cap per live migration, MiB/s (0: none)
     bridge: str = "br-int"
     config_drive: bool = True
     # Root disks (issue 6, agent/disk/backend.py): qcow2 overlays, or a logical volume per disk.
     disk_backend: Literal["qcow2", "lvm"] = "qcow2"
-    lvm_volume_group: str = ""
+    lvm_volume_group: str = ""  # required with "lvm": an agent without one refuses to start
     lvm_thin_pool: str = ""  # empty: thick volumes
     # Write key, hostname and network settings into the guest's ext4 root instead of a config drive
     # (agent/inject.py); an image's `canopy_injection` property overrides this.

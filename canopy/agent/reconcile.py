@@ -104,12 +104,13 @@ class ReconcileReport:
     started: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    evacuated: list[str] = field(default_factory=list)  # guests rebuilt elsewhere while this host was down
     missing: list[str] = field(default_factory=list)
     plugged: int = 0
 
     @property
     def changed(self) -> bool:
-        return bool(self.started or self.removed)
+        return bool(self.started or self.removed or self.evacuated)
 
 
 def should_run(inst: HostInstance) -> bool:
@@ -155,7 +156,14 @@ class HostReconciler:
             for inst in reply.instances:
                 await self._one(inst, actual.get(inst.uuid), report)
             known = {i.uuid for i in reply.instances}
-            for uuid in sorted(set(actual) - known):
+            for uuid in reply.evacuated:  # Nova's rule too: an evacuated guest never comes back here
+                if uuid not in known:
+                    await self.driver.destroy(uuid)
+                    report.evacuated.append(uuid)
+            if report.evacuated:
+                await self.bus.cast(Target("conductor"), PowerStateSync(host=self.host,
+                                                                         evacuated_removed=report.evacuated))
+            for uuid in sorted(set(actual) - known - set(reply.evacuated)):
                 report.unknown.append(uuid)
                 if self.remove_unknown:
                     await self.driver.destroy(uuid)

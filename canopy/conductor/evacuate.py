@@ -1,7 +1,8 @@
 """evacuate: a server whose host's agent is down is rebuilt elsewhere from its image (rebuilding →
 rebuild_spawning → its old vm_state), keeping its UUID, ports and addresses. The dead host's claim is
-released; when that agent comes back its reconcile reports the old guest as unknown (destroyed only with
-agent.remove_unknown_guests)."""
+released; the evacuation stays `done` until that agent comes back: its reconcile removes the old guest
+and its files (conductor/hostsync.py lists the host's pending evacuations) and the evacuation becomes
+`completed`, as in Nova."""
 
 from __future__ import annotations
 

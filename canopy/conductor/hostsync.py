@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("canopy.conductor")
 i = c.instances.c
 _OFF = (int(PowerState.SHUTDOWN), int(PowerState.CRASHED))
+EVACUATION_PENDING = ("accepted", "done")  # rebuilt elsewhere (or being), the old guest maybe still here
 
 
 def record_hypervisor(conn: Connection, msg: RegisterHost, now: dt.datetime) -> None:
@@ -48,10 +49,27 @@ def load_host_instances(conn: Connection, host: str) -> list[dict[str, Any]]:
     return rows
 
 
+def evacuated_from(conn: Connection, host: str) -> list[str]:
+    """Instances evacuated off `host` whose old guest it has not yet removed (evacuations not completed)."""
+    m = c.migrations.c
+    return list(conn.execute(select(m.instance_uuid).where(
+        m.source_compute == host, m.migration_type == "evacuation", m.status.in_(EVACUATION_PENDING))
+        .order_by(m.id)).scalars())
+
+
+def complete_evacuations(conn: Connection, host: str, uuids: list[str], now: dt.datetime) -> int:
+    """The old guests are gone from `host`: their evacuations are completed."""
+    m = c.migrations.c
+    return int(conn.execute(update(c.migrations).where(
+        m.source_compute == host, m.migration_type == "evacuation", m.status.in_(EVACUATION_PENDING),
+        m.instance_uuid.in_(uuids)).values(status="completed", updated_at=now)).rowcount)
+
+
 async def list_host_instances(cond: Conductor, host: str) -> HostInstances:
     """HostInstances for an agent's reconcile (read fresh: a guest booted a moment ago must be in it)."""
-    rows = await cond.db.read_fresh(load_host_instances, host)
-    return HostInstances(instances=[HostInstance(
+    rows, evacuated = await cond.db.read_fresh(lambda conn: (load_host_instances(conn, host),
+                                                             evacuated_from(conn, host)))
+    return HostInstances(evacuated=evacuated, instances=[HostInstance(
         uuid=r["uuid"], vm_state=r["vm_state"], power_state=r["power_state"] or 0, task_state=r["task_state"],
         ports=[PortSpec(id=p["id"], mac_address=p["mac_address"], network_id=p["network_id"],
                         fixed_ips=p.get("fixed_ips") or []) for p in r["ports"]]) for r in rows])
@@ -97,5 +115,8 @@ async def sync_power_states(cond: Conductor, msg: PowerStateSync) -> None:
         for uuid, what in await cond.db.write(write):
             log.info("power-state sync: instance %s on %s %s", uuid, msg.host,
                      "is now SHUTOFF" if what == "stopped" else "changed power state")
+    if msg.evacuated_removed:
+        n = await cond.db.write(complete_evacuations, msg.host, msg.evacuated_removed, now)
+        log.info("host %s removed %d evacuated guest(s): %s", msg.host, n, ", ".join(msg.evacuated_removed))
     if msg.unknown:
         log.warning("host %s runs guests the database does not know: %s", msg.host, ", ".join(msg.unknown))

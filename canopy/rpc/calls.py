@@ -327,8 +327,11 @@ class HostInstance(Message):
 
 
 class HostInstances(Message):
+    """A host's instances, and the guests evacuated off it that it must remove if it still holds them."""
+
     kind: ClassVar[str] = "host_instances"
     instances: list[HostInstance] = Field(default_factory=list)
+    evacuated: list[str] = Field(default_factory=list)
 
 
 class GuestPower(Message):
@@ -351,6 +354,7 @@ class PowerStateSync(Message):
     guests: list[GuestPower] = Field(default_factory=list)
     full: bool = False
     unknown: list[str] = Field(default_factory=list)
+    evacuated_removed: list[str] = Field(default_factory=list)  # their evacuations become `completed`
 
 
 # -- server mobility: resize, migrations, snapshots, rebuild, rescue (issue 6) ----------------------

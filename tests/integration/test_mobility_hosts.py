@@ -58,6 +58,8 @@ async def second(real: RealCloud) -> AsyncIterator[Second]:
     settings.libvirt.uri = daemon.uri
     settings.libvirt.instances_path = instances
     settings.libvirt.migration_address = "127.0.0.1"
+    real.settings.libvirt.migration_uri = daemon.first_uri()  # the first daemon, as the second reaches it
+    real.settings.libvirt.migration_address = "127.0.0.1"
     host = Second(daemon, settings)
     try:
         host.agent = libvirt_agent(settings, SECOND, real.aio.cloud.bus, net=RecordingNet(), taps=TapDevices())
@@ -171,8 +173,47 @@ async def test_live_migration_keeps_the_guest_running(real: RealCloud, second: S
     live = [m for m in migs if m["migration_type"] == "live-migration"]
     assert live and live[0]["status"] == "completed", migs
     assert (live[0]["source_compute"], live[0]["dest_compute"]) == (HOST, SECOND)
+    # and back: the second daemon migrates to the first
+    before = ticks(await console(real, sid))[-1]
+    await action(real, sid, {"os-migrateLive": {"host": HOST, "block_migration": True}})
+    s = await settled(real, sid, {"ACTIVE"})
+    assert s["OS-EXT-SRV-ATTR:host"] == HOST, s
+    assert sid not in await asyncio.to_thread(domains, second.daemon.uri)
+    out = await wait_console(real, sid, f"CANOPY-TICK={before + 3}", timeout=60)
+    assert tinyguest.MARKER not in out, out[-500:]
     await delete(real, sid)
     assert sid not in await asyncio.to_thread(domains, second.daemon.uri)
+
+
+async def test_live_migration_progress_and_abort(real: RealCloud, second: Second) -> None:
+    """Slowed to 1 MiB/s, the migration shows its progress; DELETE aborts it and the guest stays, running."""
+    sid = await boot_on(real, HOST, "ticking", "live-abort", nic=False)
+    real.settings.libvirt.live_migration_bandwidth_mib = 1
+    real.settings.mobility.progress_poll_s = 0.2
+    try:
+        await action(real, sid, {"os-migrateLive": {"host": SECOND, "block_migration": True}})
+        migs: list[Any] = []
+        for _ in range(300):
+            migs = (await real.api.get(f"/compute/v2.1/servers/{sid}/migrations", headers=V)).json()["migrations"]
+            if migs and migs[0]["memory_processed_bytes"]:
+                break
+            await asyncio.sleep(0.1)
+        assert migs and migs[0]["status"] == "running", migs
+        assert 0 < migs[0]["memory_processed_bytes"] < migs[0]["memory_total_bytes"], migs
+        resp = await real.api.delete(f"/compute/v2.1/servers/{sid}/migrations/{migs[0]['id']}", headers=V)
+        assert resp.status_code == 202, resp.text
+        s = await settled(real, sid, {"ACTIVE"})
+    finally:
+        real.settings.libvirt.live_migration_bandwidth_mib = 0
+    assert s["OS-EXT-SRV-ATTR:host"] == HOST, s
+    assert sid in await asyncio.to_thread(domains, "qemu:///system")
+    assert sid not in await asyncio.to_thread(domains, second.daemon.uri)
+    assert not (second.settings.libvirt.instances_path / sid).exists()  # the destination's leftovers went
+    last = ticks(await console(real, sid))[-1]
+    await wait_console(real, sid, f"CANOPY-TICK={last + 2}")  # still running where it was
+    migs = (await real.api.get(f"/compute/v2.1/os-migrations?instance_uuid={sid}", headers=V)).json()["migrations"]
+    assert migs[0]["status"] == "cancelled", migs
+    await delete(real, sid)
 
 
 async def test_cold_migration_moves_the_disk_to_the_other_host(real: RealCloud, second: Second) -> None:
@@ -217,8 +258,19 @@ async def test_evacuation_rebuilds_servers_of_a_dead_host(real: RealCloud, secon
             out = await wait_console(real, sid, tinyguest.MARKER)
             assert f"CANOPY-IP={ip}" in out  # rebuilt from its image, with its own config drive
         assert set(sids) <= await asyncio.to_thread(domains, second.daemon.uri)
+        assert set(sids) <= await asyncio.to_thread(domains, "qemu:///system")  # the dead host's leftovers
     finally:
         resp = await real.api.put(f"/compute/v2.1/os-services/{svc['id']}", headers=V, json={"forced_down": False})
         await real.start_agent()
+    # The host is back: its reconcile removes the guests evacuated off it, and the evacuations complete.
+    assert not set(sids) & await asyncio.to_thread(domains, "qemu:///system")
+    assert not any((real.settings.libvirt.instances_path / sid).exists() for sid in sids)
+    for _ in range(100):
+        migs = (await real.api.get(f"/compute/v2.1/os-migrations?migration_type=evacuation&host={HOST}",
+                                   headers=V)).json()["migrations"]
+        if {m["status"] for m in migs if m["instance_uuid"] in sids} == {"completed"}:
+            break
+        await asyncio.sleep(0.1)
+    assert {m["instance_uuid"] for m in migs if m["status"] == "completed"} >= set(sids), migs
     for sid in sids:
         await delete(real, sid)

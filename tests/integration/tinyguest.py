@@ -337,6 +337,12 @@ class SecondLibvirt:
     def uri(self) -> str:
         return f"qemu+unix:///system?socket={self.base}/run/libvirt-sock"
 
+    @staticmethod
+    def first_uri() -> str:
+        """The system libvirtd's URI as both daemons can reach it: the second one's /run/libvirt is its
+        own, so the path goes through this (test) process's root, which is in the machine's namespace."""
+        return f"qemu+unix:///system?socket=/proc/{os.getpid()}/root/run/libvirt/libvirt-sock"
+
     def stop(self) -> None:
         """Stop the daemon and its virtlogd by PID (the namespace and its mounts go with them)."""
         import signal

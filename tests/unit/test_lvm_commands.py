@@ -161,6 +161,11 @@ async def test_real_volume_create_grow_remove(volume_group: str, tmp_path: Path)
         await b.resize(U, 32 << 20)
         size = subprocess.run(["blockdev", "--getsize64", dev], check=True, capture_output=True, text=True)
         assert int(size.stdout) >= 32 << 20
+        assert await b.size_bytes(U) == int(size.stdout)
+        await b.set_aside(U)
+        assert await b.exists(U, aside=True) and not await b.exists(U)
+        await b.restore(U)
+        assert await b.exists(U) and not await b.exists(U, aside=True)
     finally:
         await b.remove(U)
     assert not await b.exists(U)
@@ -194,11 +199,40 @@ def test_backend_from_settings() -> None:
         backend_for("lvm", Path("/x"))
 
 
-def test_libvirt_agent_refuses_lvm_until_wired() -> None:
-    from canopy.agent.virt.wiring import libvirt_driver
-    from canopy.config import Settings
+async def test_set_aside_restore_and_remove_aside() -> None:
+    aside = f"{LV}_resize"
+    r = RecordingRunner(fail={"lvs": (5, "not found")})  # no stale set-aside LV
+    b = LvmBackend("vg0", runner=r)
+    await b.set_aside(U)
+    await b.restore(U)
+    await b.remove_aside(U)  # already gone: nothing to remove
+    assert r.calls == [("lvs", "--noheadings", "-o", "lv_name", f"vg0/{aside}"),
+                       ("lvrename", "vg0", LV, aside),
+                       ("lvrename", "vg0", aside, LV),
+                       ("lvs", "--noheadings", "-o", "lv_name", f"vg0/{aside}")]
+    assert b.aside_path(U) == f"/dev/vg0/{aside}"
 
-    s = Settings()
-    s.libvirt.disk_backend, s.libvirt.lvm_volume_group = "lvm", "vg0"
-    with pytest.raises(DriverError, match="not used by the libvirt driver yet"):
-        libvirt_driver(s, "hv-1")
+
+async def test_set_aside_removes_a_stale_set_aside_lv_first() -> None:
+    r = RecordingRunner()
+    await LvmBackend("vg0", runner=r).set_aside(U)
+    assert [c[0] for c in r.calls] == ["lvs", "lvremove", "lvrename"]
+    assert r.calls[1] == ("lvremove", "-y", f"vg0/{LV}_resize")
+
+
+async def test_restore_failure_names_the_set_aside_lv() -> None:
+    r = RecordingRunner(fail={"lvrename": (5, f'Logical volume "{LV}" already exists in volume group "vg0"')})
+    with pytest.raises(DriverError, match=f"restoring of logical volume {LV}_resize in volume group vg0"):
+        await LvmBackend("vg0", runner=r).restore(U)
+
+
+async def test_create_blank_and_size() -> None:
+    r = RecordingRunner(stdout={"lvs": "  1077936128\n"})
+    b = LvmBackend("vg0", thin_pool="pool0", runner=r)
+    assert await b.create_blank(U, GiB) == f"/dev/vg0/{LV}"
+    assert await b.size_bytes(U, aside=True) == 1077936128
+    assert r.calls == [("lvcreate", "-y", "-n", LV, "-V", f"{GiB}b", "--thin", "vg0/pool0"),
+                       ("lvs", "--noheadings", "--nosuffix", "--units", "b", "-o", "lv_size", f"vg0/{LV}_resize")]
+    r.stdout["lvs"] = ""
+    with pytest.raises(DriverError, match="lvs gave no size"):
+        await b.size_bytes(U)

@@ -3,6 +3,8 @@
     backend = LvmBackend("vg0", thin_pool=None, runner=SubprocessRunner())
     dev = await backend.create(uuid, base, size)   # lvcreate; qemu-img convert -O raw base -> /dev/vg0/<lv>
     await backend.resize(uuid, bigger)              # lvextend
+    await backend.set_aside(uuid)                   # lvrename to canopy-<uuid>_resize (restore: back)
+    dev = await backend.create_blank(uuid, size)    # lvcreate only: a migrated disk is written into it
     await backend.remove(uuid)                      # lvremove
 
 Every command goes through a `CommandRunner`, so the exact argv sequences are tested with a recording
@@ -21,6 +23,7 @@ from canopy.agent.disk.cache import CachedImage
 from canopy.agent.virt.base import DriverError
 
 LV_PREFIX = "canopy-"
+ASIDE_SUFFIX = "_resize"  # the LV of a guest set aside for a resize or cold migration
 
 
 @dataclass(frozen=True)
@@ -84,24 +87,30 @@ class LvmBackend:
     disk_format = "raw"
 
     def __init__(self, volume_group: str, thin_pool: str | None = None,
-                 runner: CommandRunner | None = None) -> None:
+                 runner: CommandRunner | None = None, dev_root: str = "/dev") -> None:
         if not volume_group:
-            raise DriverError("disk_backend 'lvm' needs lvm_volume_group")
+            raise DriverError('[libvirt] disk_backend = "lvm" needs lvm_volume_group: the volume group '
+                              "the guests' logical volumes are made in")
         self.vg = volume_group
         self.thin_pool = thin_pool or None
         self.runner: CommandRunner = runner or SubprocessRunner()
+        self.dev_root = dev_root  # where LVM's device nodes appear (tests point it at plain files)
 
-    def lv_name(self, uuid: str) -> str:
-        return LV_PREFIX + uuid
+    def lv_name(self, uuid: str, aside: bool = False) -> str:
+        return LV_PREFIX + uuid + (ASIDE_SUFFIX if aside else "")
 
     def path(self, uuid: str) -> str:
         """The logical volume's device node."""
-        return f"/dev/{self.vg}/{self.lv_name(uuid)}"
+        return f"{self.dev_root}/{self.vg}/{self.lv_name(uuid)}"
 
-    async def _run(self, argv: list[str], what: str, uuid: str) -> CommandResult:
+    def aside_path(self, uuid: str) -> str:
+        """The device node of the LV set aside for a resize or migration."""
+        return f"{self.dev_root}/{self.vg}/{self.lv_name(uuid, aside=True)}"
+
+    async def _run(self, argv: list[str], what: str, uuid: str, aside: bool = False) -> CommandResult:
         res = await self.runner.run(argv)
         if res.returncode != 0:
-            raise DriverError(f"{what} of logical volume {self.lv_name(uuid)} in volume group {self.vg} "
+            raise DriverError(f"{what} of logical volume {self.lv_name(uuid, aside)} in volume group {self.vg} "
                               f"failed ({argv[0]} exit {res.returncode}): {res.stderr.strip()[:300]}")
         return res
 
@@ -110,6 +119,21 @@ class LvmBackend:
         if self.thin_pool:
             return ["lvcreate", "-y", "-n", self.lv_name(uuid), "-V", size, "--thin", f"{self.vg}/{self.thin_pool}"]
         return ["lvcreate", "-y", "-n", self.lv_name(uuid), "-L", size, self.vg]
+
+    async def create_blank(self, uuid: str, size_bytes: int) -> str:
+        """Just the LV (a disk arriving from another host is written into it); its device node."""
+        await self._run(self._create_argv(uuid, size_bytes), "creation", uuid)
+        return self.path(uuid)
+
+    async def size_bytes(self, uuid: str, aside: bool = False) -> int:
+        """The LV's size in bytes, as LVM reports it (a whole number of extents)."""
+        res = await self._run(["lvs", "--noheadings", "--nosuffix", "--units", "b", "-o", "lv_size",
+                               f"{self.vg}/{self.lv_name(uuid, aside)}"], "sizing", uuid, aside)
+        try:
+            return int(res.stdout.strip())
+        except ValueError:
+            raise DriverError(f"lvs gave no size for {self.vg}/{self.lv_name(uuid, aside)}: "
+                              f"{res.stdout.strip()[:100]!r}") from None
 
     async def create(self, uuid: str, base: CachedImage, size_bytes: int) -> str:
         """Make the LV and copy the image into it as raw; on any failure no LV is left behind."""
@@ -134,16 +158,32 @@ class LvmBackend:
         """Remove the LV; a missing one is not an error."""
         await self._remove_if_present(uuid, strict=True)
 
-    async def exists(self, uuid: str) -> bool:
+    async def set_aside(self, uuid: str) -> None:
+        """Rename the guest's LV to its set-aside name (a stale set-aside LV goes first)."""
+        await self._remove_if_present(uuid, strict=True, aside=True)
+        await self._run(["lvrename", self.vg, self.lv_name(uuid), self.lv_name(uuid, aside=True)],
+                        "setting aside", uuid)
+
+    async def restore(self, uuid: str) -> None:
+        """Rename the set-aside LV back to the guest's own name (which must be free)."""
+        await self._run(["lvrename", self.vg, self.lv_name(uuid, aside=True), self.lv_name(uuid)],
+                        "restoring", uuid, aside=True)
+
+    async def remove_aside(self, uuid: str) -> None:
+        """Remove the set-aside LV; a missing one is not an error."""
+        await self._remove_if_present(uuid, strict=True, aside=True)
+
+    async def exists(self, uuid: str, aside: bool = False) -> bool:
         """Whether LVM knows the LV (`lvs` fails for a missing one)."""
-        res = await self.runner.run(["lvs", "--noheadings", "-o", "lv_name", f"{self.vg}/{self.lv_name(uuid)}"])
+        res = await self.runner.run(["lvs", "--noheadings", "-o", "lv_name",
+                                     f"{self.vg}/{self.lv_name(uuid, aside)}"])
         return res.returncode == 0
 
-    async def _remove_if_present(self, uuid: str, strict: bool = False) -> None:
-        if not await self.exists(uuid):
+    async def _remove_if_present(self, uuid: str, strict: bool = False, aside: bool = False) -> None:
+        if not await self.exists(uuid, aside):
             return
-        argv = ["lvremove", "-y", f"{self.vg}/{self.lv_name(uuid)}"]
+        argv = ["lvremove", "-y", f"{self.vg}/{self.lv_name(uuid, aside)}"]
         if strict:
-            await self._run(argv, "removal", uuid)
+            await self._run(argv, "removal", uuid, aside)
         else:  # cleanup after another error: that error is the one to report
             await self.runner.run(argv)

@@ -32,7 +32,7 @@ class CpuSpec:
 
 @dataclass(frozen=True, slots=True)
 class DiskSpec:
-    """A file-backed disk or CD-ROM."""
+    """A disk or CD-ROM: a file (`source` "file"), or a block device such as a logical volume ("block")."""
 
     path: str
     target: str
@@ -42,6 +42,8 @@ class DiskSpec:
     readonly: bool = False
     cache: str = "none"
     serial: str | None = None
+    source: str = "file"  # file | block
+    io: str | None = None  # native: Linux AIO, for block devices opened with cache none
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,9 +123,14 @@ def _cpu(root: ET.Element, cpu: CpuSpec, vcpus: int) -> None:
 
 
 def _disk(devices: ET.Element, d: DiskSpec) -> None:
-    el = _sub(devices, "disk", type="file", device=d.device)
-    _sub(el, "driver", name="qemu", type=d.format, cache=d.cache)
-    _sub(el, "source", file=d.path)
+    el = _sub(devices, "disk", type=d.source, device=d.device)
+    driver = _sub(el, "driver", name="qemu", type=d.format, cache=d.cache)
+    if d.io:
+        driver.set("io", d.io)
+    if d.source == "block":
+        _sub(el, "source", dev=d.path)
+    else:
+        _sub(el, "source", file=d.path)
     _sub(el, "target", dev=d.target, bus=d.bus)
     if d.readonly:
         _sub(el, "readonly")

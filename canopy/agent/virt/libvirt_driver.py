@@ -1,12 +1,14 @@
 """The libvirt/QEMU driver: real guests behind the VirtDriver protocol.
 
-    driver = LibvirtDriver("hv-1", settings.libvirt, cache=ImageCache(...), taps=TapDevices())
+    driver = LibvirtDriver("hv-1", settings.libvirt, cache=ImageCache(...), taps=TapDevices(),
+                           disks=backend_for(...))   # default: the backend [libvirt] disk_backend names
     await driver.wait_ready()          # connects, reads the host, picks the accelerator (KVM or TCG)
     await driver.spawn(spec)
 
-Each guest has a folder `<instances_path>/<uuid>/` with `disk` (a qcow2 overlay over the cached base),
-`disk.config` (the config drive), `console.log` (its serial console) and `instance.json` (which images
-it uses, for cache eviction). The domain is named `canopy-<uuid>` and carries its uuid as libvirt's.
+Each guest has a folder `<instances_path>/<uuid>/` with `disk.config` (the config drive), `console.log`
+(its serial console) and `instance.json` (which images it uses, for cache eviction). Its root disk comes
+from a DiskBackend: `disk` in that folder (a qcow2 overlay over the cached base), or a logical volume
+`/dev/<vg>/canopy-<uuid>` (LVM). The domain is named `canopy-<uuid>` and carries its uuid as libvirt's.
 libvirt calls block, so each runs in a worker thread.
 """
 
@@ -24,7 +26,7 @@ from typing import Any, TypeVar
 import libvirt  # type: ignore[import-untyped]
 
 from canopy.agent import configdrive, inject
-from canopy.agent.disk import qemuimg
+from canopy.agent.disk.backend import DiskBackend, backend_for, root_disk_spec
 from canopy.agent.disk.cache import CachedImage, ImageCache
 from canopy.agent.virt import accel as accelmod
 from canopy.agent.virt import customize
@@ -56,12 +58,14 @@ class LibvirtDriver(LibvirtMobility):
     """Guests on one host's libvirt (KVM when it boots guests here, else TCG)."""
 
     def __init__(self, host: str, config: LibvirtConfig, cache: ImageCache,
-                 taps: TapDevices | FakeTaps | None = None) -> None:
+                 taps: TapDevices | FakeTaps | None = None, disks: DiskBackend | None = None) -> None:
         self.host = host
         self.config = config
         self.cache = cache
         self.taps = taps if taps is not None else TapDevices()
         self.root = config.instances_path
+        self.disks: DiskBackend = disks or backend_for(config.disk_backend, config.instances_path,
+                                                       config.lvm_volume_group, config.lvm_thin_pool)
         self.root.mkdir(parents=True, exist_ok=True)
         self.root.chmod(0o755)  # QEMU runs as its own user and must reach the guests' files
         self.host_custom = customize.HostCustomization(
@@ -69,7 +73,7 @@ class LibvirtDriver(LibvirtMobility):
             tuple(customize.parse_patch(p, i) for i, p in enumerate(config.patches)))
         self.accel = "tcg"
         self.facts: HostFacts | None = None
-        self.last_disk_ms = 0.0  # how long the last overlay took to make (the benchmark reports it)
+        self.last_disk_ms = 0.0  # how long the last root disk took to make (the benchmark reports it)
         self._conn: Any = None
 
     # -- connection ------------------------------------------------------------------------------
@@ -175,8 +179,13 @@ class LibvirtDriver(LibvirtMobility):
             await self._cleanup(spec.uuid, spec.ports)
             raise
 
-    async def _prepare(self, spec: InstanceSpec, folder: Path, props: dict[str, str]) -> DomainSpec:
-        """The disks and config drive on this host, and the domain description that uses them."""
+    async def _prepare(self, spec: InstanceSpec, folder: Path, props: dict[str, str], *,
+                       disks: DiskBackend | None = None, disk_key: str | None = None,
+                       make_disk: bool = True) -> DomainSpec:
+        """The disks and config drive on this host, and the domain description that uses them. The root
+        disk is `disks.path(disk_key)` (default: this host's backend, the guest's uuid); `make_disk`
+        False: it exists already (a migrated disk was written into it)."""
+        backend, key = disks or self.disks, disk_key or spec.uuid
         base = await self.cache.get(spec.image_id)
         kernel = await self._optional_image(props.get("kernel_id"))
         ramdisk = await self._optional_image(props.get("ramdisk_id"))
@@ -184,18 +193,22 @@ class LibvirtDriver(LibvirtMobility):
         if spec.disk_gb and spec.disk_gb * GiB < base.virtual_size:
             raise DriverError(f"the flavor's disk ({spec.disk_gb} GB) is smaller than image {spec.image_id} "
                               f"({base.virtual_size} bytes)")
-        t0 = time.monotonic()
         injected = inject.wanted(self.config.injection, props)  # issue 6: files instead of a config drive
-        if injected:
-            await inject.inject_into_overlay(base.path, base.disk_format, folder / "disk", size,
-                                             inject.spec_files(spec))
-        else:
-            await qemuimg.create_overlay(base.path, base.disk_format, folder / "disk", size)
-        self.last_disk_ms = (time.monotonic() - t0) * 1000
-        disks = [DiskSpec(path=str(folder / "disk"), target="vda", serial=spec.uuid[:20])]
+        if injected and backend.kind != "qcow2":
+            raise DriverError(f"file injection writes into a qcow2 overlay; disk_backend {backend.kind!r} "
+                              f"cannot inject (image {spec.image_id}): use the config drive")
+        if make_disk:
+            t0 = time.monotonic()
+            if injected:
+                await inject.inject_into_overlay(base.path, base.disk_format, Path(backend.path(key)), size,
+                                                 inject.spec_files(spec))
+            else:
+                await backend.create(key, base, size)
+            self.last_disk_ms = (time.monotonic() - t0) * 1000
+        disks_xml = [root_disk_spec(backend, key, "vda", spec.uuid[:20])]
         if self.config.config_drive and not injected:
             await asyncio.to_thread(configdrive.write, spec, folder / "disk.config")
-            disks.append(DiskSpec(path=str(folder / "disk.config"), target="vdb", format="raw", readonly=True))
+            disks_xml.append(DiskSpec(path=str(folder / "disk.config"), target="vdb", format="raw", readonly=True))
         images = [i.image_id for i in (base, kernel, ramdisk) if i is not None]
         (folder / "instance.json").write_text(json.dumps({"images": images, "ports": [p.id for p in spec.ports]}))
         nics = [InterfaceSpec(mac=p.mac_address, tap=tap_name(p.id), kind=self.config.vif_type,
@@ -205,7 +218,7 @@ class LibvirtDriver(LibvirtMobility):
             domain_type=self._domain_type(), kernel=str(kernel.path) if kernel else None,
             initrd=str(ramdisk.path) if ramdisk else None,
             cmdline=props.get("os_command_line") if kernel else None,
-            disks=tuple(disks), interfaces=tuple(nics), serial_log=str(folder / "console.log"),
+            disks=tuple(disks_xml), interfaces=tuple(nics), serial_log=str(folder / "console.log"),
             metadata=(("uuid", spec.uuid), ("name", spec.name), ("hostname", spec.hostname),
                       ("project", spec.project_id), ("image", spec.image_id)),
         )
@@ -231,7 +244,8 @@ class LibvirtDriver(LibvirtMobility):
                 await self.taps.remove(tap_name(p.id))
 
     async def destroy(self, uuid: str) -> None:
-        """Power off, undefine, remove the taps and the guest's folder; a missing guest is not an error."""
+        """Power off, undefine, remove the taps, the root disk and the guest's folder; a missing guest is not
+        an error."""
         taps: list[str] = []
         try:
             dom = await self._dom(uuid)
@@ -244,6 +258,7 @@ class LibvirtDriver(LibvirtMobility):
         if self.config.vif_type == "ethernet":
             for tap in taps:
                 await self.taps.remove(tap)
+        await self.disks.remove(uuid)
         await asyncio.to_thread(shutil.rmtree, self.instance_dir(uuid), True)
 
     async def plug_vifs(self, uuid: str, ports: list[PortSpec]) -> list[str]:

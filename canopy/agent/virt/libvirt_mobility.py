@@ -21,9 +21,10 @@ from xml.sax.saxutils import escape as xml_escape
 import libvirt  # type: ignore[import-untyped]
 
 from canopy.agent.disk import qemuimg
+from canopy.agent.disk.backend import DiskBackend, Qcow2Backend, root_disk_spec
+from canopy.agent.disk.lvm import LvmBackend
 from canopy.agent.virt import customize
 from canopy.agent.virt.base import DriverError, InstanceNotFound
-from canopy.agent.virt.domain_model import DiskSpec
 from canopy.rpc.calls import DiskInfo, IncomingReady, InstanceSpec, MigrationStats, PortSpec
 
 GiB = 1 << 30
@@ -40,6 +41,7 @@ class LibvirtMobility:
     host: str
     host_custom: Any
     facts: Any
+    disks: DiskBackend
 
     # -- helpers ---------------------------------------------------------------------------------
 
@@ -53,9 +55,11 @@ class LibvirtMobility:
             if not await self.shutdown(uuid, timeout_s):  # type: ignore[attr-defined]
                 await self.power_off(uuid)  # type: ignore[attr-defined]
 
-    async def _define(self, spec: InstanceSpec, disk_from: Path | None, power_on: bool) -> None:
+    async def _define(self, spec: InstanceSpec, disk_from: Path | None, power_on: bool,
+                      make_disk: bool = True) -> None:
         """Make the folder's files for `spec` (as spawn does), put `disk_from` in as its disk (rebased on
-        this host's copy of the base and grown to the flavor), define, and start if asked."""
+        this host's copy of the base and grown to the flavor), define, and start if asked. `make_disk`
+        False: the root disk exists already (an LV a migrated disk was written into)."""
         await self.wait_ready()  # type: ignore[attr-defined]
         meta = await self.cache.source.get_meta(spec.image_id)
         props = {k: v for k, v in meta.items() if isinstance(v, str)}
@@ -63,7 +67,7 @@ class LibvirtMobility:
         folder = self.root / spec.uuid
         folder.mkdir(parents=True, exist_ok=True)
         folder.chmod(0o755)
-        domain = await self._prepare(spec, folder, props)  # type: ignore[attr-defined]
+        domain = await self._prepare(spec, folder, props, make_disk=make_disk)  # type: ignore[attr-defined]
         if disk_from is not None:
             await self._adopt_disk(spec, folder / "disk", disk_from)
         xml = customize.build_xml(domain, custom, self.accel, self.host_custom.patches)
@@ -87,13 +91,19 @@ class LibvirtMobility:
     # -- resize and cold migration ---------------------------------------------------------------
 
     async def migrate_out(self, uuid: str, timeout_s: float) -> DiskInfo:
-        """Stop the guest, keep its XML, undefine it and set its folder aside; the disk's description."""
+        """Stop the guest, keep its XML, set its disk aside (LVM: the LV renamed `canopy-<uuid>_resize`, so a
+        resize in place can make a new one), undefine it and set its folder aside; the disk's description."""
         folder, aside = self.root / uuid, self.aside_dir(uuid)
         await self._stop_guest(uuid, timeout_s)
         dom = await self._dom(uuid)  # type: ignore[attr-defined]
         xml = await self._call(dom.XMLDesc, libvirt.VIR_DOMAIN_XML_INACTIVE)  # type: ignore[attr-defined]
         (folder / "domain.xml").write_text(xml)
-        await self._call(dom.undefineFlags, libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)  # type: ignore[attr-defined]
+        await self.disks.set_aside(uuid)
+        try:
+            await self._call(dom.undefineFlags, libvirt.VIR_DOMAIN_UNDEFINE_MANAGED_SAVE)  # type: ignore[attr-defined]
+        except BaseException:
+            await self.disks.restore(uuid)  # the guest stays as it was
+            raise
         if aside.exists():
             await asyncio.to_thread(shutil.rmtree, aside)
         await asyncio.to_thread(os.replace, folder, aside)
@@ -102,12 +112,16 @@ class LibvirtMobility:
     async def _aside_info(self, uuid: str) -> DiskInfo:
         aside = self.aside_dir(uuid)
         record = json.loads((aside / "instance.json").read_text())
-        return DiskInfo(instance_uuid=uuid, size=(aside / "disk").stat().st_size, disk_format="qcow2",
+        if isinstance(self.disks, LvmBackend):  # the whole LV is sent: its size is a whole number of extents
+            size = await self.disks.size_bytes(uuid, aside=True)
+        else:
+            size = (aside / "disk").stat().st_size
+        return DiskInfo(instance_uuid=uuid, size=size, disk_format=self.disks.disk_format,
                         image_id=(record.get("images") or [""])[0])
 
     async def read_disk(self, uuid: str, offset: int, length: int) -> bytes:
         """Bytes of a set-aside disk (the target agent pulls them; no shared storage is assumed)."""
-        path = self.aside_dir(uuid) / "disk"
+        path = Path(self.disks.aside_path(uuid))
         if not path.exists():
             raise InstanceNotFound(f"no disk of {uuid} is set aside on {self.host}")
         return await asyncio.to_thread(_read_at, path, offset, length)
@@ -115,6 +129,12 @@ class LibvirtMobility:
     async def finish_migration(self, spec: InstanceSpec, disk: DiskInfo, chunks: AsyncIterator[bytes] | None,
                                power_on: bool) -> None:
         """Receive the disk (or copy the local set-aside one), grow it, define with the new flavor, start."""
+        if disk.disk_format != self.disks.disk_format:  # qcow2 host <-> LVM host: the formats differ
+            raise DriverError(f"the disk of {spec.uuid} is {disk.disk_format}; {self.host} keeps "
+                              f"{self.disks.disk_format} disks ({self.disks.kind})")
+        if isinstance(self.disks, LvmBackend):
+            await self._finish_on_lvm(self.disks, spec, disk, chunks, power_on)
+            return
         incoming = self.root / f"{spec.uuid}.incoming"
         try:
             if chunks is None:
@@ -130,8 +150,25 @@ class LibvirtMobility:
             await self.destroy(spec.uuid)  # type: ignore[attr-defined]
             raise
 
+    async def _finish_on_lvm(self, lvm: LvmBackend, spec: InstanceSpec, disk: DiskInfo,
+                             chunks: AsyncIterator[bytes] | None, power_on: bool) -> None:
+        """A new LV of the new flavor's disk (or the old disk's size, if larger), the guest's raw disk written
+        into it (the source agent's chunks, or read from the set-aside LV for a resize in place), defined."""
+        try:
+            dev = await lvm.create_blank(spec.uuid, max(spec.disk_gb * GiB, disk.size))
+            if chunks is None:
+                chunks = _read_chunks(Path(lvm.aside_path(spec.uuid)), disk.size)
+            written = await _write_into(Path(dev), chunks, skip_zeros=lvm.thin_pool is not None)
+            if written != disk.size:
+                raise DriverError(f"the disk of {spec.uuid} arrived with {written} bytes, {disk.size} expected")
+            await self._define(spec, None, power_on, make_disk=False)
+        except BaseException:
+            await self.destroy(spec.uuid)  # type: ignore[attr-defined]
+            raise
+
     async def confirm_migration(self, uuid: str) -> None:
-        """The move is kept: delete the set-aside folder."""
+        """The move is kept: delete the set-aside folder and disk."""
+        await self.disks.remove_aside(uuid)
         await asyncio.to_thread(shutil.rmtree, self.aside_dir(uuid), True)
 
     async def revert_migration(self, uuid: str, ports: list[PortSpec], power_on: bool) -> None:
@@ -142,6 +179,7 @@ class LibvirtMobility:
         if await self._exists(uuid):  # type: ignore[attr-defined]
             await self.destroy(uuid)  # a resize in place: the new guest goes first
         await asyncio.to_thread(shutil.rmtree, folder, True)
+        await self.disks.restore(uuid)  # LVM: the old LV gets its name back (the saved XML names it)
         await asyncio.to_thread(os.replace, aside, folder)
         xml = (folder / "domain.xml").read_text()
         await self.plug_vifs(uuid, ports)  # type: ignore[attr-defined]
@@ -152,7 +190,8 @@ class LibvirtMobility:
     # -- snapshot, rebuild, rescue ---------------------------------------------------------------
 
     async def snapshot(self, uuid: str, dest: Path) -> str:
-        """A standalone qcow2 of the guest's disk (paused while it is read); returns the disk format."""
+        """A standalone qcow2 of the guest's disk (paused while it is read; from the raw LV with LVM); returns
+        the disk format."""
         dom = await self._dom(uuid)  # type: ignore[attr-defined]
         state, _ = await self._call(dom.state, 0)  # type: ignore[attr-defined]
         pause = state == libvirt.VIR_DOMAIN_RUNNING
@@ -160,7 +199,7 @@ class LibvirtMobility:
             await self._call(dom.suspend)  # type: ignore[attr-defined]
         try:
             # -U: QEMU holds the image's lock while the guest is defined and paused; nothing writes now
-            await qemuimg.run("convert", "-U", "-f", "qcow2", "-O", "qcow2", str(self.root / uuid / "disk"),
+            await qemuimg.run("convert", "-U", "-f", self.disks.disk_format, "-O", "qcow2", self.disks.path(uuid),
                               str(dest), timeout_s=1800)
         finally:
             if pause:
@@ -185,8 +224,10 @@ class LibvirtMobility:
         meta = await self.cache.source.get_meta(rescue_image_id)
         props = {k: v for k, v in meta.items() if isinstance(v, str)}
         custom = customize.resolve(self.host_custom, props, spec.flavor_extra_specs)
-        domain = await self._prepare(rspec, rfolder, props)  # type: ignore[attr-defined]
-        own = DiskSpec(path=str(folder / "disk"), target="vdb", serial=uuid[:20])
+        # the rescue disk is a qcow2 overlay in <uuid>/rescue/ whatever the backend (unrescue deletes the folder)
+        domain = await self._prepare(rspec, rfolder, props, disks=Qcow2Backend(folder),  # type: ignore[attr-defined]
+                                     disk_key=RESCUE_DIR)
+        own = root_disk_spec(self.disks, uuid, "vdb", uuid[:20])
         disks = [domain.disks[0], own] + [dataclasses.replace(d, target="vdc") for d in domain.disks[1:]]
         domain = dataclasses.replace(domain, disks=tuple(disks))
         xml = customize.build_xml(domain, custom, self.accel, self.host_custom.patches)
@@ -218,7 +259,7 @@ class LibvirtMobility:
         meta = await self.cache.source.get_meta(spec.image_id)
         await self._prepare(spec, folder, {k: v for k, v in meta.items() if isinstance(v, str)})  # type: ignore[attr-defined]
         await self.plug_vifs(spec.uuid, spec.ports)  # type: ignore[attr-defined]
-        return IncomingReady(uri=str(self.config.uri), instances_path=str(self.root),
+        return IncomingReady(uri=self.config.migration_uri or str(self.config.uri), instances_path=str(self.root),
                              migration_address=self.config.migration_address)
 
     async def live_migrate(self, uuid: str, to: IncomingReady) -> None:
@@ -231,7 +272,10 @@ class LibvirtMobility:
         persistent = await self._call(dom.XMLDesc, libvirt.VIR_DOMAIN_XML_MIGRATABLE  # type: ignore[attr-defined]
                                       | libvirt.VIR_DOMAIN_XML_INACTIVE)
         params = migration_params(live, persistent, self.root, to)
+        if self.config.live_migration_bandwidth_mib:
+            params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = self.config.live_migration_bandwidth_mib
         await self._call(dom.migrateToURI3, to.uri, params, flags)  # type: ignore[attr-defined]
+        await self.disks.remove(uuid)  # type: ignore[attr-defined]  # a logical volume is not in the folder
         await asyncio.to_thread(shutil.rmtree, self.root / uuid, True)
 
     async def migration_stats(self, uuid: str) -> MigrationStats:
@@ -271,3 +315,31 @@ async def _write_chunks(path: Path, chunks: AsyncIterator[bytes]) -> None:
     with path.open("wb") as f:
         async for chunk in chunks:
             await asyncio.to_thread(f.write, chunk)
+
+
+async def _read_chunks(path: Path, size: int, chunk: int = 1 << 20) -> AsyncIterator[bytes]:
+    """The first `size` bytes of a disk (a block device or file) in chunks."""
+    offset = 0
+    while offset < size:
+        data = await asyncio.to_thread(_read_at, path, offset, min(chunk, size - offset))
+        if not data:
+            return
+        offset += len(data)
+        yield data
+
+
+async def _write_into(path: Path, chunks: AsyncIterator[bytes], skip_zeros: bool = False) -> int:
+    """Write chunks from the start of an existing disk (a block device: never truncated), synced; the bytes
+    received. `skip_zeros`: the disk reads as zeros where nothing was written (a new thin LV), so all-zero
+    chunks are skipped rather than written (which would allocate them)."""
+    written = 0
+    with path.open("r+b") as f:
+        async for chunk in chunks:
+            if skip_zeros and chunk.count(0) == len(chunk):
+                f.seek(len(chunk), os.SEEK_CUR)
+            else:
+                await asyncio.to_thread(f.write, chunk)
+            written += len(chunk)
+        await asyncio.to_thread(f.flush)
+        await asyncio.to_thread(os.fsync, f.fileno())
+    return written

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import httpx
 
+from canopy.agent.disk.backend import backend_for
 from canopy.agent.disk.cache import ImageCache
 from canopy.agent.disk.imageclient import ImageApiClient
 from canopy.agent.disk.upload import ImageUploader
 from canopy.agent.reconcile import HostReconciler, NetNodeHook, NetworkHook
 from canopy.agent.service import Agent
-from canopy.agent.virt.base import DriverError
 from canopy.agent.virt.libvirt_driver import LibvirtDriver
 from canopy.agent.virt.vif import FakeTaps, TapDevices
 from canopy.config import Settings
@@ -22,15 +22,15 @@ from canopy.rpc.base import Transport
 
 def libvirt_driver(settings: Settings, host: str, *, image_transport: httpx.AsyncBaseTransport | None = None,
                    taps: TapDevices | FakeTaps | None = None) -> LibvirtDriver:
-    """The driver with its image cache, fetching through the Image API with the service credential."""
+    """The driver with its image cache, fetching through the Image API with the service credential, and
+    the root-disk backend `[libvirt] disk_backend` names (DriverError: lvm without lvm_volume_group)."""
     lv = settings.libvirt
-    if lv.disk_backend != "qcow2":  # issue 6: agent/disk/lvm.py exists, spawn/resize/migrate still use qcow2
-        raise DriverError(f"disk_backend {lv.disk_backend!r} is not used by the libvirt driver yet: use 'qcow2'")
+    disks = backend_for(lv.disk_backend, lv.instances_path, lv.lvm_volume_group, lv.lvm_thin_pool)
     client = ImageApiClient(lv.image_api_url or settings.api.public_url, lv.service_user, lv.service_password,
                             project=lv.service_project, transport=image_transport)
     cache = ImageCache(lv.image_cache_path or lv.instances_path / "_base", client,
                        max_age_s=lv.image_cache_max_age_s, min_free_bytes=int(lv.image_cache_min_free_gb * (1 << 30)))
-    return LibvirtDriver(host, lv, cache, taps)
+    return LibvirtDriver(host, lv, cache, taps, disks)
 
 
 def libvirt_agent(settings: Settings, host: str, bus: Transport, *, net: NetworkHook | None = None,
