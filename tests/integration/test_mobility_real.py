@@ -53,6 +53,30 @@ async def test_resize_grows_the_disk_and_revert_restores_it(real: RealCloud) -> 
     await delete(real, sid)
 
 
+def fs_bytes(out: str) -> int:
+    """The last size of its root filesystem the guest printed."""
+    return int(re.findall(r"CANOPY-FS-BYTES=(\d+)", out)[-1])
+
+
+async def test_host_grows_the_filesystem_of_a_marked_image(real: RealCloud) -> None:
+    """`canopy_grow_fs=host`: the agent grows the guest's ext4 to the disk at boot and at resize; an
+    unmarked image's filesystem stays the image's size (its guest would grow it itself)."""
+    plain = await boot(real, "tiny", "plain-fs")
+    grown = await boot(real, "growing", "grown-fs")
+    assert fs_bytes(await wait_console(real, plain, "CANOPY-ROOTFS=")) < 64 << 20
+    out = await wait_console(real, grown, "CANOPY-ROOTFS=")
+    assert 0.85 * (1 << 30) < fs_bytes(out) <= 1 << 30 and "CANOPY-ROOTFS=canopy tiny guest disk" in out
+    resp = await real.api.post("/compute/v2.1/flavors", headers=V, json={"flavor": {
+        "name": "tiny.real.grow", "vcpus": 1, "ram": 256, "disk": 2}})
+    assert resp.status_code == 200, resp.text
+    await act(real, grown, {"resize": {"flavorRef": resp.json()["flavor"]["id"]}})
+    await wait(real, grown, {"VERIFY_RESIZE"})
+    out = await wait_console(real, grown, "CANOPY-ROOTFS=")
+    assert 1.8 * (1 << 30) < fs_bytes(out) <= 2 << 30 and "CANOPY-ROOTFS=canopy tiny guest disk" in out
+    for sid in (plain, grown):
+        await delete(real, sid)
+
+
 async def delete(real: RealCloud, sid: str) -> None:
     """Delete and wait until it is gone (the fixture's teardown must not race the delete)."""
     await real.api.delete(f"/compute/v2.1/servers/{sid}", headers=V, as_user="demo")

@@ -95,6 +95,8 @@ async def _setup_api(api: ApiClient, guest: tinyguest.TinyGuest) -> tuple[dict[s
         "tiny": await _upload(api, "tiny", guest.disk, "qcow2", os_command_line=tinyguest.CMDLINE, **common),
         "deaf": await _upload(api, "tiny-ignores-acpi", guest.disk, "qcow2",
                               os_command_line=tinyguest.CMDLINE + " canopy.ignore_acpi", **common),
+        "growing": await _upload(api, "tiny-grown-by-host", guest.disk, "qcow2", canopy_grow_fs="host",
+                                 os_command_line=tinyguest.CMDLINE, **common),
         "ticking": await _upload(api, "tiny-ticking", guest.disk, "qcow2",
                                  os_command_line=tinyguest.CMDLINE + " canopy.tick", **common),
     }

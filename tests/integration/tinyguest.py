@@ -11,6 +11,7 @@ whose /init loads the virtio, ext4, iso9660 and ACPI-button modules, mounts its 
     CANOPY-DNS=192.0.2.53
     CANOPY-SSH-KEY=ssh-ed25519 AAAA... canopy-test
     CANOPY-DISK-BYTES=1073741824
+    CANOPY-FS-BYTES=7311360
     CANOPY-ROOTFS=canopy tiny guest disk
     CANOPY-BOOTED
 
@@ -57,7 +58,10 @@ for d in $(grep -A1 '"type": "dns"' $N | grep -o '"address": "[^"]*"' | cut -d'"
   echo "CANOPY-DNS=$d"; done
 echo "CANOPY-SSH-KEY=$(grep -o '"ssh-[^"]*"' $M | head -1 | tr -d '"')"
 echo "CANOPY-DISK-BYTES=$(( $(cat /sys/block/vda/size) * 512 ))"
-mount -t ext4 -o ro /dev/vda /disk 2>/dev/null && echo "CANOPY-ROOTFS=$(cat /disk/canopy-disk)"
+if mount -t ext4 -o ro /dev/vda /disk 2>/dev/null; then
+  echo "CANOPY-FS-BYTES=$(( $(stat -f -c %b /disk) * $(stat -f -c %S /disk) ))"
+  echo "CANOPY-ROOTFS=$(cat /disk/canopy-disk)"
+fi
 if [ -f /disk/root/.ssh/authorized_keys ]; then  # issue 6: files injected into the disk by the host
   echo "CANOPY-INJECTED-HOSTNAME=$(cat /disk/etc/hostname)"
   echo "CANOPY-INJECTED-KEY=$(head -1 /disk/root/.ssh/authorized_keys)"

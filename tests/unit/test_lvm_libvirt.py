@@ -56,7 +56,7 @@ class FakeLvm:
         if prog in self.fail:
             rc, err = self.fail[prog]
             return CommandResult(tuple(argv), rc, "", err)
-        if prog == "qemu-img":
+        if prog in ("qemu-img", "e2fsck", "resize2fs"):  # real, on the files standing in for LVs
             return await SubprocessRunner(60).run(argv)
         if prog == "lvcreate":
             name = args[args.index("-n") + 1]
@@ -426,6 +426,18 @@ async def test_injection_is_refused_on_lvm_before_any_disk(rig: Any) -> None:
         await a.driver.spawn(spec)
     assert a.lvm.take() == [lvs(f"canopy-{spec.uuid}")]  # only the cleanup's look-up
     assert not a.driver.instance_dir(spec.uuid).exists()
+
+
+async def test_host_grows_the_filesystem_of_a_marked_image_on_its_lv(rig: Any, tmp_path: Path) -> None:
+    from tests.unit.test_growfs import block_count, ext4_qcow2
+
+    a: Host = rig.a
+    image = rig.images.add(ext4_qcow2(tmp_path).read_bytes(), "qcow2", canopy_grow_fs="host")
+    spec = make_spec(image, disk_gb=1)
+    await a.driver.spawn(spec)
+    lv = a.lv(spec.uuid)
+    assert a.lvm.take()[-2:] == [("e2fsck", "-f", "-y", str(lv)), ("resize2fs", str(lv))]
+    assert block_count(lv) * 1024 == GiB  # the filesystem fills the 1 GiB volume
 
 
 # -- wiring ---------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import libvirt  # type: ignore[import-untyped]
 
 from canopy.agent import configdrive, inject
+from canopy.agent.disk import growfs
 from canopy.agent.disk.backend import DiskBackend, backend_for, root_disk_spec
 from canopy.agent.disk.cache import CachedImage, ImageCache
 from canopy.agent.virt import accel as accelmod
@@ -204,6 +205,8 @@ class LibvirtDriver(LibvirtMobility):
                                                  inject.spec_files(spec))
             else:
                 await backend.create(key, base, size)
+            if growfs.wanted(props):
+                await self.grow_fs(spec, backend, key)
             self.last_disk_ms = (time.monotonic() - t0) * 1000
         disks_xml = [root_disk_spec(backend, key, "vda", spec.uuid[:20])]
         if self.config.config_drive and not injected:
@@ -222,6 +225,15 @@ class LibvirtDriver(LibvirtMobility):
             metadata=(("uuid", spec.uuid), ("name", spec.name), ("hostname", spec.hostname),
                       ("project", spec.project_id), ("image", spec.image_id)),
         )
+
+    async def grow_fs(self, spec: InstanceSpec, disks: DiskBackend | None = None, key: str | None = None) -> None:
+        """Grow the guest's filesystem to its root disk (images marked `canopy_grow_fs=host`)."""
+        backend, key = disks or self.disks, key or spec.uuid
+        if backend.kind == "qcow2":
+            base = await self.cache.get(spec.image_id)
+            await growfs.grow_overlay(Path(backend.path(key)), base.path, base.disk_format)
+        else:
+            await growfs.grow_raw(backend.path(key), getattr(backend, "runner", None))
 
     async def _optional_image(self, image_id: str | None) -> CachedImage | None:
         return await self.cache.get(image_id) if image_id else None

@@ -20,7 +20,7 @@ from xml.sax.saxutils import escape as xml_escape
 
 import libvirt  # type: ignore[import-untyped]
 
-from canopy.agent.disk import qemuimg
+from canopy.agent.disk import growfs, qemuimg
 from canopy.agent.disk.backend import DiskBackend, Qcow2Backend, root_disk_spec
 from canopy.agent.disk.lvm import LvmBackend
 from canopy.agent.virt import customize
@@ -56,10 +56,11 @@ class LibvirtMobility:
                 await self.power_off(uuid)  # type: ignore[attr-defined]
 
     async def _define(self, spec: InstanceSpec, disk_from: Path | None, power_on: bool,
-                      make_disk: bool = True) -> None:
+                      make_disk: bool = True, grown: bool = False) -> None:
         """Make the folder's files for `spec` (as spawn does), put `disk_from` in as its disk (rebased on
         this host's copy of the base and grown to the flavor), define, and start if asked. `make_disk`
-        False: the root disk exists already (an LV a migrated disk was written into)."""
+        False: the root disk exists already (an LV a migrated disk was written into; `grown`: bigger than
+        the guest's old disk). A grown disk's filesystem is grown here for `canopy_grow_fs=host` images."""
         await self.wait_ready()  # type: ignore[attr-defined]
         meta = await self.cache.source.get_meta(spec.image_id)
         props = {k: v for k, v in meta.items() if isinstance(v, str)}
@@ -69,15 +70,18 @@ class LibvirtMobility:
         folder.chmod(0o755)
         domain = await self._prepare(spec, folder, props, make_disk=make_disk)  # type: ignore[attr-defined]
         if disk_from is not None:
-            await self._adopt_disk(spec, folder / "disk", disk_from)
+            grown = await self._adopt_disk(spec, folder / "disk", disk_from)
+        if grown and growfs.wanted(props):
+            await self.grow_fs(spec)  # type: ignore[attr-defined]
         xml = customize.build_xml(domain, custom, self.accel, self.host_custom.patches)
         await self.plug_vifs(spec.uuid, spec.ports)  # type: ignore[attr-defined]
         dom = await self._call(self._connection().defineXML, xml)  # type: ignore[attr-defined]
         if power_on:
             await self._call(dom.create)  # type: ignore[attr-defined]
 
-    async def _adopt_disk(self, spec: InstanceSpec, fresh: Path, incoming: Path) -> None:
-        """Replace the fresh overlay with the guest's own disk, pointed at this host's base, grown."""
+    async def _adopt_disk(self, spec: InstanceSpec, fresh: Path, incoming: Path) -> bool:
+        """Replace the fresh overlay with the guest's own disk, pointed at this host's base, grown to the
+        flavor; whether it grew."""
         want = int((await qemuimg.info(fresh, "qcow2"))["virtual-size"])
         base = await self.cache.get(spec.image_id)
         await asyncio.to_thread(os.replace, incoming, fresh)
@@ -85,8 +89,9 @@ class LibvirtMobility:
         await qemuimg.run("rebase", "-q", "-u", "-f", "qcow2", "-F", base.disk_format, "-b", str(base.path),
                           str(fresh))
         have = int((await qemuimg.info(fresh, "qcow2"))["virtual-size"])
-        if want > have:  # the new flavor's disk: the guest grows its filesystem itself on boot
+        if want > have:  # the new flavor's disk (its filesystem: the guest's to grow, or grow_fs)
             await qemuimg.run("resize", "-q", "-f", "qcow2", str(fresh), str(want))
+        return want > have
 
     # -- resize and cold migration ---------------------------------------------------------------
 
@@ -161,7 +166,7 @@ class LibvirtMobility:
             written = await _write_into(Path(dev), chunks, skip_zeros=lvm.thin_pool is not None)
             if written != disk.size:
                 raise DriverError(f"the disk of {spec.uuid} arrived with {written} bytes, {disk.size} expected")
-            await self._define(spec, None, power_on, make_disk=False)
+            await self._define(spec, None, power_on, make_disk=False, grown=spec.disk_gb * GiB > disk.size)
         except BaseException:
             await self.destroy(spec.uuid)  # type: ignore[attr-defined]
             raise
