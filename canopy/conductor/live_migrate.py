@@ -77,7 +77,7 @@ async def _migrate_watching(cond: Conductor, source: str, spec: Any, target: str
                 break
             with contextlib.suppress(BusError):
                 s = await mob.agent_call(cond, source, MigrationProgress(instance_uuid=spec.uuid))
-                if isinstance(s, MigrationStats):
+                if isinstance(s, MigrationStats) and (s.memory_total or s.disk_total):  # zeros: no job now
                     await cond.db.write(mob.set_migration, mig, cond.clock.now(), **s.model_dump())
         call.result()
     finally:

@@ -284,8 +284,13 @@ class LibvirtMobility:
         await asyncio.to_thread(shutil.rmtree, self.root / uuid, True)
 
     async def migration_stats(self, uuid: str) -> MigrationStats:
-        dom = await self._dom(uuid)  # type: ignore[attr-defined]
-        s = await self._call(dom.jobStats, 0)  # type: ignore[attr-defined]
+        """The running job's progress; all zeros when no job runs any more (the guest just left, or the
+        migration just ended) — a poll racing the end is not an error."""
+        try:
+            dom = await self._dom(uuid)  # type: ignore[attr-defined]
+            s = await self._call(dom.jobStats, 0)  # type: ignore[attr-defined]
+        except DriverError:  # InstanceNotFound included
+            return MigrationStats()
         return MigrationStats(memory_total=s.get("memory_total", 0), memory_processed=s.get("memory_processed", 0),
                               memory_remaining=s.get("memory_remaining", 0), disk_total=s.get("disk_total", 0),
                               disk_processed=s.get("disk_processed", 0), disk_remaining=s.get("disk_remaining", 0))
