@@ -7,11 +7,17 @@ import asyncio
 import logging
 import random
 from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, select
 
 from canopy.agent.service import Agent
+from canopy.agent.virt.base import PowerState
 from canopy.agent.virt.fake import FakeDriver
 from canopy.config import Settings
+from canopy.db import tables_cell as c
 from canopy.db.migrate import upgrade_all
+from canopy.rpc.calls import InstanceSpec
 from canopy.rpc.factory import make_transport
 from canopy.runtime import Cloud, open_databases
 from canopy.seed import seed
@@ -69,9 +75,23 @@ class AllInOne:
                                      availability_zone=self.settings.agent.availability_zone,
                                      datacenter=self.settings.agent.datacenter, rack=rack, rng=rng,
                                      net=make_node(name, self.settings, n + 1, self.ovs)))
+        await self._adopt_guests()
         # Register in batches: a thousand agents at once would only queue on one database.
         for i in range(0, len(self.agents), 100):
             await asyncio.gather(*(a.start() for a in self.agents[i:i + 100]))
+
+    async def _adopt_guests(self) -> None:
+        """After a restart on the same data, the simulated hosts hold again the guests the database says
+        they hold (a build still in flight is left to the sweeper, which resumes it)."""
+        rows = await self.cloud.dbs.cell(self.cloud.cell_name).read(_guests_on, sorted(self.drivers))  # type: ignore[union-attr]
+        for r in rows:
+            f = r["flavor"] or {}
+            spec = InstanceSpec(uuid=r["uuid"], name=r["name"], hostname=r["hostname"] or r["name"],
+                                project_id=r["project_id"], vcpus=f.get("vcpus", 1), memory_mb=f.get("ram", 0),
+                                disk_gb=f.get("disk", 0), image_id=r["image_ref"] or "")
+            self.drivers[r["host"]].adopt(spec, PowerState(r["power_state"]))
+        if rows:
+            log.info("the simulated hosts took back %d guest(s) from before the restart", len(rows))
 
     async def _start_http(self) -> None:
         import uvicorn
@@ -113,3 +133,15 @@ class AllInOne:
             await self.conductor.stop()
             await self.cloud.bus.close()
             self.cloud.dbs.dispose()
+
+
+def _guests_on(conn: Connection, hosts: list[str]) -> list[dict[str, Any]]:
+    """Instances on these hosts with a power state (built), for the simulated hosts to take back."""
+    i = c.instances.c
+    out: list[dict[str, Any]] = []
+    for n in range(0, len(hosts), 500):
+        out.extend(dict(r) for r in conn.execute(
+            select(i.uuid, i.name, i.hostname, i.project_id, i.flavor, i.image_ref, i.host, i.power_state)
+            .where(i.host.in_(hosts[n:n + 500]), i.deleted.is_(False), i.power_state != int(PowerState.NOSTATE)))
+            .mappings())
+    return out

@@ -66,6 +66,12 @@ class FakeDriver(FakeMobility):
             raise InstanceNotFound(f"fake: no guest {uuid} on {self.host}")
         return guest
 
+    def adopt(self, spec: InstanceSpec, power: PowerState) -> None:
+        """A guest this host held before the control plane restarted: real guests outlive their agent, so
+        the simulated ones are taken back in the power state the database recorded."""
+        self.guests[spec.uuid] = FakeGuest(spec, power=power, console=[
+            f"{spec.hostname} kept running while the control plane restarted"])
+
     async def spawn(self, spec: InstanceSpec) -> None:
         await self._step("spawn", self.spawn_delay_s)
         if spec.uuid in self.guests:
