@@ -76,9 +76,24 @@ class AllInOne:
                                      datacenter=self.settings.agent.datacenter, rack=rack, rng=rng,
                                      net=make_node(name, self.settings, n + 1, self.ovs)))
         await self._adopt_guests()
+        self._give_image_uploaders()
         # Register in batches: a thousand agents at once would only queue on one database.
         for i in range(0, len(self.agents), 100):
             await asyncio.gather(*(a.start() for a in self.agents[i:i + 100]))
+
+    def _give_image_uploaders(self) -> None:
+        """Snapshots of the simulated guests go up through the Image API, in-process, with the service
+        credential (as a separate agent's would, over HTTP)."""
+        import httpx
+
+        from canopy.agent.disk.upload import ImageUploader
+        from canopy.agent.virt.wiring import service_image_client
+        from canopy.api.app import build_app
+
+        client = service_image_client(self.settings, httpx.ASGITransport(build_app(self.cloud)))  # type: ignore[arg-type]
+        self._image_client = client
+        for agent in self.agents:
+            agent.image_uploader = ImageUploader(client)
 
     async def _adopt_guests(self) -> None:
         """After a restart on the same data, the simulated hosts hold again the guests the database says
@@ -126,6 +141,8 @@ class AllInOne:
                 await self._server_task
         for agent in self.agents:
             await agent.stop()
+        if getattr(self, "_image_client", None) is not None:
+            await self._image_client.close()
         if getattr(self, "ovs", None) is not None:
             self.ovs.stop()  # type: ignore[union-attr]
         if self.cloud is not None:

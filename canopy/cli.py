@@ -198,10 +198,13 @@ def agent(config: ConfigOpt = None, data_dir: DataDirOpt = None,
         else:
             fake = FakeDriver(name, vcpus=a.vcpus, memory_mb=a.memory_mb, local_gb=a.disk_gb,
                               spawn_delay_s=settings.fake.spawn_delay_s, op_delay_s=settings.fake.op_delay_s)
+            from canopy.agent.disk.upload import ImageUploader
             from canopy.agent.net.setup import make_node
+            from canopy.agent.virt.wiring import service_image_client
 
             agent_ = Agent(name, fake, bus, heartbeat_s=a.heartbeat_s, availability_zone=a.availability_zone,
                            datacenter=a.datacenter, rack=a.rack, net=make_node(name, settings))
+            agent_.image_uploader = ImageUploader(service_image_client(settings))  # snapshots go up
         holder["a"], holder["bus"] = agent_, bus
         await agent_.start(register_timeout_s=3600)
 

@@ -127,3 +127,38 @@ def test_openstack_cli_server_lifecycle(running_cloud: RunningCloud, e2e_network
     assert "cli-1" not in {s["Name"] for s in listed}
     services = _cli(running_cloud, "canopy", "compute", "service", "list", "-f", "json")
     assert any(s["Binary"] == "canopy-agent" and s["State"] == "up" for s in services)
+
+
+def test_openstack_cli_resize_migrate_snapshot_rescue_rebuild(running_cloud: RunningCloud, e2e_network: Any) -> None:
+    """The mobility actions as operators and customers type them (the simulated hosts of the all-in-one)."""
+    net, _ = e2e_network
+
+    def show() -> Any:
+        return _cli(running_cloud, "canopy", "server", "show", "-f", "json", "mob-1")
+
+    made = _cli(running_cloud, "canopy", "server", "create", "--flavor", "m1.tiny", "--image", "canopy-tiny",
+                "--network", net.name, "--wait", "-f", "json", "mob-1")
+    assert made["status"] == "ACTIVE"
+    _cli(running_cloud, "canopy", "server", "resize", "--flavor", "m1.small", "--wait", "mob-1")
+    assert show()["status"] == "VERIFY_RESIZE"
+    _cli(running_cloud, "canopy", "server", "resize", "confirm", "mob-1")
+    s = show()
+    assert s["status"] == "ACTIVE" and "m1.small" in json.dumps(s["flavor"])
+    source = s["OS-EXT-SRV-ATTR:host"]
+    _cli(running_cloud, "canopy", "--os-compute-api-version", "2.30", "server", "migrate", "--live-migration",
+         "--wait", "mob-1")
+    s = show()
+    assert s["status"] == "ACTIVE" and s["OS-EXT-SRV-ATTR:host"] != source, s
+    migs = _cli(running_cloud, "canopy", "--os-compute-api-version", "2.59", "server", "migration", "list",
+                "--server", "mob-1", "-f", "json")
+    assert {(m["Type"], m["Status"]) for m in migs} >= {("resize", "confirmed"), ("live-migration", "completed")}
+    snap = _cli(running_cloud, "canopy", "server", "image", "create", "--name", "mob-1-snap", "--wait", "-f", "json",
+                "mob-1")
+    assert snap["status"] == "active"
+    _cli(running_cloud, "canopy", "server", "rescue", "mob-1")
+    _cli(running_cloud, "canopy", "server", "unrescue", "mob-1")
+    _cli(running_cloud, "canopy", "server", "rebuild", "--image", "mob-1-snap", "--wait", "mob-1")
+    s = show()
+    assert s["status"] == "ACTIVE" and s["addresses"] == made["addresses"]
+    _cli(running_cloud, "canopy", "server", "delete", "--wait", "mob-1")
+    _cli(running_cloud, "canopy", "image", "delete", "mob-1-snap")

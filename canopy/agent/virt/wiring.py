@@ -20,14 +20,21 @@ from canopy.config import Settings
 from canopy.rpc.base import Transport
 
 
+def service_image_client(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> ImageApiClient:
+    """The Image API as an agent reaches it: `[libvirt] image_api_url` (default: the api's public URL) with the
+    service credential; in-process with `transport`."""
+    lv = settings.libvirt
+    return ImageApiClient(lv.image_api_url or settings.api.public_url, lv.service_user, lv.service_password,
+                          project=lv.service_project, transport=transport)
+
+
 def libvirt_driver(settings: Settings, host: str, *, image_transport: httpx.AsyncBaseTransport | None = None,
                    taps: TapDevices | FakeTaps | None = None) -> LibvirtDriver:
     """The driver with its image cache, fetching through the Image API with the service credential, and
     the root-disk backend `[libvirt] disk_backend` names (DriverError: lvm without lvm_volume_group)."""
     lv = settings.libvirt
     disks = backend_for(lv.disk_backend, lv.instances_path, lv.lvm_volume_group, lv.lvm_thin_pool)
-    client = ImageApiClient(lv.image_api_url or settings.api.public_url, lv.service_user, lv.service_password,
-                            project=lv.service_project, transport=image_transport)
+    client = service_image_client(settings, image_transport)
     cache = ImageCache(lv.image_cache_path or lv.instances_path / "_base", client,
                        max_age_s=lv.image_cache_max_age_s, min_free_bytes=int(lv.image_cache_min_free_gb * (1 << 30)))
     return LibvirtDriver(host, lv, cache, taps, disks)
@@ -40,7 +47,8 @@ def libvirt_agent(settings: Settings, host: str, bus: Transport, *, net: Network
     a = settings.agent
     driver = libvirt_driver(settings, host, image_transport=image_transport, taps=taps)
     agent = Agent(host, driver, bus, heartbeat_s=a.heartbeat_s, availability_zone=a.availability_zone,
-                  datacenter=a.datacenter, rack=a.rack)
+                  datacenter=a.datacenter, rack=a.rack, min_free_disk_gb=a.min_free_disk_gb,
+                  health_disks={"instances": settings.libvirt.instances_path, "image_cache": driver.cache.root})
     agent.image_uploader = ImageUploader(driver.cache.source)  # snapshots go up with the same credential
     # The switch side is the agent's own network node unless the caller brings a hook of its own.
     agent.reconciler = HostReconciler(
