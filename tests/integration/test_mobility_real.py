@@ -136,7 +136,8 @@ async def test_rebuild_keeps_addresses_and_rescue_sees_the_disk(real: RealCloud)
     xml = await asyncio.to_thread(_domain_xml, sid)
     own = str(real.settings.libvirt.instances_path / sid / "disk")
     assert f"<source file='{own}'" in xml and "<target dev='vdb'" in xml
-    await wait_console(real, sid, "CANOPY-BOOTED")
+    out = await wait_console(real, sid, "CANOPY-BOOTED")
+    assert "CANOPY-EXTRA-DISK=vdb:canopy tiny guest disk" in out  # the rescue system sees the server's disk
     await act(real, sid, {"unrescue": None})
     await wait(real, sid, {"ACTIVE"})
     assert "rescue" not in await asyncio.to_thread(_domain_xml, sid)

@@ -13,6 +13,7 @@ whose /init loads the virtio, ext4, iso9660 and ACPI-button modules, mounts its 
     CANOPY-DISK-BYTES=1073741824
     CANOPY-FS-BYTES=7311360
     CANOPY-ROOTFS=canopy tiny guest disk
+    CANOPY-EXTRA-DISK=vdb:canopy tiny guest disk   (only with a second ext4 disk, as in rescue)
     CANOPY-BOOTED
 
 then waits for the ACPI power button and powers off (CANOPY-POWEROFF) — unless the kernel command line
@@ -62,6 +63,12 @@ if mount -t ext4 -o ro /dev/vda /disk 2>/dev/null; then
   echo "CANOPY-FS-BYTES=$(( $(stat -f -c %b /disk) * $(stat -f -c %S /disk) ))"
   echo "CANOPY-ROOTFS=$(cat /disk/canopy-disk)"
 fi
+mkdir -p /other
+for d in vdb vdc vdd; do  # a second guest disk (a rescued server's own disk, say)
+  if [ -e /dev/$d ] && mount -t ext4 -o ro /dev/$d /other 2>/dev/null; then
+    echo "CANOPY-EXTRA-DISK=$d:$(cat /other/canopy-disk)"; umount /other
+  fi
+done
 if [ -f /disk/root/.ssh/authorized_keys ]; then  # issue 6: files injected into the disk by the host
   echo "CANOPY-INJECTED-HOSTNAME=$(cat /disk/etc/hostname)"
   echo "CANOPY-INJECTED-KEY=$(head -1 /disk/root/.ssh/authorized_keys)"
