@@ -227,3 +227,45 @@ async def test_live_migration_progress_and_abort(stack: Any) -> None:
     finally:
         for d in stack.drivers.values():
             d.op_delay_s = 0.0
+
+
+async def test_bad_migration_requests_are_refused_and_change_nothing(stack: Any) -> None:
+    sid, _ = await boot(stack, "bad-mig")
+    source = (await server(stack, sid))["OS-EXT-SRV-ATTR:host"]
+    before = {h: (r["vcpus_used"], r["memory_mb_used"]) for h, r in (await hosts(stack)).items()}
+    r = await act(stack, sid, {"os-migrateLive": {"block_migration": "auto"}}, user="admin")
+    assert r.status_code == 400 and "'host' is a required property" in r.text
+    r = await act(stack, sid, {"os-migrateLive": {"host": source, "block_migration": "auto"}}, user="admin")
+    assert r.status_code == 400 and "own host" in r.text
+    r = await act(stack, sid, {"os-migrateLive": {"host": "hv-nowhere", "block_migration": "auto"}}, user="admin")
+    assert r.status_code == 404 and "hv-nowhere" in r.text
+    r = await act(stack, sid, {"os-migrateLive": {"host": None}})
+    assert r.status_code == 403
+    r = await act(stack, sid, {"migrate": {"host": "hv-nowhere"}}, user="admin")
+    assert r.status_code == 404
+    s = await server(stack, sid)
+    assert s["status"] == "ACTIVE" and s["OS-EXT-STS:task_state"] is None and s["OS-EXT-SRV-ATTR:host"] == source
+    migs = (await stack.api.get(f"/compute/v2.1/os-migrations?instance_uuid={sid}", headers=V)).json()["migrations"]
+    assert migs == []
+    assert {h: (r["vcpus_used"], r["memory_mb_used"]) for h, r in (await hosts(stack)).items()} == before
+
+
+async def test_live_migration_to_a_full_host_fails_without_leaving_a_claim(stack: Any) -> None:
+    sid, src = await boot(stack, "full-target")
+    source = (await server(stack, sid))["OS-EXT-SRV-ATTR:host"]
+    target = next(h for h in stack.drivers if h != source)
+    before = {h: (r["vcpus_used"], r["memory_mb_used"]) for h, r in (await hosts(stack)).items()}
+    stack.drivers[target].fail_on("prepare_incoming", "no room for the incoming guest's disk")
+    r = await act(stack, sid, {"os-migrateLive": {"host": target, "block_migration": "auto"}}, user="admin")
+    assert r.status_code == 202, r.text
+    for _ in range(100):
+        s = await server(stack, sid)
+        if s["status"] == "ACTIVE" and s["OS-EXT-STS:task_state"] is None and s.get("fault"):
+            break
+        await asyncio.sleep(0.05)
+    assert s["status"] == "ACTIVE" and s["OS-EXT-SRV-ATTR:host"] == source, s
+    assert "no room for the incoming guest's disk" in s["fault"]["message"]
+    assert sid in src.guests and sid not in stack.drivers[target].guests
+    migs = (await stack.api.get(f"/compute/v2.1/os-migrations?instance_uuid={sid}", headers=V)).json()["migrations"]
+    assert [(m["migration_type"], m["status"]) for m in migs] == [("live-migration", "error")]
+    assert {h: (r["vcpus_used"], r["memory_mb_used"]) for h, r in (await hosts(stack)).items()} == before
