@@ -110,6 +110,9 @@ class AgentConfig(BaseModel):
     ready_timeout_s: float = 3600.0
     # Guests the database does not know are reported; destroyed only when this is set.
     remove_unknown_guests: bool = False
+    # Health (agent/health.py, sent with each heartbeat): a libvirt agent's instances and image cache
+    # paths each need this much free space, or the host is reported unhealthy.
+    min_free_disk_gb: float = 5.0
 
 
 class LibvirtConfig(BaseModel):

@@ -7,10 +7,12 @@ import asyncio
 import logging
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 from canopy import __version__
 from canopy.agent import mobility
+from canopy.agent.health import HostHealth, agent_probes
 from canopy.agent.net.fake import FakeApplier
 from canopy.agent.net.node import NetNode
 from canopy.agent.reconcile import HostReconciler, ReconcileReport
@@ -57,6 +59,8 @@ class Agent:
         rng: random.Random | None = None,
         reconciler: HostReconciler | None = None,
         net: NetNode | None = None,
+        health_disks: dict[str, Path] | None = None,
+        min_free_disk_gb: float = 5.0,
     ) -> None:
         self.host = host
         self.driver = driver
@@ -75,6 +79,11 @@ class Agent:
         self.net = net or NetNode(host, FakeApplier())
         self.net.request_sync = self.net.request_sync or self._request_network_sync
         self.image_uploader: Any = None  # uploads snapshots through the Image API (issue 6)
+        # The host's health checks (agent/health.py), chosen on start when the reconciler is known;
+        # `health_disks` names the paths whose free space is checked (name -> path).
+        self.health = HostHealth(timeout_s=heartbeat_s / 2)
+        self.health_disks = dict(health_disks or {})
+        self.min_free_disk_gb = min_free_disk_gb
 
     async def start(self, register_timeout_s: float = 60.0) -> None:
         """Register with a conductor (retrying with backoff), then serve and heartbeat."""
@@ -82,19 +91,23 @@ class Agent:
             await self.reconciler.wait_ready()  # host_info needs the hypervisor
         self.bus.serve(Target("agent", self.host), self.handle)
         await self._register(register_timeout_s)
+        if not self.health.probes:
+            self.health.probes = agent_probes(self.driver, self.net, self.reconciler.net if self.reconciler else None,
+                                              self.health_disks, self.min_free_disk_gb)
         self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name=f"heartbeat-{self.host}")
         await self.net.start()
         if self.reconciler is not None:
             self.reconcile_report = await self.reconciler.start()
 
     async def stop(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            self._heartbeat = None
+        await self.health.stop()  # before the driver closes: a check would reconnect it
         await self.net.stop()
         if self.reconciler is not None:
             await self.reconciler.stop()
             await self.driver.close()
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            self._heartbeat = None
 
     async def _register(self, timeout_s: float) -> None:
         info = self.driver.host_info()
@@ -121,8 +134,10 @@ class Agent:
         # Start at a random point of the interval so that thousands of agents don't beat in step.
         await asyncio.sleep(self.rng.uniform(0, self.heartbeat_s))
         while True:
+            health = await self.health.summary()  # waits at most health.wait_s; else the last round's
             await self.bus.cast(Target("conductor"), Heartbeat(binary=AGENT_BINARY, host=self.host,
-                                                               service_version=__version__, sent_at=time.time()))
+                                                               service_version=__version__, sent_at=time.time(),
+                                                               health=health))
             await asyncio.sleep(next_delay(self.heartbeat_s, self.rng))
 
     async def handle(self, msg: Message) -> Message | None:

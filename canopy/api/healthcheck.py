@@ -4,7 +4,8 @@
     GET  /healthcheck                         200 "OK", or 503 with the failing checks, one a line
     GET  /healthcheck  (Accept: JSON)         {"detailed": false, "reasons": [...]}
     GET  /healthcheck?detail  (admin token)   {"detailed": true, "reasons": [{"class", "reason", "details", ...}]}
-    GET  /healthcheck/fleet  (admin token)    hosts up/down/disabled per data center, and which are down
+    GET  /healthcheck/fleet  (admin token)    hosts up/down/disabled per data center, which are down, and
+                                              which are up but fail health checks (hosts per check)
 
 The checks: every database's primary answers a real read on a fresh connection (a pooled one can
 hide an outage), its replicas answer and how far behind they are (informational: a lagging replica
@@ -224,7 +225,8 @@ async def healthcheck(cloud: Cloud, request: Request) -> Response:
 
 
 async def fleet(cloud: Cloud, request: Request) -> Response:
-    """GET /healthcheck/fleet (admin): hosts up, down and disabled per data center."""
+    """GET /healthcheck/fleet (admin): hosts up, down and disabled per data center, the down ones, and the
+    unhealthy ones with their failing checks (as their agents' last heartbeats reported them)."""
     from canopy.observability.fleet import snapshot
 
     roles = _roles(cloud, request)

@@ -140,13 +140,14 @@ def upsert_service(conn: Connection, binary: str, host: str, version: str, now: 
 
 
 def record_heartbeats(conn: Connection, beats: list[dict[str, Any]]) -> None:
-    """Write a batch of heartbeats in one statement."""
+    """Write a batch of heartbeats in one statement (each with its failing health checks, or None)."""
     from sqlalchemy import bindparam
 
     s = c.services.c
     stmt = (update(c.services)
             .where(s.binary == bindparam("b_binary"), s.host == bindparam("b_host"))
-            .values(last_seen_at=bindparam("b_seen"), updated_at=bindparam("b_now"), version=bindparam("b_version")))
+            .values(last_seen_at=bindparam("b_seen"), updated_at=bindparam("b_now"), version=bindparam("b_version"),
+                    health=bindparam("b_health")))
     conn.execute(stmt, beats)
 
 

@@ -93,8 +93,10 @@ class Conductor:
                 self._services_seen.add((msg.binary, msg.host))
                 await self.db.write(records.upsert_service, msg.binary, msg.host, msg.service_version,
                                     self.clock.now())
+            # the failing health checks replace the last ones; none failing (or none reported) is NULL
             self._beats[(msg.binary, msg.host)] = {"b_binary": msg.binary, "b_host": msg.host,
-                                                   "b_version": msg.service_version, "b_seen": _utc(msg.sent_at)}
+                                                   "b_version": msg.service_version, "b_seen": _utc(msg.sent_at),
+                                                   "b_health": dict(msg.health) or None}
             return None
         if isinstance(msg, RegisterHost):
             await self.register_host(msg)
@@ -205,7 +207,8 @@ class Conductor:
     async def flush_heartbeats(self) -> None:
         """Write every heartbeat received since the last flush, in one statement."""
         self._beats[(CONDUCTOR_BINARY, self.name)] = {"b_binary": CONDUCTOR_BINARY, "b_host": self.name,
-                                                      "b_version": __version__, "b_seen": self.clock.now()}
+                                                      "b_version": __version__, "b_seen": self.clock.now(),
+                                                      "b_health": None}
         beats, self._beats = list(self._beats.values()), {}
         now = self.clock.now()
         for beat in beats:

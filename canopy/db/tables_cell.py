@@ -4,6 +4,7 @@ faults, the durable task rows, and the ports and IP allocations of the cell's se
 from __future__ import annotations
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     Boolean,
     Column,
@@ -17,11 +18,14 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.dialects import mysql
 
 from canopy.db.tables_global import NAMING
 from canopy.db.types import JSONType, UTCDateTime
 
 metadata = MetaData(naming_convention=NAMING)
+# JSON whose Python None is SQL NULL (not the JSON text `null`), so "IS NULL" means "nothing to say".
+HealthJSON = JSON(none_as_null=True).with_variant(mysql.JSON(none_as_null=True), "mysql", "mariadb")
 
 hosts = Table(
     "hosts",
@@ -69,6 +73,9 @@ services = Table(
     Column("forced_down", Boolean, nullable=False, default=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # An agent's failing health checks from its last heartbeat ({name: detail}); NULL when none fail
+    # (or the service reports no health). Written with the batched heartbeats (migration 0900health01).
+    Column("health", HealthJSON, nullable=True),
     UniqueConstraint("binary", "host", name="uq_services_binary_host"),
 )
 

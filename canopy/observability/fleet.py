@@ -1,14 +1,17 @@
 """The fleet at a glance: hosts up/down/disabled per data center, services per binary, servers per
-state, and the hosts that are down with when they were last heard from. A handful of GROUP BY
-queries in one read, whatever the fleet's size; used by `/healthcheck/fleet` and `/metrics`.
+state, the hosts that are down with when they were last heard from, and the hosts that are up but
+report failing health checks (agent/health.py), with how many hosts fail each check. A handful of
+GROUP BY queries in one read, whatever the fleet's size; used by `/healthcheck/fleet` and `/metrics`.
 
 A service is up when its last heartbeat is younger than `service_down_s` and it isn't forced down,
-the same rule os-services and the scheduler apply.
+the same rule os-services and the scheduler apply. A down host's health is stale, so only up hosts
+count as unhealthy.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, and_, case, func, or_, select
@@ -21,6 +24,7 @@ if TYPE_CHECKING:
 
 AGENT_BINARY = "canopy-agent"
 DOWN_HOSTS_SHOWN = 50
+UNHEALTHY_HOSTS_SHOWN = 50
 h, s, i = c.hosts.c, c.services.c, c.instances.c
 
 
@@ -54,6 +58,11 @@ def read_snapshot(conn: Connection, now: dt.datetime, down_s: float) -> dict[str
         select(h.name, h.datacenter, s.last_seen_at, s.forced_down, s.disabled, s.disabled_reason)
         .select_from(_agents()).where(~func.coalesce(up, False))
         .order_by(s.last_seen_at, h.name).limit(DOWN_HOSTS_SHOWN)).mappings().all()
+    # NULL health is the common case (nothing failing): only the unhealthy hosts come back, all of them (counted)
+    sick = conn.execute(
+        select(h.name, h.datacenter, disabled.label("disabled"), s.health).select_from(_agents())
+        .where(up, s.health.is_not(None)).order_by(h.name)).mappings().all()
+    failing = Counter(check for r in sick for check in r["health"])
     return {
         "datacenters": [{"datacenter": r["datacenter"], "hosts": int(r["hosts"]), "up": int(r["up"]),
                          "down": int(r["hosts"]) - int(r["up"]), "disabled": int(r["disabled"]),
@@ -65,6 +74,10 @@ def read_snapshot(conn: Connection, now: dt.datetime, down_s: float) -> dict[str
         "down_hosts": [{"host": r["name"], "datacenter": r["datacenter"], "last_seen_at": isotime(r["last_seen_at"]),
                         "forced_down": bool(r["forced_down"]), "disabled": bool(r["disabled"]),
                         "disabled_reason": r["disabled_reason"]} for r in down],
+        "unhealthy": len(sick),
+        "failing_checks": dict(sorted(failing.items())),
+        "unhealthy_hosts": [{"host": r["name"], "datacenter": r["datacenter"], "disabled": bool(r["disabled"]),
+                             "checks": r["health"]} for r in sick[:UNHEALTHY_HOSTS_SHOWN]],
     }
 
 
@@ -79,5 +92,6 @@ async def snapshot(cloud: Cloud) -> dict[str, Any]:
     now = cloud.clock.now()
     down_s = cloud.settings.scheduler.service_down_s
     data = await cloud.dbs.cell(cloud.cell_name).read(read_snapshot, now, down_s)
+    unhealthy = data.pop("unhealthy")
     return {"cell": cloud.cell_name, "checked_at": isotime(now), "service_down_s": down_s,
-            "totals": totals(data["datacenters"]), **data}
+            "totals": {**totals(data["datacenters"]), "unhealthy": unhealthy}, **data}

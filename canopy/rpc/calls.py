@@ -45,13 +45,17 @@ class RegisterHost(Message):
 
 
 class Heartbeat(Message):
-    """A service is alive (cast; conductors write heartbeats to the database in batches)."""
+    """A service is alive (cast; conductors write heartbeats to the database in batches).
+
+    `health` (agents): the host's failing checks, name -> short detail; empty when every check passed.
+    Optional with a default, so heartbeats of agents that do not send it are read as before."""
 
     kind: ClassVar[str] = "heartbeat"
     binary: str
     host: str
     service_version: str = ""
     sent_at: float
+    health: dict[str, str] = Field(default_factory=dict)
 
 
 # -- to schedulers ---------------------------------------------------------------------------------

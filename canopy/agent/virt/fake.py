@@ -151,7 +151,7 @@ class FakeDriver(FakeMobility):
         return {uuid: GuestStatus(g.power, g.reason) for uuid, g in self.guests.items()}
 
     async def wait_ready(self) -> None:
-        return None
+        await self._step("wait_ready", 0.0)  # fail_on("wait_ready", …): the hypervisor stops answering
 
     async def close(self) -> None:
         return None

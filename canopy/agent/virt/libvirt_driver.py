@@ -97,8 +97,10 @@ class LibvirtDriver(LibvirtMobility):
         return self._conn
 
     async def wait_ready(self) -> None:
-        """Connect, read the host, and (once) decide the accelerator; HypervisorUnavailable if libvirt is down."""
+        """Connect, read the host, and (once) decide the accelerator; HypervisorUnavailable if libvirt is down.
+        Each call is a round trip (getLibVersion): the agent's health check calls it every heartbeat."""
         conn = await asyncio.to_thread(self._connection)
+        await self._call(conn.getLibVersion)  # a DriverError when the daemon died or hangs up
         if self.facts is None:
             self.facts = await asyncio.to_thread(read_facts, conn, self.root)
             self.accel = await self._detect_accel(self.facts)

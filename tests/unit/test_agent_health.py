@@ -1,0 +1,327 @@
+"""An agent's health checks (agent/health.py): each check alone, their timeouts and caching, and the
+path heartbeat -> conductor -> `services.health` -> `/healthcheck/fleet` on an in-process cloud."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, insert, inspect, select
+
+from canopy.agent.health import (
+    HostHealth,
+    Unhealthy,
+    agent_probes,
+    disk_probe,
+    has_switch,
+    hypervisor_probe,
+    network_probe,
+)
+from canopy.agent.net.fake import FakeApplier
+from canopy.agent.net.node import NetNode
+from canopy.agent.reconcile import NetNodeHook, NoNetwork
+from canopy.agent.virt.fake import FakeDriver
+from canopy.db import tables_cell as c
+from canopy.db.migrate import upgrade_part
+from canopy.rpc.calls import Heartbeat
+from canopy.rpc.messages import decode_message
+from tests.conftest import BACKENDS, ApiClient, make_settings
+
+GIB = 1 << 30
+
+
+def fake_statvfs(free_bytes: int) -> Any:
+    """A statvfs that reports `free_bytes` available on any path (4 KiB blocks), recording the paths asked."""
+    asked: list[Path] = []
+
+    def statvfs(path: Path) -> os.statvfs_result:
+        asked.append(path)
+        # (bsize, frsize, blocks, bfree, bavail, files, ffree, favail, flag, namemax)
+        return os.statvfs_result((4096, 4096, 10**9, free_bytes // 4096, free_bytes // 4096, 0, 0, 0, 0, 255))
+
+    statvfs.asked = asked  # type: ignore[attr-defined]
+    return statvfs
+
+
+async def one_round(probes: dict[str, Any], timeout_s: float = 2.0) -> dict[str, str]:
+    health = HostHealth(probes, timeout_s=timeout_s)
+    await health.run()
+    return health.failing()
+
+
+# -- the checks, one by one -------------------------------------------------------------------------
+
+async def test_disk_check_fails_below_the_threshold_and_says_how_much_is_free(tmp_path: Path) -> None:
+    roomy, tight = fake_statvfs(12 * GIB), fake_statvfs(GIB // 2)
+    assert await disk_probe(tmp_path, 5.0, roomy)() == f"12.0 GB free on {tmp_path}"
+    assert roomy.asked == [tmp_path]
+    with pytest.raises(Unhealthy, match=r"^0\.5 GB free on .*, below 5 GB$"):
+        await disk_probe(tmp_path, 5.0, tight)()
+    failing = await one_round({"disk:instances": disk_probe(tmp_path, 5.0, tight),
+                               "disk:image_cache": disk_probe(tmp_path, 0.25, tight)})
+    assert failing == {"disk:instances": f"0.5 GB free on {tmp_path}, below 5 GB"}
+
+
+async def test_disk_check_reads_the_real_filesystem(tmp_path: Path) -> None:
+    real_free_gb = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize / GIB
+    assert (await one_round({"disk:x": disk_probe(tmp_path, 0.0)})) == {}
+    failing = await one_round({"disk:x": disk_probe(tmp_path, real_free_gb + 1000)})
+    assert failing["disk:x"].endswith(f"below {real_free_gb + 1000:g} GB")
+    missing = await one_round({"disk:x": disk_probe(tmp_path / "gone", 0.0)})
+    assert missing["disk:x"].startswith("FileNotFoundError: ")
+
+
+async def test_a_fake_hypervisor_told_to_fail_is_reported_then_recovers() -> None:
+    driver = FakeDriver("hv-1")
+    health = HostHealth({"hypervisor": hypervisor_probe(driver)})
+    await health.run()
+    assert health.failing() == {} and health.results["hypervisor"].detail == "fake 1000 answered"
+    driver.fail_on("wait_ready", "libvirt: connection reset by peer")
+    await health.run()
+    assert health.failing() == {"hypervisor": "DriverError: libvirt: connection reset by peer"}
+    await health.run()
+    assert health.failing() == {}
+
+
+async def test_libvirt_test_driver_answers_and_a_missing_daemon_fails(tmp_path: Path) -> None:
+    pytest.importorskip("libvirt")
+    from canopy.agent.disk.cache import ImageCache
+    from canopy.agent.virt.libvirt_driver import LibvirtDriver
+    from canopy.agent.virt.vif import FakeTaps
+    from canopy.config import LibvirtConfig
+
+    def driver(uri: str) -> LibvirtDriver:
+        config = LibvirtConfig(uri=uri, instances_path=tmp_path / "instances")
+        return LibvirtDriver("hv-test", config, ImageCache(tmp_path / "cache", source=None), FakeTaps())  # type: ignore[arg-type]
+
+    alive = driver("test:///default")
+    health = HostHealth({"hypervisor": hypervisor_probe(alive)})
+    await health.run()
+    assert health.failing() == {} and health.results["hypervisor"].detail.upper().startswith("TEST ")
+    await alive.close()
+    await health.run()  # a closed connection is opened again
+    assert health.failing() == {}
+    await alive.close()
+    gone = driver(f"qemu:///system?socket={tmp_path}/no-such-socket")
+    failing = await one_round({"hypervisor": hypervisor_probe(gone)})
+    assert failing["hypervisor"].startswith("HypervisorUnavailable: libvirt at qemu:///system?socket="), failing
+
+
+class Switch:
+    """A real-switch applier stand-in: `vsctl` answers, or raises what it is told to."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, ...]] = []
+        self.error: Exception | None = None
+
+    async def vsctl(self, *args: str) -> str:
+        self.calls.append(args)
+        if self.error:
+            raise self.error
+        return ""
+
+
+async def test_switch_check_runs_only_with_a_real_switch_and_reports_it_unreachable() -> None:
+    fake_node = NetNode("hv-1", FakeApplier())
+    assert not has_switch(NoNetwork()) and not has_switch(NetNodeHook(fake_node))
+    assert "switch" not in agent_probes(FakeDriver("hv-1"), fake_node, None, {}, 5.0)
+    switch = Switch()
+    node = NetNode("hv-1", switch)  # type: ignore[arg-type]
+    probes = agent_probes(FakeDriver("hv-1"), node, None, {}, 5.0)
+    assert sorted(probes) == ["hypervisor", "network", "switch"]
+    switch.error = RuntimeError("ovs-vsctl: unix:/run/openvswitch/db.sock: database connection failed")
+    failing = await one_round({"switch": probes["switch"]})
+    assert failing == {"switch": "RuntimeError: ovs-vsctl: unix:/run/openvswitch/db.sock: database connection failed"}
+    assert switch.calls == [("--timeout=5", "show")]
+
+
+async def test_network_check_fails_until_a_conductor_delivered_the_host_state() -> None:
+    node = NetNode("hv-1", FakeApplier())
+    failing = await one_round({"network": network_probe(node)})
+    assert failing == {"network": "no network state from a conductor yet: this host's flows are not loaded"}
+
+
+def test_disks_become_one_check_each() -> None:
+    probes = agent_probes(FakeDriver("hv-1"), NetNode("hv-1", FakeApplier()), NoNetwork(),
+                          {"instances": Path("/a"), "image_cache": Path("/b")}, 5.0)
+    assert sorted(probes) == ["disk:image_cache", "disk:instances", "hypervisor", "network"]
+
+
+# -- timeouts and the cached result -----------------------------------------------------------------
+
+async def test_a_hung_check_times_out_is_not_started_twice_and_the_heartbeat_does_not_wait() -> None:
+    release, starts = asyncio.Event(), []
+
+    async def hangs() -> str:
+        starts.append(1)
+        await release.wait()
+        return "answered late"
+
+    async def quick() -> str:
+        raise Unhealthy("broken")
+
+    health = HostHealth({"hypervisor": hangs, "other": quick}, timeout_s=0.1, wait_s=0.05)
+    t0 = time.monotonic()
+    assert await health.summary() == {}  # nothing finished within wait_s: the (empty) last results
+    assert time.monotonic() - t0 < 0.09
+    await asyncio.sleep(0.2)  # the round ends at the check's timeout (0.1 s)
+    assert health.failing() == {"hypervisor": "no answer for 0s", "other": "broken"}
+    await health.run()  # the hung call is waited on again, not started again
+    assert len(starts) == 1 and health.failing()["hypervisor"].startswith("no answer for")
+    release.set()
+    await health.run()
+    assert len(starts) == 1 and health.failing() == {"other": "broken"}
+    assert health.results["hypervisor"].detail == "answered late"
+    await health.run()
+    assert len(starts) == 2
+    await health.stop()
+
+
+async def test_details_are_kept_short() -> None:
+    async def verbose() -> str:
+        raise Unhealthy("x" * 1000 + "\nsecond line")
+
+    assert len((await one_round({"v": verbose}))["v"]) == 200
+
+
+# -- the heartbeat on the wire ----------------------------------------------------------------------
+
+def test_a_heartbeat_without_health_is_accepted_and_reads_as_healthy() -> None:
+    old = {"binary": "canopy-agent", "host": "hv-1", "service_version": "0.1.0", "sent_at": 1.0}
+    beat = decode_message("heartbeat", Heartbeat.version, old)
+    assert isinstance(beat, Heartbeat) and beat.health == {}
+    new = decode_message("heartbeat", Heartbeat.version, {**old, "health": {"hypervisor": "down"}})
+    assert new.health == {"hypervisor": "down"}  # type: ignore[attr-defined]
+    assert Heartbeat.version == 1  # an optional field: receivers of version 1 read it (and ignore it)
+
+
+# -- heartbeat -> conductor -> database -> fleet ----------------------------------------------------
+
+@pytest.fixture
+async def fast_stack(data_dir: Path) -> AsyncIterator[Any]:
+    """An in-process cloud with 3 fake hypervisors beating every 0.1 s, flushed every 0.05 s."""
+    from canopy.allinone import AllInOne
+    from canopy.api.app import build_app
+
+    settings = make_settings(data_dir)
+    settings.fake.spawn_delay_s = settings.fake.op_delay_s = 0.0
+    settings.agent.heartbeat_s = 0.1
+    settings.conductor.heartbeat_flush_s = 0.05
+    settings.conductor.stop_timeout_s = 0.5
+    aio = AllInOne(settings, hosts=3, serve_http=False)
+    await aio.start()
+    aio.api = ApiClient(build_app(aio.cloud))  # type: ignore[attr-defined]
+    try:
+        yield aio
+    finally:
+        await aio.api.http.aclose()  # type: ignore[attr-defined]
+        await aio.stop()
+
+
+async def fleet_when(api: ApiClient, want: Any, timeout: float = 10.0) -> dict[str, Any]:
+    deadline, fleet = time.monotonic() + timeout, {}
+    while time.monotonic() < deadline:
+        fleet = (await api.get("/healthcheck/fleet")).json()["fleet"]
+        if want(fleet):
+            return fleet
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the fleet view never matched; last: {fleet}")
+
+
+async def health_column(stack: Any) -> dict[tuple[str, str], Any]:
+    def read(conn: Any) -> dict[tuple[str, str], Any]:
+        return {(r.binary, r.host): r.health for r in conn.execute(select(c.services))}
+    return await stack.cloud.dbs.cell(stack.cloud.cell_name).read_fresh(read)
+
+
+async def test_failing_checks_travel_to_the_fleet_view_and_clear(fast_stack: Any) -> None:
+    api = fast_stack.api
+    mv = {"OpenStack-API-Version": "compute 2.53"}
+    fleet = await fleet_when(api, lambda f: f["totals"]["up"] == 3 and f["totals"]["unhealthy"] == 0)
+    assert fleet["failing_checks"] == {} and fleet["unhealthy_hosts"] == []
+
+    fast_stack.drivers["hv-0002"].fail_on("wait_ready", "libvirt: connection reset by peer", times=40)
+    fleet = await fleet_when(api, lambda f: f["totals"]["unhealthy"] == 1)
+    assert fleet["failing_checks"] == {"hypervisor": 1}
+    assert fleet["unhealthy_hosts"] == [{"host": "hv-0002", "datacenter": "dc1", "disabled": False,
+                                         "checks": {"hypervisor": "DriverError: libvirt: connection reset by peer"}}]
+    column = await health_column(fast_stack)
+    assert column[("canopy-agent", "hv-0002")] == {"hypervisor": "DriverError: libvirt: connection reset by peer"}
+    assert {k: v for k, v in column.items() if k != ("canopy-agent", "hv-0002")} == dict.fromkeys(
+        [k for k in column if k != ("canopy-agent", "hv-0002")])  # the others (and control services): NULL
+
+    # os-services keeps Nova's shape: no health there, disabled_reason untouched
+    after = (await api.get("/compute/v2.1/os-services", headers=mv)).json()["services"]
+    nova_keys = {"id", "binary", "host", "zone", "status", "state", "updated_at", "disabled_reason", "forced_down"}
+    assert [set(s) for s in after] == [nova_keys] * len(after)
+    assert all(s["disabled_reason"] is None and s["state"] == "up" for s in after)
+
+    # a host forced down is down, not unhealthy (its health is no longer news)
+    sid = next(s["id"] for s in after if s["host"] == "hv-0002")
+    await api.put(f"/compute/v2.1/os-services/{sid}", json={"forced_down": True}, headers=mv)
+    fleet = (await api.get("/healthcheck/fleet")).json()["fleet"]
+    assert fleet["totals"]["unhealthy"] == 0 and [h["host"] for h in fleet["down_hosts"]] == ["hv-0002"]
+    await api.put(f"/compute/v2.1/os-services/{sid}", json={"forced_down": False}, headers=mv)
+
+    # the failures run out: the next heartbeat clears the column
+    fleet = await fleet_when(api, lambda f: f["totals"]["unhealthy"] == 0 and f["totals"]["up"] == 3)
+    assert fleet["failing_checks"] == {}
+    assert (await health_column(fast_stack))[("canopy-agent", "hv-0002")] is None
+
+
+@pytest.mark.parametrize("backend_url", BACKENDS, indirect=True)
+async def test_health_is_written_batched_and_cleared_by_an_agent_without_health(stack: Any) -> None:
+    """On each database: the JSON column through the batched UPDATE, and the fleet view's read of it
+    (MariaDB and PostgreSQL hold one database for the whole session: this test leaves no new rows)."""
+    conductor, api = stack.conductor, stack.api
+    quiet = next(a for a in stack.agents if a.host == "hv-0004")
+    await quiet.stop()  # hv-0004 beats no more (and stays up for service_down_s): only this test writes it
+    sick = {"disk:instances": "1.0 GB free on /x, below 5 GB", "switch": "no answer for 7s"}
+    await conductor.handle(Heartbeat(binary="canopy-agent", host="hv-0004", sent_at=time.time(), health=sick))
+    await conductor.flush_heartbeats()
+    assert (await health_column(stack))[("canopy-agent", "hv-0004")] == sick
+    fleet = (await api.get("/healthcheck/fleet")).json()["fleet"]
+    assert [h for h in fleet["unhealthy_hosts"] if h["host"] == "hv-0004"] == [
+        {"host": "hv-0004", "datacenter": "dc1", "disabled": False, "checks": sick}]
+    assert fleet["failing_checks"]["disk:instances"] == fleet["failing_checks"]["switch"] == 1
+
+    old = decode_message("heartbeat", 1, {"binary": "canopy-agent", "host": "hv-0004", "sent_at": time.time()})
+    await conductor.handle(old)
+    await conductor.flush_heartbeats()
+    assert (await health_column(stack))[("canopy-agent", "hv-0004")] is None
+    fleet = (await api.get("/healthcheck/fleet")).json()["fleet"]
+    assert "hv-0004" not in [h["host"] for h in fleet["unhealthy_hosts"]]
+
+
+# -- the migration ----------------------------------------------------------------------------------
+
+def test_migration_adds_a_nullable_health_column_and_keeps_rows(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from alembic import command
+
+    from canopy.db.migrate import _config
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'cell.db'}")
+    upgrade_part(engine, "cell", "4372ce70460e")  # the cell tables before any later revision
+    assert "health" not in {col["name"] for col in inspect(engine).get_columns("services")}
+    now = dt.datetime(2026, 11, 25, 12, 0)
+    with engine.begin() as conn:
+        conn.execute(insert(c.services).values(uuid="u1", binary="canopy-agent", host="hv-1", version="0.1.0",
+                                                disabled=False, forced_down=False, created_at=now, updated_at=now))
+    upgrade_part(engine, "cell")
+    columns = {col["name"]: col for col in inspect(engine).get_columns("services")}
+    assert columns["health"]["nullable"] is True
+    with engine.connect() as conn:
+        assert conn.execute(select(c.services.c.host, c.services.c.health)).all() == [("hv-1", None)]
+    cfg = _config("cell")
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0900health01-1")
+    assert "health" not in {col["name"] for col in inspect(engine).get_columns("services")}
+    engine.dispose()
