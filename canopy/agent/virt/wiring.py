@@ -12,6 +12,8 @@ from canopy.agent.disk.backend import backend_for
 from canopy.agent.disk.cache import ImageCache
 from canopy.agent.disk.imageclient import ImageApiClient
 from canopy.agent.disk.upload import ImageUploader
+from canopy.agent.net.node import NetNode
+from canopy.agent.net.setup import make_node
 from canopy.agent.reconcile import HostReconciler, NetNodeHook, NetworkHook
 from canopy.agent.service import Agent
 from canopy.agent.virt.libvirt_driver import LibvirtDriver
@@ -42,12 +44,14 @@ def libvirt_driver(settings: Settings, host: str, *, image_transport: httpx.Asyn
 
 def libvirt_agent(settings: Settings, host: str, bus: Transport, *, net: NetworkHook | None = None,
                   image_transport: httpx.AsyncBaseTransport | None = None,
-                  taps: TapDevices | FakeTaps | None = None) -> Agent:
-    """An agent on libvirt that waits for libvirt and the switch, reconciles, and syncs power states."""
+                  taps: TapDevices | FakeTaps | None = None, node: NetNode | None = None) -> Agent:
+    """An agent on libvirt that waits for libvirt and the switch, reconciles, and syncs power states. Its
+    network node applies flows as `[network] apply` says (`ovs`: this host's Open vSwitch)."""
     a = settings.agent
     driver = libvirt_driver(settings, host, image_transport=image_transport, taps=taps)
     agent = Agent(host, driver, bus, heartbeat_s=a.heartbeat_s, availability_zone=a.availability_zone,
                   datacenter=a.datacenter, rack=a.rack, min_free_disk_gb=a.min_free_disk_gb,
+                  net=node or make_node(host, settings),
                   health_disks={"instances": settings.libvirt.instances_path, "image_cache": driver.cache.root})
     agent.image_uploader = ImageUploader(driver.cache.source)  # snapshots go up with the same credential
     # The switch side is the agent's own network node unless the caller brings a hook of its own.
