@@ -56,6 +56,7 @@ class RealCloud:
     def __init__(self, aio: Any, api: ApiClient, settings: Any, images: dict[str, str], net: RecordingNet) -> None:
         self.aio, self.api, self.settings, self.images, self.net = aio, api, settings, images, net
         self.agent: Any = None
+        self.node: Any = None  # the agent's network node (default: compile only, as settings say)
         self.flavor = ""
         self.network = ""
 
@@ -66,7 +67,8 @@ class RealCloud:
     async def start_agent(self) -> Any:
         from canopy.agent.virt.wiring import libvirt_agent
 
-        self.agent = libvirt_agent(self.settings, HOST, self.aio.cloud.bus, net=self.net, taps=TapDevices())
+        self.agent = libvirt_agent(self.settings, HOST, self.aio.cloud.bus, net=self.net, taps=TapDevices(),
+                                   node=self.node)
         await self.agent.start()
         return self.agent
 

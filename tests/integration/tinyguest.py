@@ -76,6 +76,17 @@ if [ -f /disk/root/.ssh/authorized_keys ]; then  # issue 6: files injected into 
   for a in $(grep -o 'address [0-9.]*' $I | cut -d' ' -f2); do echo "CANOPY-INJECTED-IP=$a"; done
   for g in $(grep -o 'gateway [0-9.]*' $I | cut -d' ' -f2); do echo "CANOPY-INJECTED-GATEWAY=$g"; done
 fi
+# With server metadata canopy_net=up the guest puts its address on eth0 (canopy_ip overrides it: a
+# spoofing guest) and pings each address of canopy_ping (comma separated), then prints how it went.
+if grep -q '"canopy_net": "up"' $M; then
+  a=$(grep -o '"canopy_ip": "[^"]*"' $M | cut -d'"' -f4)
+  [ -n "$a" ] || a=$(grep -o '"ip_address": "[^"]*"' $N | head -1 | cut -d'"' -f4)
+  ip link set lo up; ip link set eth0 up; ip addr add "$a/24" dev eth0
+  echo "CANOPY-NET-UP=$a"
+  for t in $(grep -o '"canopy_ping": "[^"]*"' $M | cut -d'"' -f4 | tr ',' ' '); do
+    if ping -c 3 -W 2 "$t" >/dev/null 2>&1; then echo "CANOPY-PING=$t:ok"; else echo "CANOPY-PING=$t:fail"; fi
+  done
+fi
 echo "CANOPY-BOOTED"
 if grep -q canopy.tick /proc/cmdline; then  # a heartbeat, to see a live migration not stop the guest
   (t=0; while true; do t=$((t+1)); echo "CANOPY-TICK=$t"; sleep 1; done) &
