@@ -102,7 +102,8 @@ async def test_restart_with_1000_ports_keeps_identical_flows_and_never_empties(o
     await second.stop()
     assert seen and min(seen) == count, f"the table shrank during the restart: min {min(seen)} of {count}"
     assert flows(ovs) == before
-    assert min(durations(ovs)) >= time.monotonic() - restarted_at - 0.5 > 0  # nothing was re-added
+    ages, since_restart = durations(ovs), time.monotonic() - restarted_at
+    assert min(ages) > since_restart  # every flow is older than the restart: nothing was re-added
     assert ovs.vsctl("--columns=_uuid,name,ofport", "list", "Interface") == interfaces
 
 
