@@ -4,23 +4,27 @@
 migration (the disk pulled by the target agent over the bus) and evacuation off a dead host.
 
 The two hosts are two libvirt daemons: the system one (agent `lv-1`) and a second system-mode libvirtd
-in a mount namespace of its own with its own host UUID (agent `lv-2`, tinyguest.second_libvirt). Their
-QEMUs share this machine's network stack, so the live-migrated guest has no NIC: one kernel cannot hold
-two taps of the same name, which the same port on two hosts would need while both QEMUs run. Skipped
-with the reason where libvirt/QEMU or the second daemon cannot run."""
+in a mount namespace and a network namespace of its own with its own host UUID (agent `lv-2`,
+tinyguest.second_libvirt), its guests' taps in that namespace, joined to this one by a veth pair whose
+documentation addresses carry the migration streams. So the same port has a tap on each host while both
+QEMUs run, as on two machines. Skipped with the reason where libvirt/QEMU or the second daemon cannot
+run."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+import shutil
+import subprocess
 import tempfile
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from canopy.agent.virt.vif import TapDevices
+from canopy.agent.virt.vif import TapDevices, tap_name
 from canopy.rpc.base import Target
 from tests.conftest import wait_for_server
 from tests.integration import tinyguest
@@ -44,25 +48,49 @@ class Second:
         self.agent: Any = None
 
 
+NETNS = f"cnp-lv2-{uuid.uuid4().hex[:6]}"
+FIRST_IP, SECOND_IP = "203.0.113.249", "203.0.113.250"  # the hosts' migration addresses, on a veth pair
+
+
+def _sh(*args: str) -> None:
+    proc = subprocess.run(args, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise tinyguest.GuestUnavailable(f"{' '.join(args)}: {proc.stderr.strip()}")
+
+
+def _host_network() -> None:
+    """The second host's network namespace, joined to this one by a veth pair with documentation addresses."""
+    _sh("ip", "netns", "add", NETNS)
+    _sh("ip", "link", "add", f"{NETNS[:9]}-a", "type", "veth", "peer", "name", "eth-mig", "netns", NETNS)
+    _sh("ip", "addr", "add", f"{FIRST_IP}/30", "dev", f"{NETNS[:9]}-a")
+    _sh("ip", "link", "set", f"{NETNS[:9]}-a", "up")
+    _sh("ip", "-n", NETNS, "addr", "add", f"{SECOND_IP}/30", "dev", "eth-mig")
+    _sh("ip", "-n", NETNS, "link", "set", "eth-mig", "up")
+    _sh("ip", "-n", NETNS, "link", "set", "lo", "up")
+
+
 @pytest.fixture(scope="module")
 async def second(real: RealCloud) -> AsyncIterator[Second]:
     from canopy.agent.virt.wiring import libvirt_agent
 
     try:
-        daemon = tinyguest.second_libvirt()
+        _host_network()
+        daemon = tinyguest.second_libvirt(netns=NETNS)
     except tinyguest.GuestUnavailable as exc:
+        subprocess.run(["ip", "netns", "del", NETNS], capture_output=True)
         pytest.skip(f"no second libvirt host on this machine: {exc}")
     instances = Path(tempfile.mkdtemp(prefix="canopy-test-lv2-", dir="/var/tmp"))
     instances.chmod(0o755)
     settings = real.settings.model_copy(deep=True)
     settings.libvirt.uri = daemon.uri
     settings.libvirt.instances_path = instances
-    settings.libvirt.migration_address = "127.0.0.1"
+    settings.libvirt.migration_address = SECOND_IP
     real.settings.libvirt.migration_uri = daemon.first_uri()  # the first daemon, as the second reaches it
-    real.settings.libvirt.migration_address = "127.0.0.1"
+    real.settings.libvirt.migration_address = FIRST_IP
     host = Second(daemon, settings)
     try:
-        host.agent = libvirt_agent(settings, SECOND, real.aio.cloud.bus, net=RecordingNet(), taps=TapDevices())
+        host.agent = libvirt_agent(settings, SECOND, real.aio.cloud.bus, net=RecordingNet(),
+                                   taps=TapDevices(netns=NETNS))
         await host.agent.start()
         await _wait_hypervisors(real, {HOST, SECOND})
         yield host
@@ -73,8 +101,7 @@ async def second(real: RealCloud) -> AsyncIterator[Second]:
             await host.agent.stop()
             real.aio.cloud.bus.unserve(Target("agent", SECOND))
         daemon.stop()
-        import shutil
-
+        subprocess.run(["ip", "netns", "del", NETNS], capture_output=True)  # and the veth pair with it
         shutil.rmtree(instances, ignore_errors=True)
 
 
@@ -88,10 +115,10 @@ async def _wait_hypervisors(real: RealCloud, hosts: set[str]) -> None:
     raise AssertionError(f"hypervisors {hosts} never came up")
 
 
-async def boot_on(real: RealCloud, host: str, image: str, name: str, nic: bool = True) -> str:
+async def boot_on(real: RealCloud, host: str, image: str, name: str) -> str:
     """Boot as admin on a given host (2.74 `host`), ACTIVE and booted."""
     body: dict[str, Any] = {"name": name, "imageRef": real.images[image], "flavorRef": real.flavor, "host": host,
-                            "networks": [{"uuid": real.network}] if nic else "none"}
+                            "networks": [{"uuid": real.network}]}
     resp = await real.api.post("/compute/v2.1/servers", headers=V, json={"server": body})
     assert resp.status_code == 202, resp.text
     sid = str(resp.json()["server"]["id"])
@@ -157,7 +184,10 @@ async def delete(real: RealCloud, sid: str) -> None:
 
 
 async def test_live_migration_keeps_the_guest_running(real: RealCloud, second: Second) -> None:
-    sid = await boot_on(real, HOST, "ticking", "live-1", nic=False)
+    sid = await boot_on(real, HOST, "ticking", "live-1")
+    port = (await real.api.get(f"/network/v2.0/ports?device_id={sid}")).json()["ports"][0]
+    tap, here, there = tap_name(port["id"]), TapDevices(), TapDevices(netns=NETNS)
+    assert here.exists(tap) and not there.exists(tap)
     await wait_console(real, sid, "CANOPY-TICK=3")
     before = ticks(await console(real, sid))[-1]
     await action(real, sid, {"os-migrateLive": {"host": SECOND, "block_migration": True}})
@@ -166,6 +196,7 @@ async def test_live_migration_keeps_the_guest_running(real: RealCloud, second: S
     assert sid in await asyncio.to_thread(domains, second.daemon.uri)
     assert sid not in await asyncio.to_thread(domains, "qemu:///system")
     assert not (real.settings.libvirt.instances_path / sid).exists()  # the source's folder is gone
+    assert there.exists(tap) and not here.exists(tap)  # the NIC's tap moved with it
     # The console is now the destination's log: the heartbeat goes on from where it was, no new boot.
     out = await wait_console(real, sid, f"CANOPY-TICK={before + 5}", timeout=60)
     assert tinyguest.MARKER not in out and ticks(out)[0] >= before - 1, out[-500:]
@@ -179,6 +210,7 @@ async def test_live_migration_keeps_the_guest_running(real: RealCloud, second: S
     s = await settled(real, sid, {"ACTIVE"})
     assert s["OS-EXT-SRV-ATTR:host"] == HOST, s
     assert sid not in await asyncio.to_thread(domains, second.daemon.uri)
+    assert here.exists(tap) and not there.exists(tap)
     out = await wait_console(real, sid, f"CANOPY-TICK={before + 3}", timeout=60)
     assert tinyguest.MARKER not in out, out[-500:]
     await delete(real, sid)
@@ -187,7 +219,7 @@ async def test_live_migration_keeps_the_guest_running(real: RealCloud, second: S
 
 async def test_live_migration_progress_and_abort(real: RealCloud, second: Second) -> None:
     """Slowed to 1 MiB/s, the migration shows its progress; DELETE aborts it and the guest stays, running."""
-    sid = await boot_on(real, HOST, "ticking", "live-abort", nic=False)
+    sid = await boot_on(real, HOST, "ticking", "live-abort")
     real.settings.libvirt.live_migration_bandwidth_mib = 1
     real.settings.mobility.progress_poll_s = 0.2
     try:

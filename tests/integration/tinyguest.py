@@ -388,8 +388,9 @@ class SecondLibvirt:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
-def second_libvirt(host_uuid: str = "5e2ab9d0-c0de-4a11-8000-00000000b002") -> SecondLibvirt:
-    """Start a second libvirtd as described on SecondLibvirt; raises GuestUnavailable if it can't run."""
+def second_libvirt(host_uuid: str = "5e2ab9d0-c0de-4a11-8000-00000000b002", netns: str | None = None) -> SecondLibvirt:
+    """Start a second libvirtd as described on SecondLibvirt (in network namespace `netns` if given: its
+    guests' taps live there); raises GuestUnavailable if it can't run."""
     import time
 
     import libvirt
@@ -417,8 +418,10 @@ def second_libvirt(host_uuid: str = "5e2ab9d0-c0de-4a11-8000-00000000b002") -> S
     (base / "log").mkdir()
     (base / "start.sh").write_text(SECOND_START)
     with (base / "daemon.log").open("wb") as log:  # the daemon keeps its own descriptor
-        proc = subprocess.Popen(["unshare", "--mount", "--propagation", "private", "sh", str(base / "start.sh")],
-                                env={**os.environ, "BASE": str(base)}, stdout=log, stderr=subprocess.STDOUT)
+        inside = ["ip", "netns", "exec", netns] if netns else []
+        proc = subprocess.Popen([*inside, "unshare", "--mount", "--propagation", "private", "sh",
+                                 str(base / "start.sh")], env={**os.environ, "BASE": str(base)}, stdout=log,
+                                stderr=subprocess.STDOUT)
     lv = SecondLibvirt(base, proc, host_uuid)
     deadline = time.monotonic() + 20
     while True:

@@ -25,6 +25,7 @@ from canopy.agent.disk.backend import DiskBackend, Qcow2Backend, root_disk_spec
 from canopy.agent.disk.lvm import LvmBackend
 from canopy.agent.virt import customize
 from canopy.agent.virt.base import DriverError, InstanceNotFound
+from canopy.agent.virt.domain_model import read_taps
 from canopy.rpc.calls import DiskInfo, IncomingReady, InstanceSpec, MigrationStats, PortSpec
 
 GiB = 1 << 30
@@ -282,6 +283,9 @@ class LibvirtMobility:
         await self._call(dom.migrateToURI3, to.uri, params, flags)  # type: ignore[attr-defined]
         await self.disks.remove(uuid)  # type: ignore[attr-defined]  # a logical volume is not in the folder
         await asyncio.to_thread(shutil.rmtree, self.root / uuid, True)
+        if self.config.vif_type == "ethernet":  # the guest's taps here are empty now: the NIC lives there
+            for tap, _mac in read_taps(live):
+                await self.taps.remove(tap)  # type: ignore[attr-defined]
 
     async def migration_stats(self, uuid: str) -> MigrationStats:
         """The running job's progress; all zeros when no job runs any more (the guest just left, or the

@@ -9,6 +9,7 @@ exists before anything adds it to a bridge, and survives the guest's stop and st
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from pathlib import Path
 
 
@@ -30,26 +31,36 @@ async def _ip(*args: str) -> None:
 
 
 class TapDevices:
-    """Taps in the host's network namespace, made with iproute2."""
+    """Taps made with iproute2, in the agent's network namespace or in `netns` (where the hypervisor runs,
+    when that is a namespace of its own)."""
+
+    def __init__(self, netns: str | None = None) -> None:
+        self.netns = netns
+        self._in = ("-n", netns) if netns else ()
 
     def exists(self, name: str) -> bool:
-        return Path("/sys/class/net", name).exists()
+        if self.netns is None:
+            return Path("/sys/class/net", name).exists()
+        return subprocess.run(["ip", *self._in, "link", "show", "dev", name], capture_output=True).returncode == 0
 
     async def ensure(self, name: str) -> bool:
         """Make the tap (up, no addresses) unless it exists; True when it was made now."""
         if self.exists(name):
             return False
-        await _ip("tuntap", "add", "dev", name, "mode", "tap")
+        await _ip(*self._in, "tuntap", "add", "dev", name, "mode", "tap")
         # the host has no address on a guest's tap: no IPv6 autoconfiguration or router solicitations
-        sysctl = Path("/proc/sys/net/ipv6/conf", name, "disable_ipv6")
-        if sysctl.exists():
-            sysctl.write_text("1")
-        await _ip("link", "set", "dev", name, "up")
+        if self.netns is None:
+            sysctl = Path("/proc/sys/net/ipv6/conf", name, "disable_ipv6")
+            if sysctl.exists():
+                sysctl.write_text("1")
+        else:
+            await _ip("netns", "exec", self.netns, "sysctl", "-q", "-w", f"net.ipv6.conf.{name}.disable_ipv6=1")
+        await _ip(*self._in, "link", "set", "dev", name, "up")
         return True
 
     async def remove(self, name: str) -> None:
         if self.exists(name):
-            await _ip("link", "del", "dev", name)
+            await _ip(*self._in, "link", "del", "dev", name)
 
 
 class FakeTaps:
