@@ -8,6 +8,7 @@ table and `/healthcheck/fleet`.
     network             a conductor delivered this host's network state (else no flows are loaded)
     disk:instances      free space on the instances path and the image cache path, each at least
     disk:image_cache    `[agent] min_free_disk_gb` (libvirt agents)
+    disk:volume_group   the LVM volume group (or thin pool) exists and has that much free (LVM disks)
 
 Each check runs with a timeout and never twice at once: a check still running from an earlier round
 (libvirt hung in a call) is waited on again rather than started again, and reported as hung. The
@@ -23,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from canopy.agent.disk.lvm import LvmBackend
 from canopy.agent.net.node import NetNode
 from canopy.agent.reconcile import NetNodeHook, NetworkHook, NoNetwork
 from canopy.agent.virt.base import VirtDriver
@@ -161,6 +163,19 @@ def disk_probe(path: Path, min_free_gb: float,
     return probe
 
 
+def volume_group_probe(lvm: LvmBackend, min_free_gb: float) -> Probe:
+    """The LVM volume group (or thin pool) the guests' disks are made in exists and has room."""
+
+    async def probe() -> str:
+        free_gb = await lvm.free_bytes() / (1 << 30)
+        where = f"volume group {lvm.vg}" + (f", thin pool {lvm.thin_pool}" if lvm.thin_pool else "")
+        if free_gb < min_free_gb:
+            raise Unhealthy(f"{free_gb:.1f} GB free in {where}, below {min_free_gb:g} GB")
+        return f"{free_gb:.1f} GB free in {where}"
+
+    return probe
+
+
 def agent_probes(driver: VirtDriver, net: NetNode, hook: NetworkHook | None, disks: dict[str, Path],
                  min_free_gb: float) -> dict[str, Probe]:
     """The checks of an agent: its hypervisor, its switch (when it has one), its network state, and
@@ -171,4 +186,7 @@ def agent_probes(driver: VirtDriver, net: NetNode, hook: NetworkHook | None, dis
         probes["switch"] = switch_probe(hook)
     for name, path in disks.items():
         probes[f"disk:{name}"] = disk_probe(path, min_free_gb)
+    backend = getattr(driver, "disks", None)
+    if isinstance(backend, LvmBackend):
+        probes["disk:volume_group"] = volume_group_probe(backend, min_free_gb)
     return probes

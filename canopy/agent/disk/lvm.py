@@ -173,6 +173,27 @@ class LvmBackend:
         """Remove the set-aside LV; a missing one is not an error."""
         await self._remove_if_present(uuid, strict=True, aside=True)
 
+    async def free_bytes(self) -> int:
+        """Room for new disks: the volume group's free space, or the thin pool's unused data space.
+        DriverError when LVM cannot answer (a missing volume group or pool names itself there)."""
+        if self.thin_pool:
+            argv = ["lvs", "--noheadings", "--nosuffix", "--units", "b", "-o", "lv_size,data_percent",
+                    f"{self.vg}/{self.thin_pool}"]
+        else:
+            argv = ["vgs", "--noheadings", "--nosuffix", "--units", "b", "-o", "vg_free", self.vg]
+        res = await self.runner.run(argv)
+        if res.returncode != 0:
+            raise DriverError(f"{argv[0]} on {self.vg}{'/' + self.thin_pool if self.thin_pool else ''} failed "
+                              f"(exit {res.returncode}): {res.stderr.strip()[:300]}")
+        try:
+            fields = res.stdout.split()
+            if self.thin_pool:
+                size, used_percent = int(fields[0]), float(fields[1])
+                return int(size * (100.0 - used_percent) / 100.0)
+            return int(fields[0])
+        except (IndexError, ValueError):
+            raise DriverError(f"{argv[0]} gave no free space for {self.vg}: {res.stdout.strip()[:100]!r}") from None
+
     async def exists(self, uuid: str, aside: bool = False) -> bool:
         """Whether LVM knows the LV (`lvs` fails for a missing one)."""
         res = await self.runner.run(["lvs", "--noheadings", "-o", "lv_name",
