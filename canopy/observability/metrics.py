@@ -199,7 +199,13 @@ def fleet_families(fleet: dict[str, Any]) -> list[GaugeMetricFamily]:
                                   labels=["vm_state", "task_state"])
     for row in fleet["instances"]:
         instances.add_metric([row["vm_state"], row["task_state"] or ""], row["count"])
-    return [hosts, services, instances]
+    failing = GaugeMetricFamily("canopy_host_checks_failing",
+                                "Hosts that are up whose agent reports this health check failing.", labels=["check"])
+    for check, count in fleet.get("failing_checks", {}).items():
+        failing.add_metric([check], count)
+    unhealthy = GaugeMetricFamily("canopy_hosts_unhealthy", "Hosts that are up with at least one failing check.",
+                                  value=fleet.get("totals", {}).get("unhealthy", 0))
+    return [hosts, services, instances, failing, unhealthy]
 
 
 class _Snapshot:

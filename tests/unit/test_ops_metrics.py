@@ -107,3 +107,16 @@ async def test_a_service_without_the_api_serves_its_own_metrics_port() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_failing_health_checks_are_gauges_per_check() -> None:
+    from prometheus_client.core import GaugeMetricFamily
+
+    from canopy.observability.metrics import fleet_families
+
+    fams: dict[str, GaugeMetricFamily] = {f.name: f for f in fleet_families({
+        "datacenters": [], "services": [], "instances": [], "totals": {"unhealthy": 3},
+        "failing_checks": {"disk:instances": 2, "hypervisor": 1}})}
+    checks = {s.labels["check"]: s.value for s in fams["canopy_host_checks_failing"].samples}
+    assert checks == {"disk:instances": 2, "hypervisor": 1}
+    assert [s.value for s in fams["canopy_hosts_unhealthy"].samples] == [3]
