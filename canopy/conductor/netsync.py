@@ -1,14 +1,24 @@
 """Delivering each host's desired network state to its agent, in batches.
 
 Port changes (a boot's ports, a deleted server's, an API port update relayed as PortsChanged) are
-queued; a flusher takes everything queued within `batch_s` and, with one cell query for the whole batch
-(plus a global one when QoS or topology is not cached), builds one NetworkSync per affected host:
-- the host that holds a changed port gets the port (or its removal), and the neighbors of the port's
-  network when it is the host's first port there;
-- every other host with ports on that network gets the port as a neighbor (ARP responder, tunnels).
-Owner hosts are called (the caller may wait until the flows are applied: a boot does, before it starts
-the guest); neighbor updates are cast. Agents ask for a full sync on start and periodically; that read
-is fresh, so a lost cast heals at the next full sync.
+queued; a flusher takes everything queued within `batch_s` and calls each host that holds a changed
+port (or held it) with the port (or its removal), plus the network's whole neighbor list when it is the
+host's first port there. The caller may wait until those owner hosts have applied their flows: a boot
+does, before it starts the guest, and waits for nobody else.
+
+The other hosts learn of the change as a neighbor, coalesced: every neighbor change since the last round
+goes to every agent in one fanout (a NetworkSync with host ""), at most one round per
+`neighbor_interval_s` (the first change after a quiet spell goes at once); each agent takes in the rows
+of the networks it serves and drops the rest. So a boot costs the conductor the same whatever the number
+of hosts on its network, and an agent's messages follow time, not boots.
+
+Which hosts already hold a network's neighbors, and the neighbor list a first port gets, come from a view
+per network kept in the conductor: its bound ports as neighbors see them, and how many each host holds.
+It is read from the cell once (one statement), updated from this conductor's own batches, and read again
+after `VIEW_TTL_S` to take in other conductors' changes; a boot reads nothing. Agents ask for a full sync
+on start and periodically; that read is fresh, so a lost round, or a change another conductor made that
+a view had not seen yet, heals at the next full sync (and an agent sent a port for a network whose
+neighbors it lacks asks for one at once).
 """
 
 from __future__ import annotations
@@ -17,7 +27,8 @@ import asyncio
 import datetime as dt
 import logging
 import time
-from collections import defaultdict
+from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +38,7 @@ from canopy.network import desired
 from canopy.network.desired import Topology
 from canopy.network.port_views import rows_where
 from canopy.rpc.base import NoRoute, Target
-from canopy.rpc.calls import NetworkSync, PortChange, PortsChanged, RequestNetworkSync
+from canopy.rpc.calls import NeighborRow, NetNeighbor, NetworkSync, PortChange, PortsChanged, RequestNetworkSync
 from canopy.rpc.messages import Message
 
 if TYPE_CHECKING:
@@ -35,6 +46,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("canopy.conductor.netsync")
 QOS_TTL_S = 300.0  # a safety net: QoS changes are fanned out to every conductor, which drop their cache
+VIEW_TTL_S = 30.0  # a network's view is read again after this long (other conductors' changes)
+NEIGHBOR_INTERVAL_S = 0.5  # at most one round of neighbor changes per this long
 SEND_CONCURRENCY = 64
 Row = tuple[dict[str, Any], list[dict[str, str]]]
 
@@ -47,29 +60,84 @@ class _Batch:
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
 
 
+HOST = 5  # a NeighborRow's host
+
+
+def row_of(n: NetNeighbor) -> NeighborRow:
+    """A neighbor as a row, the form long lists of them travel in."""
+    return (n.port_id, n.network_id, n.segment_id, n.mac_address, n.ips, n.host, n.tunnel_ip, n.rev)
+
+
+@dataclass
+class NetView:
+    """What a conductor knows of one network: its ports bound to a host, as their neighbors see them, and
+    how many of them each host holds."""
+
+    loaded_at: float
+    ports: dict[str, NeighborRow] = field(default_factory=dict)
+    hosts: Counter[str] = field(default_factory=Counter)
+
+    @classmethod
+    def of(cls, neighbors: list[NetNeighbor], loaded_at: float) -> NetView:
+        view = cls(loaded_at)
+        for n in neighbors:
+            view.put(n.port_id, row_of(n))
+        return view
+
+    def put(self, port_id: str, row: NeighborRow | None) -> None:
+        """Record a port's new state (None: unbound or deleted)."""
+        old = self.ports.pop(port_id, None)
+        if old is not None:
+            self.hosts[old[HOST]] -= 1
+            if self.hosts[old[HOST]] <= 0:
+                del self.hosts[old[HOST]]
+        if row is not None:
+            self.ports[port_id] = row
+            self.hosts[row[HOST]] += 1
+
+    def holds(self, host: str, besides: Collection[str]) -> bool:
+        """Whether the host holds ports of the network other than those `besides`."""
+        besides_here = sum(1 for pid in besides if pid in self.ports and self.ports[pid][HOST] == host)
+        return self.hosts.get(host, 0) > besides_here
+
+    def others(self, host: str) -> list[NeighborRow]:
+        """The network's ports on other hosts than `host` (its neighbors there)."""
+        return [r for r in self.ports.values() if r[HOST] != host]
+
+
 class NetSync:
     """A conductor's deliverer of network state to agents."""
 
-    def __init__(self, cond: Conductor, batch_s: float = 0.01, call_timeout_s: float = 60.0) -> None:
+    def __init__(self, cond: Conductor, batch_s: float = 0.01, call_timeout_s: float = 60.0,
+                 neighbor_interval_s: float = NEIGHBOR_INTERVAL_S) -> None:
         self.cond = cond
         self.batch_s = batch_s
         self.call_timeout_s = call_timeout_s
+        self.neighbor_interval_s = neighbor_interval_s
         self.topology = Topology()
+        self.views: dict[str, NetView] = {}
+        self._host_ips: dict[str, str | None] = {}  # tunnel endpoints seen in views
         self._qos: dict[str, tuple[float, list[dict[str, Any]]]] = {}  # policy -> (loaded at, rules)
         self._net_qos: dict[str, tuple[float, str]] = {}  # network -> (loaded at, policy or "")
         self._batch = _Batch()
         self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        # network -> port -> its new state as a neighbor (None: gone), for the next neighbor round
+        self._pending: dict[str, dict[str, NeighborRow | None]] = {}
+        self._neighbors_due = asyncio.Event()
+        self._last_round = -1e18
+        self._tasks: list[asyncio.Task[None]] = []
         self.flushes = 0
+        self.neighbor_rounds = 0
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._flusher(), name="netsync")
+        self._tasks = [asyncio.create_task(self._flusher(), name="netsync"),
+                       asyncio.create_task(self._neighbor_flusher(), name="netsync-neighbors")]
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
 
     async def handle(self, msg: Message) -> Message | None:
         """RequestNetworkSync (reply: the full state) and PortsChanged (queued)."""
@@ -131,42 +199,93 @@ class NetSync:
             for w in batch.waiters:
                 if not w.done():
                     w.set_result(None)
+            if self._pending and time.monotonic() >= self._last_round + self.neighbor_interval_s:
+                await self._neighbor_round()  # after a quiet spell, at once
+
+    async def _neighbor_flusher(self) -> None:
+        while True:
+            await self._neighbors_due.wait()
+            await asyncio.sleep(max(self._last_round + self.neighbor_interval_s - time.monotonic(), self.batch_s))
+            await self._neighbor_round()
+
+    async def _neighbor_round(self) -> None:
+        """Send the neighbor changes queued since the last round to every agent, in one fanout (each takes
+        those of the networks it serves)."""
+        self._neighbors_due.clear()
+        pending, self._pending = self._pending, {}
+        rows = [row for changes in pending.values() for row in changes.values() if row is not None]
+        gone = [pid for changes in pending.values() for pid, row in changes.items() if row is None]
+        if not rows and not gone:
+            return
+        if self._heard(pending):  # else nobody else serves these networks: the next change goes at once
+            self._last_round = time.monotonic()
+        self.neighbor_rounds += 1
+        try:
+            await self.cond.bus.fanout("agent", NetworkSync(host="", neighbor_rows=rows, removed_neighbors=gone,
+                                                            sent_at=time.time()))
+        except Exception:
+            log.exception("neighbor changes not delivered (the agents' next full sync heals them)")
+
+    def _heard(self, pending: dict[str, dict[str, NeighborRow | None]]) -> bool:
+        """Whether, as far as the views know, a host other than the changed ports' own serves a network of
+        the round."""
+        for network_id, changes in pending.items():
+            own = {row[HOST] for row in changes.values() if row is not None}
+            view = self.views.get(network_id)
+            if view is not None and any(host not in own for host in view.hosts):
+                return True
+        return False
 
     # -- one batch --------------------------------------------------------------------------------
 
     async def flush(self, batch: _Batch) -> None:
-        """Build and deliver the messages of one batch."""
+        """Deliver one batch to its owner hosts (and queue the neighbor changes for the next round)."""
         if not batch.changes and not batch.networks:
             return
-        rows, hosts, snaps = await self.cond.db.read_fresh(self._read_cell, batch)
+        now = time.monotonic()
+        known = {ch.network_id for ch in batch.changes.values()}
+        stale = {n for n in known if n not in self.views or self.views[n].loaded_at < now - VIEW_TTL_S}
+        if self.topology.missing(known, ()):
+            await self._topology_and_qos(sorted(known), set(), {})
+        rows, loaded = dict(batch.rows), {}
+        vxlan_hosts = {r["host_id"] for r, _ in rows.values() if r["host_id"] and r["host_id"] not in self._host_ips
+                       and self.topology.networks.get(r["network_id"], {}).get("network_type") == "vxlan"}
+        if stale or vxlan_hosts or batch.networks or any(pid not in rows for pid in batch.changes):
+            more, loaded, ips = await self.cond.db.read_fresh(self._read_cell, batch, sorted(stale))
+            rows.update(more)
+            self._host_ips.update(ips)
         port_policies = {pid: r[0]["qos_policy_id"] for pid, r in rows.items() if r[0].get("qos_policy_id")}
-        network_ids = sorted({ch.network_id for ch in batch.changes.values()}
-                             | {r[0]["network_id"] for r in rows.values()})
+        network_ids = sorted(known | {r[0]["network_id"] for r in rows.values()})
         subnet_ids = {f["subnet_id"] for _, ips in rows.values() for f in ips}
         rules, by_network = await self._topology_and_qos(network_ids, subnet_ids, port_policies)
-        messages = self._messages(batch, rows, hosts, snaps, rules, by_network)
+        for network_id, neighbors in loaded.items():
+            self.views[network_id] = NetView.of(neighbors, now)
+            self._host_ips.update((n.host, n.tunnel_ip) for n in neighbors)
+        messages = self._messages(batch, rows, rules, by_network)
         await self._send(messages)
         self.flushes += 1
 
-    def _read_cell(self, conn: Connection, batch: _Batch) -> tuple[dict[str, Row], dict[str, dict[str, int]],
-                                                                   dict[tuple[str, str], list[dict[str, Any]]]]:
+    def _read_cell(self, conn: Connection, batch: _Batch, stale: list[str]
+                   ) -> tuple[dict[str, Row], dict[str, list[NetNeighbor]], dict[str, str | None]]:
+        """The rows the batch lacks, every port of the networks it re-sends, the views to (re)load, and the
+        addresses of new hosts on VXLAN networks."""
         from canopy.db import tables_cell as c
 
-        rows = dict(batch.rows)
-        unknown = [pid for pid in batch.changes if pid not in rows]
+        rows: dict[str, Row] = {}
+        unknown = [pid for pid in batch.changes if pid not in batch.rows]
         if unknown:
             rows.update((r["id"], (r, ips)) for r, ips in rows_where(conn, c.ports.c.id.in_(unknown)))
         if batch.networks:
             found = rows_where(conn, c.ports.c.network_id.in_(sorted(batch.networks)))
             rows.update((r["id"], (r, ips)) for r, ips in found if r["host_id"])
-        network_ids = sorted({ch.network_id for ch in batch.changes.values()}
-                             | {r["network_id"] for r, _ in rows.values()})
-        owners: dict[tuple[str, str], list[str]] = defaultdict(list)
-        for pid, (r, _) in rows.items():
-            if r["host_id"] and r.get("ofport") is not None and pid in batch.changes:
-                owners[(r["host_id"], r["network_id"])].append(pid)
-        hosts, snaps = desired.fanout_rows(conn, network_ids, [(h, n, ids) for (h, n), ids in owners.items()])
-        return rows, hosts, snaps
+        topo = self.topology
+        stale = [n for n in stale if n in topo.networks]
+        loaded = desired.network_ports(conn, stale, topo) if stale else {}
+        # VXLAN neighbors need their host's address (their tunnel endpoint): read those not seen yet.
+        unseen = {r["host_id"] for r, _ in rows.values() if r["host_id"] and r["host_id"] not in self._host_ips
+                  and topo.networks.get(r["network_id"], {}).get("network_type") == "vxlan"}
+        unseen -= {n.host for ns in loaded.values() for n in ns}
+        return rows, loaded, desired.host_ips(conn, sorted(unseen)) if unseen else {}
 
     async def _topology_and_qos(self, network_ids: list[str], subnet_ids: set[str], port_policies: dict[str, str]
                                 ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, str]]:
@@ -188,62 +307,87 @@ class NetSync:
         return ({p: r for p, (_, r) in self._qos.items()},
                 {n: pol for n, (_, pol) in self._net_qos.items() if pol})
 
-    def _messages(self, batch: _Batch, rows: dict[str, Row], hosts: dict[str, dict[str, int]],
-                  snaps: dict[tuple[str, str], list[dict[str, Any]]], rules: dict[str, list[dict[str, Any]]],
+    def _messages(self, batch: _Batch, rows: dict[str, Row], rules: dict[str, list[dict[str, Any]]],
                   by_network: dict[str, str]) -> dict[str, NetworkSync]:
+        """The owner hosts' messages; the views take in the changes, and the neighbor round gets them."""
         topo = self.topology
-        out: dict[str, dict[str, Any]] = defaultdict(lambda: {"segments": {}, "ports": [], "removed_ports": [],
-                                                              "neighbors": [], "removed_neighbors": [],
-                                                              "complete_networks": []})
+        out: dict[str, dict[str, Any]] = {}
+
+        def of(host: str) -> dict[str, Any]:
+            return out.setdefault(host, {"segments": {}, "ports": [], "removed_ports": [], "neighbor_rows": [],
+                                         "complete_networks": []})
+
         resend = {pid for pid, (r, _) in rows.items() if r["network_id"] in batch.networks}
-        for pid in set(batch.changes) | resend:
+        placed: dict[str, NeighborRow | None] = {}  # changed port -> where it is now, as a neighbor
+        owners: set[tuple[str, str]] = set()
+        for pid in sorted(set(batch.changes) | resend):
             change = batch.changes.get(pid)
             row = rows.get(pid)
-            bound = row is not None and row[0]["host_id"] and row[0].get("ofport") is not None \
-                and row[0]["network_id"] in topo.networks
+            known = row is not None and row[0]["network_id"] in topo.networks
+            bound = known and row[0].get("ofport") is not None and bool(row[0]["host_id"])  # type: ignore[index]
             new_host = row[0]["host_id"] if bound else ""  # type: ignore[index]
             network_id = row[0]["network_id"] if row is not None else change.network_id  # type: ignore[union-attr]
             if change is not None and change.old_host and change.old_host != new_host:
-                out[change.old_host]["removed_ports"].append(pid)
+                of(change.old_host)["removed_ports"].append(pid)
             if bound:
                 r, ips = row  # type: ignore[misc]
-                out[new_host]["ports"].append(desired.net_port(r, ips, topo, rules, by_network))
+                of(new_host)["ports"].append(desired.net_port(r, ips, topo, rules, by_network))
                 seg = topo.segment(network_id, ips)
-                out[new_host]["segments"][(network_id, seg.segment_id)] = seg
+                of(new_host)["segments"][(network_id, seg.segment_id)] = seg
             if change is None:
                 continue  # a QoS re-send: the neighbors see no difference
-            as_neighbor = desired.neighbor_of({**row[0], "fixed_ips": row[1]}, topo) if bound else None  # type: ignore[index]
-            for host in hosts.get(network_id, {}):
-                if host == new_host:
-                    continue
-                if as_neighbor is not None:
-                    out[host]["neighbors"].append(as_neighbor)
-                else:
-                    out[host]["removed_neighbors"].append(pid)
-        for (host, network_id), snap in snaps.items():
-            out[host]["neighbors"].extend(desired.neighbor_of(r, topo) for r in snap)
-            out[host]["complete_networks"].append(network_id)
+            if bound:
+                owners.add((new_host, network_id))
+            on_host = known and bool(row[0]["host_id"])  # type: ignore[index]
+            placed[pid] = self._as_neighbor(row) if on_host else None  # type: ignore[arg-type]
+        # A host's first port on a network (it held none there but this batch's) brings the network's
+        # whole neighbor list, this batch's changes included.
+        first = [(host, network_id) for host, network_id in sorted(owners)
+                 if network_id not in self.views or not self.views[network_id].holds(host, besides=placed)]
+        for pid, neighbor in placed.items():
+            network_id = rows[pid][0]["network_id"] if pid in rows else batch.changes[pid].network_id
+            view = self.views.get(network_id)
+            if view is not None:
+                view.put(pid, neighbor)
+            self._pending.setdefault(network_id, {})[pid] = neighbor
+        for host, network_id in first:
+            view = self.views.get(network_id)
+            if view is not None:
+                of(host)["neighbor_rows"].extend(view.others(host))
+                of(host)["complete_networks"].append(network_id)
+        if placed:
+            self._neighbors_due.set()
         sent_at = time.time()
         return {host: NetworkSync(host=host, segments=list(m["segments"].values()), ports=m["ports"],
-                                  removed_ports=m["removed_ports"], neighbors=m["neighbors"],
-                                  removed_neighbors=m["removed_neighbors"],
+                                  removed_ports=m["removed_ports"], neighbor_rows=m["neighbor_rows"],
                                   complete_networks=m["complete_networks"], sent_at=sent_at)
                 for host, m in out.items()}
 
+    def _as_neighbor(self, row: Row) -> NeighborRow:
+        r, ips = row
+        return row_of(desired.neighbor_of({**r, "fixed_ips": ips, "host_ip": self._host_ips.get(r["host_id"])},
+                                          self.topology))
+
     async def _send(self, messages: dict[str, NetworkSync]) -> None:
-        """Owners (their ports changed) are called and their failures raised; neighbors are cast."""
+        """Owners (their ports changed) are called, together, and their failures raised; neighbors are
+        cast (one after the other: a cast only hands the message to the bus)."""
         gate = asyncio.Semaphore(SEND_CONCURRENCY)
         bus = self.cond.bus
-
-        async def one(host: str, msg: NetworkSync) -> None:
-            async with gate:
-                if msg.ports or msg.removed_ports:
-                    await bus.call(Target("agent", host), msg, timeout=self.call_timeout_s)
-                else:
+        calls = {h: m for h, m in messages.items() if m.ports or m.removed_ports}
+        failures: list[tuple[str, BaseException]] = []
+        for host, msg in messages.items():
+            if host not in calls:
+                try:
                     await bus.cast(Target("agent", host), msg)
+                except Exception as exc:
+                    failures.append((host, exc))
 
-        results = await asyncio.gather(*(one(h, m) for h, m in messages.items()), return_exceptions=True)
-        failures = [(h, r) for h, r in zip(messages, results, strict=True) if isinstance(r, BaseException)]
+        async def call(host: str, msg: NetworkSync) -> None:
+            async with gate:
+                await bus.call(Target("agent", host), msg, timeout=self.call_timeout_s)
+
+        results = await asyncio.gather(*(call(h, m) for h, m in calls.items()), return_exceptions=True)
+        failures += [(h, r) for h, r in zip(calls, results, strict=True) if isinstance(r, BaseException)]
         for host, exc in failures:
             log.warning("network state for %s not delivered: %s", host, exc)
         real = [exc for _, exc in failures if not isinstance(exc, NoRoute)]  # a host without an agent: skipped
@@ -269,7 +413,8 @@ def row_of_view(view: dict[str, Any]) -> Row:
 async def prepare_networking(cond: Conductor, requests: list[dict[str, Any]], host: str, project_id: str
                              ) -> tuple[list[dict[str, Any]], Any]:
     """A boot's network requests with the subnets of the segment the host's rack reaches (routed networks),
-    and the project's address policy (quotas, hold time): one global read."""
+    and the project's address policy (quotas, hold time): one global read, of one statement unless the
+    project has a limit."""
     from canopy.network import limits, segments
 
     net = cond.settings.network
@@ -277,7 +422,14 @@ async def prepare_networking(cond: Conductor, requests: list[dict[str, Any]], ho
 
     def read(conn: Connection) -> tuple[list[dict[str, Any]], limits.AddressPolicy]:
         placed = [segments.place_request(conn, req, rack) for req in requests]
-        return placed, limits.load_policy(conn, project_id, net.quota_defaults(), net.public_ip_hold_s)
+        quota = limits.quota_of(conn, project_id, net.quota_defaults())
+        if quota["port"] >= 0 or quota["public_ip"] >= 0:  # counting needs every public network
+            return placed, limits.load_policy(conn, project_id, net.quota_defaults(), net.public_ip_hold_s)
+        # No limit to count against: whether the boot's own networks are public (their hold time) is
+        # all the policy needs, and the requests carry their networks' rows.
+        public = frozenset(r["network"]["id"] for r in placed if r["network"].get("external"))
+        return placed, limits.AddressPolicy(project_id, quota["port"], quota["public_ip"], public,
+                                            net.public_ip_hold_s)
 
     return await cond.dbs.global_db.read(read)
 

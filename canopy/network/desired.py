@@ -15,12 +15,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, String, cast, func, literal, null, select, union_all
+from sqlalchemy import Connection, literal, select, union_all
 
 from canopy.db import tables_cell as c
 from canopy.db import tables_global as g
 from canopy.db.engine import Databases
-from canopy.db.types import UTCDateTime
 from canopy.network.port_views import chunks, rows_where
 from canopy.rpc.calls import NetNeighbor, NetPort, NetSegment, NetworkSync
 
@@ -107,8 +106,24 @@ def host_ip(conn: Connection, host: str) -> str | None:
     return conn.execute(select(c.hosts.c.host_ip).where(c.hosts.c.name == host)).scalar()
 
 
+def host_ips(conn: Connection, hosts: list[str]) -> dict[str, str | None]:
+    """Hosts' own addresses (their tunnel endpoints)."""
+    h = c.hosts.c
+    out: dict[str, str | None] = dict.fromkeys(hosts)
+    for part in chunks(hosts):
+        out.update(conn.execute(select(h.name, h.host_ip).where(h.name.in_(part))).tuples())
+    return out
+
+
 def neighbors_on(conn: Connection, network_ids: list[str], exclude_host: str, topo: Topology) -> list[NetNeighbor]:
     """Every bound port of these networks on other hosts than `exclude_host`, with its host's address."""
+    return [n for ns in network_ports(conn, network_ids, topo, exclude_host).values() for n in ns]
+
+
+def network_ports(conn: Connection, network_ids: list[str], topo: Topology, exclude_host: str = ""
+                  ) -> dict[str, list[NetNeighbor]]:
+    """network -> every port of it bound to a host (but `exclude_host`), as its neighbors see it: one
+    statement per 500 networks."""
     p, a, h = c.ports, c.ip_allocations, c.hosts
     found: dict[str, dict[str, Any]] = {}
     for part in chunks(network_ids):
@@ -120,7 +135,10 @@ def neighbors_on(conn: Connection, network_ids: list[str], exclude_host: str, to
             entry = found.setdefault(r["id"], {**r, "fixed_ips": []})
             if r["ip_address"] is not None:
                 entry["fixed_ips"].append({"subnet_id": r["subnet_id"], "ip_address": r["ip_address"]})
-    return [neighbor_of(r, topo) for r in found.values()]
+    out: dict[str, list[NetNeighbor]] = {n: [] for n in network_ids}
+    for r in found.values():
+        out[r["network_id"]].append(neighbor_of(r, topo))
+    return out
 
 
 def neighbor_of(r: dict[str, Any], topo: Topology) -> NetNeighbor:
@@ -129,18 +147,6 @@ def neighbor_of(r: dict[str, Any], topo: Topology) -> NetNeighbor:
     return NetNeighbor(port_id=r["id"], network_id=r["network_id"], segment_id=seg.segment_id,
                        mac_address=r["mac_address"], ips=[f["ip_address"] for f in r["fixed_ips"]],
                        host=r["host_id"], tunnel_ip=r.get("host_ip"), rev=epoch(r["updated_at"]))
-
-
-def hosts_on(conn: Connection, network_ids: list[str]) -> dict[str, dict[str, int]]:
-    """network -> {host: how many of its ports are bound there}, for the hosts holding ports of them."""
-    p = c.ports.c
-    out: dict[str, dict[str, int]] = {n: {} for n in network_ids}
-    for part in chunks(network_ids):
-        stmt = (select(p.network_id, p.host_id, func.count()).where(p.network_id.in_(part), p.host_id != "")
-                .group_by(p.network_id, p.host_id))
-        for network_id, host, count in conn.execute(stmt):
-            out[network_id][host] = int(count)
-    return out
 
 
 def bound_rows(conn: Connection, host: str) -> list[tuple[dict[str, Any], list[dict[str, str]]]]:
@@ -175,42 +181,3 @@ async def full_state(dbs: Databases, cell_name: str, host: str, topo: Topology |
     neighbors = await cell.read_fresh(neighbors_on, network_ids, host, topo) if network_ids else []
     return NetworkSync(host=host, full=True, segments=list(segments.values()), ports=ports, neighbors=neighbors,
                        complete_networks=network_ids, tunnel_ip=own_ip)
-
-
-def fanout_rows(conn: Connection, network_ids: list[str], owners: list[tuple[str, str, list[str]]]
-                ) -> tuple[dict[str, dict[str, int]], dict[tuple[str, str], list[dict[str, Any]]]]:
-    """In one statement: which hosts hold ports of these networks (network -> {host: count}), and for each
-    owner (host, network, the changed port ids now bound there) that had no other port on the network
-    before, the network's ports on other hosts ((host, network) -> rows for `neighbor_of`). One statement
-    whatever happens, so a host's first port costs the same as its hundredth."""
-    p, a, h = c.ports, c.ip_allocations, c.hosts
-    text, stamp = String(255), UTCDateTime()
-    counts = (select(literal("h").label("kind"), p.c.network_id, p.c.host_id, func.count().label("n"),
-                     cast(null(), text).label("id"), cast(null(), text).label("mac"),
-                     cast(null(), stamp).label("updated_at"), cast(null(), text).label("subnet_id"),
-                     cast(null(), text).label("ip"), cast(null(), text).label("host_ip"))
-              .where(p.c.network_id.in_(network_ids or [""]), p.c.host_id != "")
-              .group_by(p.c.network_id, p.c.host_id))
-    branches: list[Any] = [counts]
-    for host, network_id, changed in owners:
-        q = c.ports.alias("q")
-        others_here = (select(q.c.id).where(q.c.network_id == network_id, q.c.host_id == host,
-                                            q.c.id.not_in(changed or [""])).exists())
-        branches.append(
-            select(literal("n:" + host), p.c.network_id, p.c.host_id, literal(0), p.c.id, p.c.mac_address,
-                   p.c.updated_at, a.c.subnet_id, a.c.ip_address, h.c.host_ip)
-            .select_from(p.outerjoin(a, a.c.port_id == p.c.id).outerjoin(h, h.c.name == p.c.host_id))
-            .where(p.c.network_id == network_id, p.c.host_id != "", p.c.host_id != host, ~others_here))
-    hosts: dict[str, dict[str, int]] = {n: {} for n in network_ids}
-    raw: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
-    for kind, network_id, host_id, n, port_id, mac, updated_at, subnet_id, ip, host_ip in conn.execute(
-            union_all(*branches) if len(branches) > 1 else counts):
-        if kind == "h":
-            hosts.setdefault(network_id, {})[host_id] = int(n)
-            continue
-        entry = raw.setdefault((kind[2:], network_id), {}).setdefault(port_id, {
-            "id": port_id, "network_id": network_id, "mac_address": mac, "host_id": host_id,
-            "updated_at": updated_at, "host_ip": host_ip, "fixed_ips": []})
-        if ip is not None:
-            entry["fixed_ips"].append({"subnet_id": subnet_id, "ip_address": ip})
-    return hosts, {key: list(rows.values()) for key, rows in raw.items()}

@@ -254,6 +254,10 @@ class NetNeighbor(Message):
     rev: float = 0.0
 
 
+# A NetNeighbor as a row: (port_id, network_id, segment_id, mac_address, ips, host, tunnel_ip, rev).
+NeighborRow = tuple[str, str, str | None, str, list[str], str, str | None, float]
+
+
 class NetworkSync(Message):
     """The desired network state of one host: complete (`full`), or the changes since the last one.
     A full sync is the reply to RequestNetworkSync; changes are cast in batches by conductors."""
@@ -270,6 +274,9 @@ class NetworkSync(Message):
     complete_networks: list[str] = Field(default_factory=list)
     tunnel_ip: str | None = None  # the host's own address, as the control plane knows it
     sent_at: float = 0.0
+    # More neighbors, as rows: what `neighbors` says, in the compact form conductors use for the long
+    # lists (a network's neighbors, a round of neighbor changes). Agents merge both.
+    neighbor_rows: list[NeighborRow] = Field(default_factory=list)
 
 
 class RequestNetworkSync(Message):

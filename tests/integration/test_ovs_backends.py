@@ -1,5 +1,5 @@
 """The network's database side on MariaDB and PostgreSQL: OpenFlow numbers bound concurrently on one
-host never collide, the one-statement fan-out query and the desired state read back right, quotas and
+host never collide, a network's ports (a conductor's view) and the desired state read back right, quotas and
 address holds hold — and a boot's flows reach its host through the whole stack on each database."""
 
 from __future__ import annotations
@@ -37,14 +37,12 @@ async def test_concurrent_bindings_on_one_host_get_distinct_ofports(stack: Any) 
     assert sorted(p.ofport for p in sync.ports) == sorted(numbers)
     assert sync.segments[0].network_type == "flat" and sync.segments[0].physical_network == "public"
 
-    def fanout(conn: Any) -> Any:
-        return desired.fanout_rows(conn, [PUBLIC_NETWORK_ID], [("hv-new", PUBLIC_NETWORK_ID, []),
-                                                               ("hv-race", PUBLIC_NETWORK_ID, [views[0]["id"]])])
-
-    hosts, snaps = await cdb.read(fanout)
-    assert hosts[PUBLIC_NETWORK_ID]["hv-race"] == 24
-    # hv-new has no port there: it gets the whole network; hv-race had others: it gets nothing extra.
-    assert len(snaps[("hv-new", PUBLIC_NETWORK_ID)]) == 24 and ("hv-race", PUBLIC_NETWORK_ID) not in snaps
+    # A conductor's view of the network: every bound port with its addresses and its host's, in one query.
+    topo = desired.Topology()
+    await gdb.read(desired.load_topology, topo, [PUBLIC_NETWORK_ID])
+    (ports,) = (await cdb.read(desired.network_ports, [PUBLIC_NETWORK_ID], topo)).values()
+    assert sorted(n.port_id for n in ports) == sorted(v["id"] for v in views)
+    assert all(n.host == "hv-race" and len(n.ips) == 1 for n in ports)
 
 
 async def test_quota_and_hold_on_this_database(stack: Any) -> None:

@@ -33,7 +33,7 @@ def compile_host(state: HostNetState, cache: dict[object, Fragment] | None = Non
     """Every flow and meter of the host's integration bridge."""
     memo: dict[object, Fragment] = {} if cache is None else cache
     used: dict[object, Fragment] = {}
-    flows: dict[str, tuple[int, str]] = dict(_HOST)
+    flows: dict[str, tuple[int, str]] = dict(HOST)
     ports = tuple(p for p in state.ports if p.up)
     segments = {p.segment.key: p.segment for p in ports}
     tunnels: dict[int, set[str]] = defaultdict(set)
@@ -41,19 +41,36 @@ def compile_host(state: HostNetState, cache: dict[object, Fragment] | None = Non
         seg = segments.get(n.key)
         if seg is None:
             continue
-        if seg.network_type == "vxlan" and n.tunnel_ip and n.tunnel_ip != state.tunnel_ip:
-            tunnels[n.key].add(n.tunnel_ip)
+        tunnel = tunnel_of(n.tunnel_ip, seg, state.tunnel_ip)
+        if tunnel:
+            tunnels[n.key].add(tunnel)
         _merge(flows, _cached(memo, used, (n, seg), neighbor_flows))
-    by_segment: dict[int, list[VmPort]] = defaultdict(list)
-    for p in ports:
-        by_segment[p.segment.key].append(p)
-        _merge(flows, _cached(memo, used, p, port_flows))  # after the neighbors: a local port wins a stale entry
-    for key, members in by_segment.items():
-        flows.update(_entries(segment_flows(segments[key], members, sorted(tunnels.get(key, ())))))
+    # after the neighbors: a local port wins a stale entry
+    flows.update(local_flows(ports, segments, {k: sorted(v) for k, v in tunnels.items()}, memo, used))
     if cache is not None:  # keep only what this state used, so the cache never outgrows the host
         cache.clear()
         cache.update(used)
     return Program(flows=flows, meters=port_meters(ports), ports=tuple(sorted(state.ports, key=lambda p: p.ofport)))
+
+
+def local_flows(ports: tuple[VmPort, ...], segments: dict[int, Segment], tunnels: dict[int, list[str]],
+                memo: dict[object, Fragment], used: dict[object, Fragment]) -> dict[str, tuple[int, str]]:
+    """The flows of the host's own (up) ports and of their segments (`tunnels`: each VXLAN segment's other
+    hosts, sorted). They win over a neighbor's flow with the same key."""
+    flows: dict[str, tuple[int, str]] = {}
+    by_segment: dict[int, list[VmPort]] = defaultdict(list)
+    for p in ports:
+        by_segment[p.segment.key].append(p)
+        _merge(flows, _cached(memo, used, p, port_flows))
+    for key, members in by_segment.items():
+        flows.update(_entries(segment_flows(segments[key], members, tunnels.get(key, []))))
+    return flows
+
+
+def tunnel_of(tunnel_ip: str | None, seg: Segment, own_ip: str | None) -> str | None:
+    """The tunnel endpoint a neighbor (on the host at `tunnel_ip`) adds to its VXLAN segment's flood list
+    (None: it adds none)."""
+    return tunnel_ip if seg.network_type == "vxlan" and tunnel_ip and tunnel_ip != own_ip else None
 
 
 def _cached(memo: dict[object, Fragment], used: dict[object, Fragment], key: object, build: object) -> Fragment:
@@ -277,4 +294,4 @@ def _join(*parts: str) -> str:
     return ",".join(p for p in parts if p) or "drop"
 
 
-_HOST = _entries(host_flows())
+HOST = _entries(host_flows())

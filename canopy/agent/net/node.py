@@ -1,5 +1,7 @@
 """The agent's network side: keeps the host's desired state, compiles it, and applies it through an
-Applier — a full load on start and on the reconcile timer, a diff for each batch of changes.
+Applier — a full load on start and on the reconcile timer, a diff for each batch of changes. The
+program is built incrementally (`builder`): a message about a few neighbors costs a few fragments, not a
+compile of every neighbor on the host's networks.
 
 It never applies anything before its first full sync: on an agent restart the switch keeps the flows of
 the previous run until the complete new set is ready, and `replace-flows` then changes only what
@@ -16,8 +18,8 @@ from collections.abc import Awaitable, Callable
 
 from canopy.agent.net import tables as t
 from canopy.agent.net.applier import Applier, Tap
-from canopy.agent.net.compiler import compile_host
-from canopy.agent.net.model import Program, diff_programs
+from canopy.agent.net.builder import ProgramBuilder
+from canopy.agent.net.model import Program, ProgramDiff, VmPort, diff_programs
 from canopy.agent.net.state import DesiredState
 from canopy.rpc.calls import NetworkSync
 
@@ -51,8 +53,9 @@ class NetNode:
         self.program: Program | None = None  # what the bridge holds, as far as this process knows
         self.applied_at: dict[str, float] = {}  # port id -> when its flows were last (re)applied
         self.applies = 0
-        self._cache: dict[object, object] = {}
+        self.builder = ProgramBuilder()
         self._dirty = False
+        self._changed: set[str] | None = set()  # neighbors changed since the last build (None: anything)
         self._wired: tuple[tuple[str, int], ...] | None = None
         self._layout: tuple[tuple[tuple[str, int], ...], str | None] | None = None
         self._lock = asyncio.Lock()
@@ -106,8 +109,17 @@ class NetNode:
 
     async def handle(self, msg: NetworkSync) -> None:
         """Take in a sync message and apply the result (a full load for a full sync)."""
+        if not self.state.concerns(msg):
+            return
         want_full = self.state.merge(msg)
         self._dirty = True
+        if msg.full or msg.complete_networks or self._changed is None:
+            self._changed = None
+        else:
+            self._changed.update(n.port_id for n in msg.neighbors)
+            self._changed.update(row[0] for row in msg.neighbor_rows)
+            self._changed.update(msg.removed_neighbors)
+            self._changed.update(p.id for p in msg.ports)  # a port that moved here is no neighbor any more
         await self.apply(full=msg.full)
         if want_full:
             asyncio.get_running_loop().create_task(self.sync_full())
@@ -123,16 +135,21 @@ class NetNode:
             if not self.state.synced or not (self._dirty or full):
                 return
             self._dirty = False
-            program = compile_host(self.state.host_state(), self._cache)  # type: ignore[arg-type]
+            changed, self._changed = self._changed, set()
+            old_ports = self.program.ports if self.program is not None else ()
+            program, diff = self.builder.build(self.state, changed)
             try:
-                await self._program(program, full)
+                await self._program(program, diff, old_ports, full)
             except Exception:
                 self.program = None  # unknown: the next apply loads everything
+                self.builder.reset()
                 raise
         async with self._applied:
             self._applied.notify_all()
 
-    async def _program(self, program: Program, full: bool) -> None:
+    async def _program(self, program: Program, diff: ProgramDiff | None, old_ports: tuple[VmPort, ...],
+                       full: bool) -> None:
+        """Apply `program`: all of it, or `diff` (the builder's; None: the difference from the last one)."""
         old = self.program
         layout = (tuple(sorted(self.state.uplinks().items())), self.state.tunnel_ip)
         if full or old is None or layout != self._layout:  # bridges and uplinks before the flows that use them
@@ -142,10 +159,10 @@ class NetNode:
             await self.applier.replace(program)
             changed = {p.id for p in program.ports}
         else:
-            diff = diff_programs(old, program)
+            diff = diff if diff is not None else diff_programs(old, program)
             if not diff.empty:
                 await self.applier.change(diff)
-            changed = {p.id for p in set(program.ports) ^ set(old.ports)}
+            changed = {p.id for p in set(program.ports) ^ set(old_ports)}
         self.program = program
         await self._wire(program, force=full)
         now = time.monotonic()

@@ -9,16 +9,39 @@ while so that a late update cannot bring it back.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from canopy.agent.net import tables as t
 from canopy.agent.net.model import AddressPair, BandwidthLimit, HostNetState, Neighbor, Segment, VmPort
-from canopy.rpc.calls import NetNeighbor, NetPort, NetSegment, NetworkSync
+from canopy.rpc.calls import NeighborRow, NetNeighbor, NetPort, NetSegment, NetworkSync
 
 SegmentKey = tuple[str, str | None]
 TOMBSTONE_S = 600.0
 MAX_TOMBSTONES = 100_000
+
+
+class Peer(NamedTuple):
+    """A neighbor as the agent keeps it: what a NetNeighbor (or a NeighborRow) says, as a light tuple (a
+    host keeps thousands)."""
+
+    port_id: str
+    network_id: str
+    segment_id: str | None
+    mac_address: str
+    ips: tuple[str, ...]
+    host: str
+    tunnel_ip: str | None
+    rev: float
+
+    @classmethod
+    def of(cls, n: NetNeighbor) -> Peer:
+        return cls(n.port_id, n.network_id, n.segment_id, n.mac_address, tuple(n.ips), n.host, n.tunnel_ip, n.rev)
+
+    @classmethod
+    def of_row(cls, r: NeighborRow) -> Peer:
+        return cls(r[0], r[1], r[2], r[3], tuple(r[4]), r[5], r[6], r[7])
 
 
 @dataclass
@@ -30,7 +53,7 @@ class DesiredState:
     tunnel_ip: str | None = None
     segments: dict[SegmentKey, NetSegment] = field(default_factory=dict)
     ports: dict[str, NetPort] = field(default_factory=dict)
-    neighbors: dict[str, NetNeighbor] = field(default_factory=dict)
+    neighbors: dict[str, Peer] = field(default_factory=dict)
     tombstones: dict[str, float] = field(default_factory=dict)
     synced: bool = False  # a full sync has been received
     wall_clock: Callable[[], float] = time.time
@@ -44,6 +67,7 @@ class DesiredState:
             if msg.tunnel_ip and not self.tunnel_ip:
                 self.tunnel_ip = msg.tunnel_ip
         known = {p.network_id for p in self.ports.values()}
+        used_before = self._used()
         for seg in msg.segments:
             self.segments[(seg.network_id, seg.segment_id)] = seg
         removed_at = msg.sent_at or self.wall_clock()
@@ -55,13 +79,25 @@ class DesiredState:
             self.neighbors = {k: n for k, n in self.neighbors.items() if n.network_id != network_id}
         for port_id in msg.removed_neighbors:
             self.neighbors.pop(port_id, None)
-        for n in msg.neighbors:
+        used = self._forget_unused(used_before)
+        for n in (*map(Peer.of, msg.neighbors), *map(Peer.of_row, msg.neighbor_rows)):
             old = self.neighbors.get(n.port_id)
-            if (old is None or n.rev >= old.rev) and n.port_id not in self.ports:
+            if ((old is None or n.rev >= old.rev) and n.port_id not in self.ports
+                    and (n.network_id, n.segment_id) in used):
                 self.neighbors[n.port_id] = n
-        self._forget_unused()
         new_networks = {p.network_id for p in msg.ports} - known - set(msg.complete_networks)
         return not msg.full and self.synced and bool(new_networks & {p.network_id for p in self.ports.values()})
+
+    def concerns(self, msg: NetworkSync) -> bool:
+        """Whether a message may change anything here: a round of neighbor changes goes to every agent,
+        and only those serving one of its networks (or knowing a neighbor it removes) take it in."""
+        if (msg.full or msg.ports or msg.removed_ports or msg.segments or msg.complete_networks
+                or not self.synced):
+            return True
+        used = self._used()
+        return (any((n.network_id, n.segment_id) in used for n in msg.neighbors)
+                or any((row[1], row[2]) in used for row in msg.neighbor_rows)
+                or any(port_id in self.neighbors for port_id in msg.removed_neighbors))
 
     def _upsert_port(self, port: NetPort) -> None:
         dead = self.tombstones.get(port.id)
@@ -81,20 +117,31 @@ class DesiredState:
             for key in list(self.tombstones)[: max(len(self.tombstones) - MAX_TOMBSTONES, 0)]:
                 del self.tombstones[key]
 
-    def _forget_unused(self) -> None:
-        """Neighbors and segments of networks that no local port is on any more are dropped."""
-        used = {(p.network_id, p.segment_id) for p in self.ports.values()}
+    def _used(self) -> set[SegmentKey]:
+        return {(p.network_id, p.segment_id) for p in self.ports.values()}
+
+    def _forget_unused(self, used_before: set[SegmentKey]) -> set[SegmentKey]:
+        """Drop the segments and neighbors of networks that no local port is on any more (the neighbors
+        are looked at only when that set changed: no other can be held); the segments still used."""
+        used = self._used()
         self.segments = {k: s for k, s in self.segments.items() if k in used}
-        self.neighbors = {k: n for k, n in self.neighbors.items() if (n.network_id, n.segment_id) in used}
+        if used != used_before:
+            self.neighbors = {k: n for k, n in self.neighbors.items() if (n.network_id, n.segment_id) in used}
+        return used
 
     def host_state(self) -> HostNetState:
         """The compiler's input."""
-        segs = {key: segment_of(seg, self.uplink_ofports) for key, seg in self.segments.items()}
-        ports = tuple(vm_port(p, segs[(p.network_id, p.segment_id)]) for p in self.ports.values()
-                      if (p.network_id, p.segment_id) in segs)
+        segs, ports = self.local()
         neighbors = tuple(neighbor(n, segs[(n.network_id, n.segment_id)]) for n in self.neighbors.values()
                           if (n.network_id, n.segment_id) in segs)
         return HostNetState(self.host, ports, neighbors, self.tunnel_ip)
+
+    def local(self) -> tuple[dict[SegmentKey, Segment], tuple[VmPort, ...]]:
+        """The compiler's segments, and the local ports on them."""
+        segs = {key: segment_of(seg, self.uplink_ofports) for key, seg in self.segments.items()}
+        ports = tuple(vm_port(p, segs[(p.network_id, p.segment_id)]) for p in self.ports.values()
+                      if (p.network_id, p.segment_id) in segs)
+        return segs, ports
 
     def uplinks(self) -> dict[str, int]:
         """The physical networks of this host's flat segments, with their uplink ports."""
@@ -112,7 +159,7 @@ def segment_of(seg: NetSegment, uplink_ofports: dict[str, int]) -> Segment:
                    vni=seg.segmentation_id)
 
 
-def _split(ips: list[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def _split(ips: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(ip for ip in ips if ":" not in ip), tuple(ip for ip in ips if ":" in ip)
 
 
@@ -127,7 +174,7 @@ def vm_port(p: NetPort, seg: Segment) -> VmPort:
                   limits.get("egress"), limits.get("ingress"), p.device_id, p.project_id)
 
 
-def neighbor(n: NetNeighbor, seg: Segment) -> Neighbor:
+def neighbor(n: Peer, seg: Segment) -> Neighbor:
     """A message's neighbor as the compiler's Neighbor."""
     v4, v6 = _split(n.ips)
     return Neighbor(n.port_id, seg.key, n.mac_address, v4, v6, n.tunnel_ip)

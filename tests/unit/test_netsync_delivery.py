@@ -1,0 +1,146 @@
+"""How a conductor delivers network state: a boot reads nothing for it, a host's first port on a network
+brings the network's neighbors, the other hosts hear of new ports in coalesced rounds (one fanout each),
+every host ends with exactly the flows a full sync gives, and a lost round heals at the next full sync."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from canopy.agent.net.compiler import compile_host
+from canopy.agent.net.state import state_of
+from canopy.network import desired
+from canopy.rpc.calls import NetworkSync
+from tests.conftest import wait_for_server
+from tests.unit.test_boot_flow import V, server_body
+from tests.unit.test_flow_sync import boot, node_of
+
+HOSTS = ("hv-0001", "hv-0002", "hv-0003", "hv-0004")
+
+
+async def full_flows(stack: Any, host: str) -> dict[str, Any]:
+    """What the host's switch holds after a full sync read fresh from the databases."""
+    full = await desired.full_state(stack.cloud.dbs, stack.cloud.cell_name, host)
+    return compile_host(state_of(full).host_state()).flows
+
+
+async def converged(stack: Any, timeout: float = 5.0) -> None:
+    """Wait until every host's switch holds what a full sync would give it."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        wrong = [h for h in HOSTS if node_of(stack, h).program is None
+                 or node_of(stack, h).applier.table.flows != await full_flows(stack, h)]  # type: ignore[attr-defined]
+        if not wrong:
+            return
+        assert asyncio.get_running_loop().time() < deadline, f"not converged: {wrong}"
+        await asyncio.sleep(0.05)
+
+
+async def until(check: Any) -> None:
+    while not check():
+        await asyncio.sleep(0.02)
+
+
+def count_rounds(stack: Any) -> list[NetworkSync]:
+    """Record the neighbor rounds the conductor fans out to the agents."""
+    bus, rounds = stack.cloud.bus, []
+    fanout = bus.fanout
+
+    async def recording(topic: str, msg: Any) -> None:
+        if topic == "agent" and isinstance(msg, NetworkSync):
+            rounds.append(msg)
+        await fanout(topic, msg)
+
+    bus.fanout = recording
+    return rounds
+
+
+async def test_a_boot_reads_nothing_to_deliver_its_flows(stack: Any) -> None:
+    async def _noop() -> None:
+        return None
+
+    async def _none_found() -> int:
+        return 0
+
+    stack.conductor.flush_heartbeats = _noop  # the periodic work also runs outside a request
+    stack.conductor.sweep = _none_found
+    await boot(stack, "warm-up", "admin", availability_zone="nova:hv-0001")  # loads the network's view
+    counts = stack.cloud.dbs.statement_counts
+    before = counts().copy()
+    await boot(stack, "b", "admin", availability_zone="nova:hv-0002")
+    after = counts()
+    # The conductor's netsync flusher is the only thing that runs outside a request ("other").
+    assert after["other"] == before.get("other", 0)
+    await converged(stack)
+
+
+async def test_neighbors_arrive_in_coalesced_rounds_and_every_host_ends_exact(stack: Any) -> None:
+    rounds = count_rounds(stack)
+    stack.conductor.netsync.neighbor_interval_s = 1.5
+    await boot(stack, "first", "admin", availability_zone="nova:hv-0001")
+    await converged(stack)
+    rounds.clear()
+    bodies = [server_body(name=f"s{n}", availability_zone=f"nova:{HOSTS[n % 4]}") for n in range(8)]
+    created = await asyncio.gather(*(stack.api.post("/compute/v2.1/servers", json=b, headers=V) for b in bodies))
+    for resp in created:
+        await wait_for_server(stack.api, resp.json()["server"]["id"], {"ACTIVE"})
+    await converged(stack, timeout=10)
+    # Eight boots, each host's first or next port: their neighbors heard of them in a few fanouts.
+    assert 1 <= len(rounds) <= 3, [len(r.neighbor_rows) for r in rounds]
+    assert sum(len(r.neighbor_rows) for r in rounds) == 8
+    # A delete: the other hosts forget the port, the same way.
+    gone = created[0].json()["server"]["id"]
+    assert (await stack.api.delete(f"/compute/v2.1/servers/{gone}")).status_code == 204
+    await wait_for_server(stack.api, gone, {"DELETED"})  # the ports are gone from the database
+    await asyncio.wait_for(until(lambda: any(r.removed_neighbors for r in rounds)), 10)
+    await converged(stack)
+
+
+async def test_a_first_port_brings_the_networks_neighbors_and_a_second_does_not(stack: Any) -> None:
+    calls: list[NetworkSync] = []
+    bus = stack.cloud.bus
+    call = bus.call
+
+    async def recording(target: Any, msg: Any, timeout: float | None = None) -> Any:
+        if isinstance(msg, NetworkSync):
+            calls.append(msg)
+        return await call(target, msg, timeout=timeout)
+
+    bus.call = recording
+    for n, host in enumerate(("hv-0001", "hv-0002", "hv-0001")):
+        await boot(stack, f"s{n}", "admin", availability_zone=f"nova:{host}")
+    first_a, first_b, second_a = calls
+    assert first_a.complete_networks and not first_a.neighbor_rows  # nobody else on the network yet
+    assert first_b.complete_networks and len(first_b.neighbor_rows) == 1
+    assert not second_a.complete_networks and not second_a.neighbor_rows
+    await converged(stack)
+
+
+async def test_a_lost_round_heals_at_the_next_full_sync(stack: Any) -> None:
+    await boot(stack, "a", "admin", availability_zone="nova:hv-0001")
+    bus = stack.cloud.bus
+    fanout = bus.fanout
+
+    async def lose(topic: str, msg: Any) -> None:
+        if not (topic == "agent" and isinstance(msg, NetworkSync)):
+            await fanout(topic, msg)
+
+    bus.fanout = lose
+    b = await boot(stack, "b", "admin", availability_zone="nova:hv-0002")
+    await asyncio.sleep(0.1)
+    node = node_of(stack, "hv-0001")
+    assert b["id"] not in node.state.neighbors
+    bus.fanout = fanout
+    await node.sync_full()
+    assert b["id"] in node.state.neighbors
+    await converged(stack)
+
+
+async def test_a_boot_still_counts_against_the_projects_port_quota(stack: Any) -> None:
+    demo = (await stack.api.get("/identity/v3/projects?name=demo")).json()["projects"][0]["id"]
+    resp = await stack.api.put(f"/network/v2.0/quotas/{demo}", json={"quota": {"port": 1}})
+    assert resp.status_code == 200, resp.text
+    await boot(stack, "one", "demo")
+    resp = await stack.api.post("/compute/v2.1/servers", json=server_body(name="two"), headers=V, as_user="demo")
+    server = await wait_for_server(stack.api, resp.json()["server"]["id"], {"ERROR"}, as_user="demo")
+    assert "Quota exceeded" in server["fault"]["message"]
