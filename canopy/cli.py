@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 from pathlib import Path
@@ -36,6 +37,15 @@ def _settings(config: Path | None, data_dir: Path | None = None) -> Settings:
     return settings
 
 
+def tune_gc() -> None:
+    """For a long-running service, once started: what start-up built is kept out of every collection
+    (`gc.freeze`), and young collections run less often. A thousand simulated agents in one all-in-one spent
+    half their time in full collections: bench/boot.py went from 43-46 to 107-111 servers/s with this and
+    per-handler fanout decoding."""
+    gc.freeze()
+    gc.set_threshold(50_000, 10, 10)
+
+
 def _run_until_signalled(start: object, stop: object) -> None:
     """Run a service until SIGINT/SIGTERM, then stop it cleanly."""
 
@@ -55,6 +65,7 @@ def _run_until_signalled(start: object, stop: object) -> None:
             console.print("[bold]stopped during start-up[/bold]")
             return
         starting.result()
+        tune_gc()
         await waiting
         console.print("[bold]stopping…[/bold]")
         await stop()  # type: ignore[operator]

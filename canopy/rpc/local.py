@@ -102,5 +102,11 @@ class LocalTransport:
         handlers += [h for (t, _host), h in self._hosts.items() if t == topic]
         data = Envelope.wrap(msg).encode()
         for handler in dict.fromkeys(handlers):
-            self._spawn(dispatch(handler, Envelope.decode(data)))
+            self._spawn(_deliver(handler, data))
 
+
+
+async def _deliver(handler: Handler, data: bytes) -> None:
+    """Decode a fanout for one handler when its task runs: a fanout to a thousand simulated agents does not
+    build a thousand decoded copies up front (they only fed the garbage collector)."""
+    await dispatch(handler, Envelope.decode(data))
