@@ -111,7 +111,7 @@ def host_ips(conn: Connection, hosts: list[str]) -> dict[str, str | None]:
     h = c.hosts.c
     out: dict[str, str | None] = dict.fromkeys(hosts)
     for part in chunks(hosts):
-        out.update(conn.execute(select(h.name, h.host_ip).where(h.name.in_(part))).tuples())
+        out.update((name, ip) for name, ip in conn.execute(select(h.name, h.host_ip).where(h.name.in_(part))))
     return out
 
 

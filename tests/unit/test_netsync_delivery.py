@@ -144,3 +144,13 @@ async def test_a_boot_still_counts_against_the_projects_port_quota(stack: Any) -
     resp = await stack.api.post("/compute/v2.1/servers", json=server_body(name="two"), headers=V, as_user="demo")
     server = await wait_for_server(stack.api, resp.json()["server"]["id"], {"ERROR"}, as_user="demo")
     assert "Quota exceeded" in server["fault"]["message"]
+
+
+async def test_host_ips_reads_known_hosts_and_leaves_unknown_ones_empty(stack: Any) -> None:
+
+    cell = stack.cloud.dbs.cell(stack.cloud.cell_name)
+    known = sorted(stack.drivers)[:2]
+    ips = await cell.read(desired.host_ips, [*known, "hv-nowhere"])
+    assert set(ips) == {*known, "hv-nowhere"} and ips["hv-nowhere"] is None
+    for host in known:
+        assert ips[host] == await cell.read(desired.host_ip, host)
