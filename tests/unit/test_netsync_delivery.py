@@ -147,7 +147,6 @@ async def test_a_boot_still_counts_against_the_projects_port_quota(stack: Any) -
 
 
 async def test_host_ips_reads_known_hosts_and_leaves_unknown_ones_empty(stack: Any) -> None:
-
     cell = stack.cloud.dbs.cell(stack.cloud.cell_name)
     known = sorted(stack.drivers)[:2]
     ips = await cell.read(desired.host_ips, [*known, "hv-nowhere"])
