@@ -3,6 +3,7 @@ per session, which must be running), a cloud wired on the in-process bus, and AP
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -159,14 +160,28 @@ def backend_url(request: pytest.FixtureRequest) -> str | None:
     return str(request.getfixturevalue("mariadb_url" if name == "mariadb" else "postgres_url"))
 
 
+@contextlib.asynccontextmanager
+async def in_process_cloud(settings: Any, hosts: int) -> AsyncIterator[Any]:
+    """An AllInOne on `settings` with `hosts` simulated hypervisors and no HTTP port; `.api` is an
+    ApiClient on its app. Stopped when the block ends."""
+    from canopy.allinone import AllInOne
+    from canopy.api.app import build_app
+
+    aio = AllInOne(settings, hosts=hosts, serve_http=False)
+    await aio.start()
+    aio.api = ApiClient(build_app(aio.cloud))  # type: ignore[attr-defined]
+    try:
+        yield aio
+    finally:
+        await aio.api.http.aclose()  # type: ignore[attr-defined]
+        await aio.stop()
+
+
 @pytest.fixture
 async def stack(data_dir: Path, backend_url: str | None) -> AsyncIterator[Any]:
     """A whole cloud in-process: api (no HTTP port), conductor, scheduler and 4 fake hypervisors.
 
     On SQLite by default; parametrize `backend_url` indirectly to run on MariaDB or PostgreSQL."""
-    from canopy.allinone import AllInOne
-    from canopy.api.app import build_app
-
     settings = make_settings(data_dir)
     if backend_url:
         settings.database.global_url = settings.database.cell_url = backend_url
@@ -176,14 +191,8 @@ async def stack(data_dir: Path, backend_url: str | None) -> AsyncIterator[Any]:
     settings.fake.memory_mb = 16384
     settings.fake.disk_gb = 200
     settings.conductor.stop_timeout_s = 0.5
-    aio = AllInOne(settings, hosts=4, serve_http=False)
-    await aio.start()
-    aio.api = ApiClient(build_app(aio.cloud))  # type: ignore[attr-defined]
-    try:
+    async with in_process_cloud(settings, 4) as aio:
         yield aio
-    finally:
-        await aio.api.http.aclose()  # type: ignore[attr-defined]
-        await aio.stop()
 
 
 async def wait_for_server(api: ApiClient, server_id: str, statuses: set[str], *, as_user: str = "admin",

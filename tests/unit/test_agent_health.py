@@ -30,7 +30,7 @@ from canopy.db import tables_cell as c
 from canopy.db.migrate import upgrade_part
 from canopy.rpc.calls import Heartbeat
 from canopy.rpc.messages import decode_message
-from tests.conftest import BACKENDS, ApiClient, make_settings
+from tests.conftest import BACKENDS, ApiClient, in_process_cloud, make_settings
 
 GIB = 1 << 30
 
@@ -205,22 +205,13 @@ def test_a_heartbeat_without_health_is_accepted_and_reads_as_healthy() -> None:
 @pytest.fixture
 async def fast_stack(data_dir: Path) -> AsyncIterator[Any]:
     """An in-process cloud with 3 fake hypervisors beating every 0.1 s, flushed every 0.05 s."""
-    from canopy.allinone import AllInOne
-    from canopy.api.app import build_app
-
     settings = make_settings(data_dir)
     settings.fake.spawn_delay_s = settings.fake.op_delay_s = 0.0
     settings.agent.heartbeat_s = 0.1
     settings.conductor.heartbeat_flush_s = 0.05
     settings.conductor.stop_timeout_s = 0.5
-    aio = AllInOne(settings, hosts=3, serve_http=False)
-    await aio.start()
-    aio.api = ApiClient(build_app(aio.cloud))  # type: ignore[attr-defined]
-    try:
+    async with in_process_cloud(settings, 3) as aio:
         yield aio
-    finally:
-        await aio.api.http.aclose()  # type: ignore[attr-defined]
-        await aio.stop()
 
 
 async def fleet_when(api: ApiClient, want: Any, timeout: float = 10.0) -> dict[str, Any]:

@@ -6,27 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import ApiClient, make_settings, wait_for_server
+from tests.conftest import ApiClient, in_process_cloud, make_settings, wait_for_server
 
 V = {"OpenStack-API-Version": "compute 2.37"}
 
 
-async def _cloud(data_dir: Path) -> Any:
-    from canopy.allinone import AllInOne
-    from canopy.api.app import build_app
-
+def _cloud(data_dir: Path) -> Any:
     settings = make_settings(data_dir)
     settings.fake.spawn_delay_s = settings.fake.op_delay_s = 0.0
     settings.conductor.stop_timeout_s = 0.5
-    aio = AllInOne(settings, hosts=2, serve_http=False)
-    await aio.start()
-    aio.api = ApiClient(build_app(aio.cloud))
-    return aio
-
-
-async def _stop(aio: Any) -> None:
-    await aio.api.http.aclose()
-    await aio.stop()
+    return in_process_cloud(settings, 2)
 
 
 async def _boot(api: ApiClient, name: str) -> str:
@@ -45,17 +34,13 @@ async def _act(api: ApiClient, sid: str, body: dict[str, Any]) -> None:
 
 
 async def test_servers_survive_a_restart_of_the_all_in_one(data_dir: Path) -> None:
-    aio = await _cloud(data_dir)
-    try:
+    async with _cloud(data_dir) as aio:
         running, stopped = await _boot(aio.api, "running"), await _boot(aio.api, "stopped")
         await _act(aio.api, stopped, {"os-stop": None})
         await wait_for_server(aio.api, stopped, {"SHUTOFF"})
         held = {sid: d.host for d in aio.drivers.values() for sid in d.guests}
-    finally:
-        await _stop(aio)
 
-    aio = await _cloud(data_dir)
-    try:
+    async with _cloud(data_dir) as aio:
         assert {sid: d.host for d in aio.drivers.values() for sid in d.guests} == held
         await _act(aio.api, running, {"os-stop": None})
         await wait_for_server(aio.api, running, {"SHUTOFF"})
@@ -65,5 +50,3 @@ async def test_servers_survive_a_restart_of_the_all_in_one(data_dir: Path) -> No
         resp = await aio.api.post(f"/compute/v2.1/servers/{running}/action", headers=V,
                                   json={"os-getConsoleOutput": {}})
         assert resp.status_code == 200 and "kept running" in resp.json()["output"], resp.text
-    finally:
-        await _stop(aio)

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from canopy import __version__
-from tests.conftest import ApiClient, make_settings, wait_for_server
+from tests.conftest import ApiClient, in_process_cloud, make_settings, wait_for_server
 from tests.e2e.conftest import ROOT, _free_port
 from tests.unit.test_boot_flow import V, server_body
 
@@ -63,9 +63,6 @@ class AgentProcess:
 @pytest.fixture
 async def zmq_stack(data_dir: Path) -> AsyncIterator[Any]:
     """A control plane (conductor, scheduler, api, one in-process agent hv-0001) bound on a ZeroMQ port."""
-    from canopy.allinone import AllInOne
-    from canopy.api.app import build_app
-
     settings = make_settings(data_dir)
     settings.bus.transport = "zmq"
     settings.bus.zmq_bind = f"tcp://127.0.0.1:{_free_port()}"
@@ -73,14 +70,8 @@ async def zmq_stack(data_dir: Path) -> AsyncIterator[Any]:
     settings.agent.heartbeat_s = 0.2
     settings.conductor.heartbeat_flush_s = 0.1
     settings.scheduler.service_down_s = DOWN_S
-    aio = AllInOne(settings, hosts=1, serve_http=False)
-    await aio.start()
-    aio.api = ApiClient(build_app(aio.cloud))  # type: ignore[attr-defined]
-    try:
+    async with in_process_cloud(settings, 1) as aio:
         yield aio
-    finally:
-        await aio.api.http.aclose()  # type: ignore[attr-defined]
-        await aio.stop()
 
 
 @pytest.fixture
