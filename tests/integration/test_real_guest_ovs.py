@@ -59,10 +59,14 @@ async def test_guests_talk_through_the_switch_and_a_spoofer_gets_nothing(real: R
     b = await boot(real, "net-b", {"canopy_net": "up", "canopy_ping": ip_a})
     out = await wait_console(real, b, "CANOPY-BOOTED", timeout=120)
     assert f"CANOPY-PING={ip_a}:ok" in out, out[-1500:]
-    # a guest that puts an address it was not given on its interface: nothing leaves its port
-    c = await boot(real, "net-c", {"canopy_net": "up", "canopy_ip": "198.51.100.250", "canopy_ping": ip_a})
+    # a guest that takes an address it was not given (the gateway's, which no port is ever given):
+    # nothing leaves its port
+    stolen = "198.51.100.1"
+    c = await boot(real, "net-c", {"canopy_net": "up", "canopy_ip": stolen, "canopy_ping": ip_a})
     out = await wait_console(real, c, "CANOPY-BOOTED", timeout=120)
-    assert "CANOPY-NET-UP=198.51.100.250" in out and f"CANOPY-PING={ip_a}:fail" in out, out[-1500:]
+    assert f"CANOPY-NET-UP={stolen}" in out and f"CANOPY-PING={ip_a}:fail" in out, out[-1500:]
+    own = (await real.api.get(f"/network/v2.0/ports?device_id={c}")).json()["ports"][0]["fixed_ips"][0]
+    assert own["ip_address"] != stolen
     ports = ovs.vsctl("list-ports", bridge).split()
     for sid in (a, b, c):  # each guest's tap is a port of the switch: the only way between them
         port = (await real.api.get(f"/network/v2.0/ports?device_id={sid}")).json()["ports"][0]

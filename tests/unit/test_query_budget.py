@@ -26,8 +26,10 @@ async def test_a_boot_costs_the_same_few_statements_however_many_servers_exist(s
         await wait_for_server(stack.api, sid, {"ACTIVE"})
         after = counts()
         polling = after["compute:servers:show"] - after_create["compute:servers:show"]
+        # a control service's first heartbeat records its service row whenever it comes: not the boot's
+        beats = after.get("bus:heartbeat", 0) - before.get("bus:heartbeat", 0)
         print(name, {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)})
-        return sum(after.values()) - sum(before.values()) - polling
+        return sum(after.values()) - sum(before.values()) - polling - beats
 
     await one("warm-up")  # the first boot also logs in, creates the quota row and fills caches
     first = await one("first")
