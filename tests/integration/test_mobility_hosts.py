@@ -258,9 +258,13 @@ async def test_cold_migration_moves_the_disk_to_the_other_host(real: RealCloud, 
     assert (second.settings.libvirt.instances_path / sid / "disk").exists()
     out = await wait_console(real, sid, tinyguest.MARKER)
     assert "CANOPY-ROOTFS=canopy tiny guest disk" in out  # the copied disk, rebased on lv-2's base
+    port = (await real.api.get(f"/network/v2.0/ports?device_id={sid}")).json()["ports"][0]
+    tap = tap_name(port["id"])
+    assert TapDevices().exists(tap) and TapDevices(netns=NETNS).exists(tap)  # kept until confirmed
     await action(real, sid, {"confirmResize": None})
     await settled(real, sid, {"ACTIVE"})
     assert not (real.settings.libvirt.instances_path / f"{sid}_resize").exists()
+    assert not TapDevices().exists(tap) and TapDevices(netns=NETNS).exists(tap)  # the source's went
     await delete(real, sid)
 
 

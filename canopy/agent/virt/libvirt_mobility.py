@@ -173,7 +173,13 @@ class LibvirtMobility:
             raise
 
     async def confirm_migration(self, uuid: str) -> None:
-        """The move is kept: delete the set-aside folder and disk."""
+        """The move is kept: delete the set-aside folder and disk, and the old guest's taps unless the guest
+        runs here now (a resize in place keeps them)."""
+        saved = self.aside_dir(uuid) / "domain.xml"
+        if (self.config.vif_type == "ethernet" and saved.exists()
+                and not await self._exists(uuid)):  # type: ignore[attr-defined]
+            for tap, _mac in read_taps(saved.read_text()):
+                await self.taps.remove(tap)  # type: ignore[attr-defined]
         await self.disks.remove_aside(uuid)
         await asyncio.to_thread(shutil.rmtree, self.aside_dir(uuid), True)
 
