@@ -12,14 +12,14 @@ from typing import TYPE_CHECKING, Any
 
 from canopy.agent.virt.base import DriverError, PowerState
 from canopy.rpc.base import Target
-from canopy.rpc.calls import (
+from canopy.rpc.calls import InstanceState, StepResult
+from canopy.rpc.calls_mobility import (
     AbortMigration,
     ConfirmMigration,
     DiskChunk,
     DiskInfo,
     FinishMigration,
     IncomingReady,
-    InstanceState,
     LiveMigrate,
     MigrateOut,
     MigrationProgress,
@@ -29,7 +29,6 @@ from canopy.rpc.calls import (
     RescueInstance,
     RevertMigration,
     SnapshotInstance,
-    StepResult,
     UnrescueInstance,
 )
 from canopy.rpc.messages import Ack, Message

@@ -15,8 +15,8 @@ from canopy.conductor import mobility as mob
 from canopy.conductor.taskrun import TaskRun
 from canopy.db import tables_cell as c
 from canopy.rpc.base import BusError
-from canopy.rpc.calls import (
-    DestroyInstance,
+from canopy.rpc.calls import DestroyInstance
+from canopy.rpc.calls_mobility import (
     DiskInfo,
     IncomingReady,
     LiveMigrate,

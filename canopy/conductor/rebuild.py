@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 from canopy import states
 from canopy.conductor import mobility as mob
 from canopy.conductor.taskrun import TaskRun
-from canopy.rpc.calls import InstanceState, RebuildInstance
+from canopy.rpc.calls import InstanceState
+from canopy.rpc.calls_mobility import RebuildInstance
 
 if TYPE_CHECKING:
     from canopy.conductor.service import Conductor

@@ -19,15 +19,8 @@ from canopy.conductor import mobility as mob
 from canopy.conductor.taskrun import TaskRun
 from canopy.db import tables_cell as c
 from canopy.rpc.base import BusError
-from canopy.rpc.calls import (
-    ConfirmMigration,
-    DestroyInstance,
-    DiskInfo,
-    FinishMigration,
-    InstanceState,
-    MigrateOut,
-    RevertMigration,
-)
+from canopy.rpc.calls import DestroyInstance, InstanceState
+from canopy.rpc.calls_mobility import ConfirmMigration, DiskInfo, FinishMigration, MigrateOut, RevertMigration
 
 if TYPE_CHECKING:
     from canopy.conductor.service import Conductor

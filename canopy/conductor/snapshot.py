@@ -10,7 +10,7 @@ from canopy import states
 from canopy.conductor import mobility as mob
 from canopy.conductor.taskrun import TaskRun
 from canopy.image import store
-from canopy.rpc.calls import SnapshotInstance
+from canopy.rpc.calls_mobility import SnapshotInstance
 
 if TYPE_CHECKING:
     from canopy.conductor.service import Conductor

@@ -8,7 +8,8 @@ from enum import IntEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-from canopy.rpc.calls import DiskInfo, IncomingReady, InstanceSpec, MigrationStats, PortSpec
+from canopy.rpc.calls import InstanceSpec, PortSpec
+from canopy.rpc.calls_mobility import DiskInfo, IncomingReady, MigrationStats
 
 
 class PowerState(IntEnum):

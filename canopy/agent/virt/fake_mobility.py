@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from canopy.agent.virt.base import DriverError, InstanceNotFound, PowerState
-from canopy.rpc.calls import DiskInfo, IncomingReady, InstanceSpec, MigrationStats, PortSpec
+from canopy.rpc.calls import InstanceSpec, PortSpec
+from canopy.rpc.calls_mobility import DiskInfo, IncomingReady, MigrationStats
 
 GiB = 1 << 30
 # Destinations that prepared an incoming live migration, by URI (fake drivers live in one process).

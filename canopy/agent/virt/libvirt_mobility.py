@@ -26,7 +26,8 @@ from canopy.agent.disk.lvm import LvmBackend
 from canopy.agent.virt import customize
 from canopy.agent.virt.base import DriverError, InstanceNotFound
 from canopy.agent.virt.domain_model import read_taps
-from canopy.rpc.calls import DiskInfo, IncomingReady, InstanceSpec, MigrationStats, PortSpec
+from canopy.rpc.calls import InstanceSpec, PortSpec
+from canopy.rpc.calls_mobility import DiskInfo, IncomingReady, MigrationStats
 
 GiB = 1 << 30
 RESCUE_DIR = "rescue"

@@ -26,7 +26,7 @@ from canopy.clock import isotime_us
 from canopy.db import tables_cell as c
 from canopy.image import store
 from canopy.rpc.base import BusError, Target
-from canopy.rpc.calls import AbortMigration
+from canopy.rpc.calls_mobility import AbortMigration
 
 server_actions.API_NAMES.update({a: n for a, n in states.ACTION_NAMES.items() if a in states.MOBILITY_KINDS})
 m = c.migrations.c
