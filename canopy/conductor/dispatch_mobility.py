@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from canopy.conductor import evacuate, live_migrate, migrate, rebuild, rescue, resize, snapshot
@@ -15,30 +16,28 @@ if TYPE_CHECKING:
 log = logging.getLogger("canopy.conductor")
 
 
+Runner = Callable[["Conductor", TaskRun], Awaitable[None]]
+
+RUNNERS: dict[str, Runner] = {
+    "resize": lambda cond, run: resize.run_resize(cond, run, "resize"),
+    "migrate": migrate.run_migrate,
+    "confirm_resize": resize.run_confirm,
+    "revert_resize": resize.run_revert,
+    "snapshot": snapshot.run_snapshot,
+    "rebuild": rebuild.run_rebuild,
+    "evacuate": evacuate.run_evacuate,
+    "rescue": rescue.run_rescue,
+    "unrescue": rescue.run_unrescue,
+    "live_migrate": live_migrate.run_live_migrate,
+}
+
+
 async def run_mobility(cond: Conductor, run: TaskRun, kind: str) -> None:
     """Drive one mobility task to its end (every path writes its result and deletes the task)."""
-    if kind == "resize":
-        await resize.run_resize(cond, run, "resize")
-    elif kind == "migrate":
-        await migrate.run_migrate(cond, run)
-    elif kind == "confirm_resize":
-        await resize.run_confirm(cond, run)
-    elif kind == "revert_resize":
-        await resize.run_revert(cond, run)
-    elif kind == "snapshot":
-        await snapshot.run_snapshot(cond, run)
-    elif kind == "rebuild":
-        await rebuild.run_rebuild(cond, run)
-    elif kind == "evacuate":
-        await evacuate.run_evacuate(cond, run)
-    elif kind == "rescue":
-        await rescue.run_rescue(cond, run)
-    elif kind == "unrescue":
-        await rescue.run_unrescue(cond, run)
-    elif kind == "live_migrate":
-        await live_migrate.run_live_migrate(cond, run)
-    else:
+    runner = RUNNERS.get(kind)
+    if runner is None:
         raise ValueError(f"unknown mobility task kind {kind!r}")
+    await runner(cond, run)
 
 
 async def auto_confirm_loop(cond: Conductor) -> None:
