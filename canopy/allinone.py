@@ -87,7 +87,7 @@ class AllInOne:
         import httpx
 
         from canopy.agent.disk.upload import ImageUploader
-        from canopy.agent.virt.wiring import service_image_client
+        from canopy.agent.disk.imageclient import service_image_client
         from canopy.api.app import build_app
 
         client = service_image_client(self.settings, httpx.ASGITransport(build_app(self.cloud)))  # type: ignore[arg-type]

@@ -211,7 +211,7 @@ def agent(config: ConfigOpt = None, data_dir: DataDirOpt = None,
                               spawn_delay_s=settings.fake.spawn_delay_s, op_delay_s=settings.fake.op_delay_s)
             from canopy.agent.disk.upload import ImageUploader
             from canopy.agent.net.setup import make_node
-            from canopy.agent.virt.wiring import service_image_client
+            from canopy.agent.disk.imageclient import service_image_client
 
             agent_ = Agent(name, fake, bus, heartbeat_s=a.heartbeat_s, availability_zone=a.availability_zone,
                            datacenter=a.datacenter, rack=a.rack, net=make_node(name, settings))
@@ -252,5 +252,16 @@ def db_seed(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     dbs.dispose()
 
 
+def main() -> None:
+    """The `canopy` entry point: a missing optional part ends the command with one line naming what to install."""
+    from canopy.optional import MissingDependency
+
+    try:
+        app()
+    except MissingDependency as e:
+        typer.echo(f"canopy: {e}", err=True)
+        raise SystemExit(2) from None
+
+
 if __name__ == "__main__":
-    app()
+    main()

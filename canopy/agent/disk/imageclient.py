@@ -12,6 +12,8 @@ from typing import Any, Protocol
 
 import httpx
 
+from canopy.config import Settings
+
 
 class ImageUnavailable(Exception):
     """The Image API refused or could not serve an image."""
@@ -72,3 +74,11 @@ class ImageApiClient:
                 async for chunk in resp.aiter_bytes(1 << 20):
                     yield chunk
                 return
+
+
+def service_image_client(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> ImageApiClient:
+    """The Image API as an agent reaches it: `[libvirt] image_api_url` (default: the api's public URL) with the
+    service credential; in-process with `transport`."""
+    lv = settings.libvirt
+    return ImageApiClient(lv.image_api_url or settings.api.public_url, lv.service_user, lv.service_password,
+                          project=lv.service_project, transport=transport)

@@ -23,8 +23,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import libvirt  # type: ignore[import-untyped]
-
 from canopy.agent import configdrive, inject
 from canopy.agent.disk import growfs
 from canopy.agent.disk.backend import DiskBackend, backend_for, root_disk_spec
@@ -44,7 +42,10 @@ from canopy.agent.virt.libvirt_host import HostFacts, guest_status, read_facts, 
 from canopy.agent.virt.libvirt_mobility import LibvirtMobility
 from canopy.agent.virt.vif import FakeTaps, TapDevices, tap_name
 from canopy.config import LibvirtConfig
+from canopy.optional import require_libvirt
 from canopy.rpc.calls import InstanceSpec, PortSpec
+
+libvirt = require_libvirt()  # an optional part: a one-line error naming the extra when missing
 
 log = logging.getLogger("canopy.agent.libvirt")
 T = TypeVar("T")

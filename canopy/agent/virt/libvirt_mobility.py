@@ -18,16 +18,17 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape as xml_escape
 
-import libvirt  # type: ignore[import-untyped]
-
 from canopy.agent.disk import growfs, qemuimg
 from canopy.agent.disk.backend import DiskBackend, Qcow2Backend, root_disk_spec
 from canopy.agent.disk.lvm import LvmBackend
 from canopy.agent.virt import customize
 from canopy.agent.virt.base import DriverError, InstanceNotFound
 from canopy.agent.virt.domain_model import read_taps
+from canopy.optional import require_libvirt
 from canopy.rpc.calls import InstanceSpec, PortSpec
 from canopy.rpc.calls_mobility import DiskInfo, IncomingReady, MigrationStats
+
+libvirt = require_libvirt()  # an optional part: a one-line error naming the extra when missing
 
 GiB = 1 << 30
 RESCUE_DIR = "rescue"

@@ -10,7 +10,7 @@ import httpx
 
 from canopy.agent.disk.backend import backend_for
 from canopy.agent.disk.cache import ImageCache
-from canopy.agent.disk.imageclient import ImageApiClient
+from canopy.agent.disk.imageclient import service_image_client
 from canopy.agent.disk.upload import ImageUploader
 from canopy.agent.net.node import NetNode
 from canopy.agent.net.setup import make_node
@@ -20,14 +20,6 @@ from canopy.agent.virt.libvirt_driver import LibvirtDriver
 from canopy.agent.virt.vif import FakeTaps, TapDevices
 from canopy.config import Settings
 from canopy.rpc.base import Transport
-
-
-def service_image_client(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> ImageApiClient:
-    """The Image API as an agent reaches it: `[libvirt] image_api_url` (default: the api's public URL) with the
-    service credential; in-process with `transport`."""
-    lv = settings.libvirt
-    return ImageApiClient(lv.image_api_url or settings.api.public_url, lv.service_user, lv.service_password,
-                          project=lv.service_project, transport=transport)
 
 
 def libvirt_driver(settings: Settings, host: str, *, image_transport: httpx.AsyncBaseTransport | None = None,
