@@ -47,7 +47,7 @@ class AllInOne:
         dbs = open_databases(s)
         upgrade_all(dbs)
         seed(dbs, s.data_dir / "images")
-        bus = make_transport(s.bus, bind=True)
+        bus = make_transport(s.bus, bind=True, service="all-in-one")
         await bus.start()
         self.cloud = cloud = Cloud(settings=s, dbs=dbs, bus=bus)
         self.conductor = Conductor(cloud, name="conductor-0")
@@ -86,8 +86,8 @@ class AllInOne:
         credential (as a separate agent's would, over HTTP)."""
         import httpx
 
-        from canopy.agent.disk.upload import ImageUploader
         from canopy.agent.disk.imageclient import service_image_client
+        from canopy.agent.disk.upload import ImageUploader
         from canopy.api.app import build_app
 
         client = service_image_client(self.settings, httpx.ASGITransport(build_app(self.cloud)))  # type: ignore[arg-type]

@@ -144,7 +144,7 @@ def conductor(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     holder: dict[str, object] = {}
 
     async def start() -> None:
-        bus = make_transport(settings.bus, bind=True)
+        bus = make_transport(settings.bus, bind=True, service="conductor")
         await bus.start()
         cond = Conductor(Cloud(settings=settings, dbs=open_databases(settings), bus=bus))
         holder["c"], holder["bus"] = cond, bus
@@ -168,7 +168,7 @@ def scheduler(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     holder: dict[str, object] = {}
 
     async def start() -> None:
-        bus = make_transport(settings.bus, bind=True)
+        bus = make_transport(settings.bus, bind=True, service="scheduler")
         await bus.start()
         dbs = open_databases(settings)
         sched = Scheduler(dbs.cell(settings.database.cell_name), bus, global_db=dbs.global_db,
@@ -209,9 +209,9 @@ def agent(config: ConfigOpt = None, data_dir: DataDirOpt = None,
         else:
             fake = FakeDriver(name, vcpus=a.vcpus, memory_mb=a.memory_mb, local_gb=a.disk_gb,
                               spawn_delay_s=settings.fake.spawn_delay_s, op_delay_s=settings.fake.op_delay_s)
+            from canopy.agent.disk.imageclient import service_image_client
             from canopy.agent.disk.upload import ImageUploader
             from canopy.agent.net.setup import make_node
-            from canopy.agent.disk.imageclient import service_image_client
 
             agent_ = Agent(name, fake, bus, heartbeat_s=a.heartbeat_s, availability_zone=a.availability_zone,
                            datacenter=a.datacenter, rack=a.rack, net=make_node(name, settings))

@@ -42,17 +42,34 @@ class DatabaseConfig(BaseModel):
         return found
 
 
+# How far past `[bus] zmq_bind`'s port each control service binds, so that one file serves a control machine.
+ZMQ_PORT_OFFSETS = {"conductor": 0, "all-in-one": 0, "scheduler": 1}
+
+
 class BusConfig(BaseModel):
     """The message bus: in-process for one machine, ZeroMQ between machines."""
 
     transport: Literal["local", "zmq", "nats", "amqp"] = "local"
-    # ZeroMQ: the address this process binds (control services), and the control endpoints it connects to.
+    # ZeroMQ: the address control services bind, and the control endpoints every process connects to. One
+    # `zmq_bind` serves every control service of a machine: each binds its own port, `ZMQ_PORT_OFFSETS` past
+    # the one given (conductor 7100, scheduler 7101); `zmq_binds` sets one service's address outright.
     zmq_bind: str = ""
+    zmq_binds: dict[str, str] = Field(default_factory=dict)
     zmq_connect: list[str] = Field(default_factory=list)
     # Brokers: NATS servers (one cluster), or a RabbitMQ URL (amqp://user:pass@host:5672/vhost).
     nats_urls: list[str] = Field(default_factory=lambda: ["nats://127.0.0.1:4222"])
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     call_timeout_s: float = 30.0
+
+    def zmq_bind_for(self, service: str) -> str:
+        """The address `service` binds: its own entry in `zmq_binds`, else `zmq_bind`'s port plus the
+        service's offset (a `tcp://` address without a port, or an `ipc://` path, is used as given)."""
+        if service in self.zmq_binds:
+            return self.zmq_binds[service]
+        head, _, port = self.zmq_bind.rpartition(":")
+        if not self.zmq_bind.startswith("tcp://") or not port.isdigit():
+            return self.zmq_bind
+        return f"{head}:{int(port) + ZMQ_PORT_OFFSETS.get(service, 0)}"
 
 
 class ApiConfig(BaseModel):

@@ -8,13 +8,15 @@ import random
 import time
 
 from canopy import __version__
-from canopy.periodic import pace
+from canopy.periodic import next_delay
 from canopy.rpc.base import BusError, Target, Transport
 from canopy.rpc.calls import Heartbeat
 
+RETRY_S = 1.0
+
 
 class ServiceHeartbeat:
-    """Casts `Heartbeat(binary, host)` to the conductors every interval (jittered) while started."""
+    """Casts `Heartbeat(binary, host)` to the conductors as it starts, then every interval (jittered)."""
 
     def __init__(self, bus: Transport, binary: str, host: str, interval_s: float,
                  rng: random.Random | None = None) -> None:
@@ -33,10 +35,13 @@ class ServiceHeartbeat:
             self._task = None
 
     async def _loop(self) -> None:
-        first = True
+        """Beat at once (a restarted service must not show `down` for a period), then every interval,
+        jittered; a beat no conductor took is tried again within a second."""
         while True:
-            await pace(self.interval_s, first, self.rng)
-            first = False
-            with contextlib.suppress(BusError):  # no conductor yet: the next beat tries again
+            try:
                 await self.bus.cast(Target("conductor"), Heartbeat(
                     binary=self.binary, host=self.host, service_version=__version__, sent_at=time.time()))
+                delay = next_delay(self.interval_s, self.rng)
+            except BusError:  # no conductor yet
+                delay = min(RETRY_S, self.interval_s)
+            await asyncio.sleep(delay)

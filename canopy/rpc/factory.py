@@ -6,8 +6,9 @@ from canopy.config import BusConfig
 from canopy.rpc.base import Transport
 
 
-def make_transport(bus: BusConfig, *, bind: bool) -> Transport:
-    """The bus named by the settings; `bind` for control services, which ZeroMQ peers connect to."""
+def make_transport(bus: BusConfig, *, bind: bool, service: str = "") -> Transport:
+    """The bus named by the settings; `bind` for control services, which ZeroMQ peers connect to (each
+    `service` on its own address, `BusConfig.zmq_bind_for`)."""
     if bus.transport == "local":
         from canopy.rpc.local import LocalTransport
 
@@ -15,7 +16,7 @@ def make_transport(bus: BusConfig, *, bind: bool) -> Transport:
     if bus.transport == "zmq":
         from canopy.rpc.zmq import ZmqTransport
 
-        return ZmqTransport(bind=bus.zmq_bind if bind else None, connect=list(bus.zmq_connect))  # type: ignore[call-arg]
+        return ZmqTransport(bind=bus.zmq_bind_for(service) if bind else None, connect=list(bus.zmq_connect))  # type: ignore[call-arg]
     if bus.transport == "nats":
         from canopy.rpc.nats import NatsTransport
 
