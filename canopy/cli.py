@@ -95,12 +95,26 @@ def all_in_one(
         await aio.start()
         auth_url = settings.api.public_url.rstrip("/") + "/identity"
         write_clouds_yaml(clouds_yaml, auth_url, settings.api.region, "admin", "demo")
-        console.print(f"[bold green]Canopy is up[/bold green] at {settings.api.public_url} "
-                      f"with {aio.hosts} simulated hypervisors (data in {settings.data_dir}).")
-        console.print(f"Identity: {auth_url}   clouds.yaml: {clouds_yaml.resolve()}")
-        console.print("From another shell here:  openstack --os-cloud canopy server list   (Ctrl-C stops)")
+        for line in welcome_lines(settings.api.public_url, auth_url, clouds_yaml.resolve(), aio.hosts,
+                                  settings.data_dir):
+            console.print(line, soft_wrap=True, highlight=False)
 
     _run_until_signalled(start, aio.stop)
+
+
+def welcome_lines(url: str, auth_url: str, clouds_yaml: Path, hosts: int, data_dir: Path) -> list[str]:
+    """What `make run` prints once the cloud answers: where it is and how to use it at once."""
+    return [
+        f"[bold green]Canopy is up[/bold green] at {url} with {hosts} simulated hypervisors (data in {data_dir}).",
+        f"  Identity:     {auth_url}",
+        f"  clouds.yaml:  {clouds_yaml}   (clouds: canopy = admin, canopy-demo = demo)",
+        "  Users:        admin / admin (project admin, role admin), demo / demo (project demo, role member)",
+        "  From another shell in this folder (`.venv/bin/pip install python-openstackclient` first):",
+        "    .venv/bin/openstack --os-cloud canopy-demo server create --flavor m1.tiny --image canopy-tiny "
+        "--network public --wait demo-1",
+        "    .venv/bin/openstack --os-cloud canopy compute service list",
+        "  Ctrl-C stops it; the next `make run` reuses the data.",
+    ]
 
 
 @app.command()
