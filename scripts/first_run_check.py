@@ -42,7 +42,9 @@ def request(method: str, path: str, body: dict | None = None, token: str = "") -
             raw, status, hdrs = resp.read(), resp.status, dict(resp.headers)
     except urllib.error.HTTPError as e:
         raw, status, hdrs = e.read(), e.code, dict(e.headers)
-    return status, (json.loads(raw) if raw.strip() else {}), {k.lower(): v for k, v in hdrs.items()}
+    hdrs = {k.lower(): v for k, v in hdrs.items()}
+    is_json = hdrs.get("content-type", "").startswith("application/json") and raw.strip()
+    return status, (json.loads(raw) if is_json else {}), hdrs
 
 
 def login(user: str) -> str:
