@@ -31,7 +31,7 @@ def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                        capture_output=True, timeout=120)
     layout = [
         (["conductor"], {"CANOPY_BUS__ZMQ_BIND": cond, "CANOPY_BUS__ZMQ_CONNECT": json.dumps([sched])}),
-        (["scheduler"], {"CANOPY_BUS__ZMQ_BIND": sched}),
+        (["scheduler"], {"CANOPY_BUS__ZMQ_BINDS": json.dumps({"scheduler": sched})}),
         (["agent", "--host", "hv-a"], {"CANOPY_BUS__ZMQ_CONNECT": json.dumps([cond])}),
         (["agent", "--host", "hv-b"], {"CANOPY_BUS__ZMQ_CONNECT": json.dumps([cond])}),
         (["api"], {"CANOPY_BUS__ZMQ_CONNECT": json.dumps([cond, sched])}),

@@ -105,7 +105,7 @@ def fleet() -> Iterator[tuple[Fleet, Any]]:
             fleet.run(name, ["conductor"], CANOPY_BUS__ZMQ_BIND=control[name])
             _wait(lambda n=n: len(_conductor_names(engine)) >= n, f"{name} registered", fleet)  # type: ignore[misc]
         for name in ("scheduler-a", "scheduler-b"):
-            fleet.run(name, ["scheduler"], CANOPY_BUS__ZMQ_BIND=control[name])
+            fleet.run(name, ["scheduler"], CANOPY_BUS__ZMQ_BINDS=json.dumps({"scheduler": control[name]}))
         for host in ("hv-1", "hv-2"):
             fleet.run(f"agent-{host}", ["agent", "--host", host])
         for name in ("api-a", "api-b"):
