@@ -15,9 +15,7 @@ from canopy.conductor.sweeper import StuckSweeper, overdue
 from canopy.db import tables_cell as c
 from canopy.observability.notifications import Notification, subscribe
 from canopy.observability.trace import gather, parse_line
-from tests.conftest import wait_for_server
-from tests.unit.test_boot_flow import V, server_body
-from tests.unit.test_ops_faults import json_log  # noqa: F401  (fixture)
+from tests.clouds import V, server_body, wait_for_server
 
 NOW = dt.datetime(2026, 5, 1, 12, 0)
 DEADLINES = {"spawning": 600.0, "powering-off": 60.0}
