@@ -29,6 +29,7 @@ from canopy.db import tables_cell as c
 from canopy.db.migrate import upgrade_part
 from canopy.rpc.calls import Heartbeat
 from canopy.rpc.messages import decode_message
+from tests.waiting import wait_until
 
 GIB = 1 << 30
 
@@ -167,7 +168,7 @@ async def test_a_hung_check_times_out_is_not_started_twice_and_the_heartbeat_doe
     t0 = time.monotonic()
     assert await health.summary() == {}  # nothing finished within wait_s: the (empty) last results
     assert time.monotonic() - t0 < 0.09
-    await asyncio.sleep(0.2)  # the round ends at the check's timeout (0.1 s)
+    await wait_until(health.failing, 5.0, what="the round ending at the check's timeout (0.1 s)")
     assert health.failing() == {"hypervisor": "no answer for 0s", "other": "broken"}
     await health.run()  # the hung call is waited on again, not started again
     assert len(starts) == 1 and health.failing()["hypervisor"].startswith("no answer for")
