@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, desc, insert, select, update
 
 from canopy import context, states
+from canopy.clock import Clock
 from canopy.conductor import records
 from canopy.db import tables_cell as c
 from canopy.observability.metrics import SWEPT
@@ -144,14 +145,15 @@ def _action_of(conn: Connection, uuid: str, task: dict[str, Any] | None) -> dict
 class StuckSweeper:
     """Runs in every conductor; see the module docstring for who sweeps what."""
 
-    def __init__(self, cond: Conductor) -> None:
+    def __init__(self, cond: Conductor, clock: Clock | None = None) -> None:
         self.cond = cond
         self.obs = cond.settings.observability
+        self.clock = clock or cond.clock  # its own, so that a test can move the sweeper's time alone
 
     async def sweep(self) -> int:
         """Move every overdue server this conductor may take to ERROR; returns how many it moved."""
         cond, obs = self.cond, self.obs
-        now = cond.clock.now()
+        now = self.clock.now()
         shortest = min([*obs.task_deadlines_s.values(), obs.default_task_deadline_s])
         rows = await cond.db.read_fresh(candidates, now - dt.timedelta(seconds=shortest))
         stuck = overdue(rows, now, obs.task_deadlines_s, obs.default_task_deadline_s)
@@ -174,7 +176,7 @@ class StuckSweeper:
         details = (f"Swept by {cond.name} at {now.isoformat()}Z. "
                    + (f"Task {task['id']} ({task['kind']}), attempt {task['attempts']}, leased by "
                       f"{task['lease_owner']}." if task else "No task was driving it (an orphaned task state)."))
-        request_id = await cond.db.write(move_to_error, stuck, task, cond.clock.now(), details)
+        request_id = await cond.db.write(move_to_error, stuck, task, self.clock.now(), details)
         if request_id is None:
             return False
         # logged under the stuck request's ID, so that `canopy trace` shows how its story ended
@@ -200,7 +202,7 @@ class StuckSweeper:
         view = {**stuck.row, "vm_state": states.ERROR, "task_state": None}
         payload = instance_payload(view, request_id=request_id or None,
                                    fault=exception_payload("TaskStuck", describe(stuck), "sweep", __name__))
-        await self.cond.notifier.emit(f"{event}.error", payload, self.cond.clock.now(), "ERROR")
+        await self.cond.notifier.emit(f"{event}.error", payload, self.clock.now(), "ERROR")
 
     async def loop(self) -> None:
         """Sweep every `stuck_sweep_interval_s`; an error is logged and the next sweep tries again."""

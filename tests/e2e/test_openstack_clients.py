@@ -14,7 +14,7 @@ import openstack
 import pytest
 from openstack import exceptions as osexc
 
-from tests.e2e.conftest import RunningCloud
+from tests.e2e.running import RunningCloud
 
 pytestmark = pytest.mark.e2e
 

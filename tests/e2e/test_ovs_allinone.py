@@ -17,7 +17,8 @@ import openstack
 import pytest
 
 from canopy.agent.net.privateovs import PrivateOvs, ovs_installed
-from tests.e2e.conftest import ROOT, RunningCloud, run_all_in_one
+from tests.clouds import ROOT
+from tests.e2e.running import RunningCloud, run_all_in_one
 
 pytestmark = pytest.mark.e2e
 

@@ -13,7 +13,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from tests.e2e.conftest import ROOT, _free_port
+from tests.clouds import ROOT
+from tests.clouds import free_port as _free_port
 
 pytestmark = pytest.mark.e2e
 

@@ -14,7 +14,7 @@ from sqlalchemy import inspect, select
 from canopy.db import tables_cell, tables_global
 from canopy.db.engine import Database, Databases
 from canopy.db.migrate import current_revision, head_revision, upgrade_all
-from tests.conftest import MARIADB_SERVER, POSTGRES_SERVER, _fresh_database
+from tests.databases import MARIADB_SERVER, POSTGRES_SERVER, fresh_database
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,7 +26,7 @@ def empty_url(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
         yield f"sqlite:///{tmp_path / 'empty.db'}"
         return
     server, admin = (MARIADB_SERVER, "test") if request.param == "mariadb" else (POSTGRES_SERVER, "test")
-    yield from _fresh_database(server, admin)
+    yield from fresh_database(server, admin)
 
 
 def test_migrations_apply_from_empty_and_twice(empty_url: str) -> None:

@@ -19,15 +19,14 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, inspect, text
 
-from tests.conftest import ApiClient, make_settings
-from tests.e2e.conftest import _free_port
+from tests.clouds import ApiClient, free_port, make_settings
 
 
 class MariaDB:
     """A throwaway mariadbd: install-db once, then start/stop as often as the test wants."""
 
     def __init__(self, folder: Path) -> None:
-        self.folder, self.port = folder, _free_port()
+        self.folder, self.port = folder, free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         subprocess.run(["mariadb-install-db", "--no-defaults", f"--datadir={folder / 'data'}", "--user=root",
                         "--auth-root-authentication-method=normal", "--skip-test-db"],
@@ -61,7 +60,7 @@ class PostgreSQL:
     `standby_of`, a streaming replica of that one (pg_basebackup -R)."""
 
     def __init__(self, folder: Path, standby_of: PostgreSQL | None = None) -> None:
-        self.folder, self.port = folder, _free_port()
+        self.folder, self.port = folder, free_port()
         self.bin = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1]
         self.proc: subprocess.Popen[bytes] | None = None
         user = pwd.getpwnam("postgres")

@@ -26,7 +26,7 @@ import pytest
 
 from canopy.agent.virt.vif import TapDevices, tap_name
 from canopy.rpc.base import Target
-from tests.conftest import wait_for_server
+from tests.clouds import wait_for_server
 from tests.integration import tinyguest
 from tests.integration.test_real_guest import (  # noqa: F401
     HOST,

@@ -11,7 +11,7 @@ import re
 import subprocess
 from typing import Any
 
-from tests.conftest import wait_for_server
+from tests.clouds import wait_for_server
 from tests.integration.test_real_guest import RealCloud, act, boot, real, show, wait_console  # noqa: F401
 
 V = {"OpenStack-API-Version": "compute 2.87"}

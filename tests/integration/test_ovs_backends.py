@@ -14,7 +14,8 @@ from canopy.network import desired, limits
 from canopy.network import networks as nets
 from canopy.network import ports as pt
 from canopy.seed import PUBLIC_NETWORK_ID
-from tests.unit.test_flow_sync import UPLINK, boot, node_of, ping, switch_of
+from tests.clouds import UPLINK, node_of, ping, switch_of
+from tests.clouds import boot_port as boot
 
 pytestmark = pytest.mark.parametrize("backend_url", ["mariadb", "postgresql"], indirect=True)
 

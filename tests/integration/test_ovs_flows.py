@@ -18,8 +18,8 @@ from canopy.agent.net.applier import OvsApplier, Tap
 from canopy.agent.net.compiler import compile_host
 from canopy.agent.net.model import Program, diff_programs
 from canopy.agent.net.privateovs import PrivateOvs
+from tests import packet_tables as cases
 from tests.integration.ovs_support import odp_ports, start_private_ovs, top_level_ports
-from tests.unit import test_flow_compiler as cases
 
 BRIDGE = "br-t"
 NIC = "nic-public"

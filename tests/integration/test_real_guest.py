@@ -20,7 +20,7 @@ import pytest
 from canopy.agent.virt.base import PowerState
 from canopy.agent.virt.vif import TapDevices, tap_name
 from canopy.rpc.calls import PortSpec
-from tests.conftest import ApiClient, make_settings, wait_for_server
+from tests.clouds import ApiClient, make_settings, wait_for_server
 from tests.integration import tinyguest
 
 V = {"OpenStack-API-Version": "compute 2.87"}

@@ -16,7 +16,7 @@ import pytest
 from canopy.agent.net.applier import OvsApplier
 from canopy.agent.net.node import NetNode
 from canopy.agent.virt.vif import tap_name
-from tests.conftest import wait_for_server
+from tests.clouds import wait_for_server
 from tests.integration.ovs_support import start_private_ovs
 from tests.integration.test_real_guest import HOST, RealCloud, real, wait_console  # noqa: F401
 

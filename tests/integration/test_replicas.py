@@ -216,8 +216,7 @@ async def test_with_no_replica_everything_goes_to_the_primary(pair: Any) -> None
 async def test_a_cloud_on_a_primary_and_replica_boots_with_reads_on_the_replica(pair: Any, tmp_path: Path) -> None:
     from canopy.allinone import AllInOne
     from canopy.api.app import build_app
-    from tests.conftest import ApiClient, make_settings, wait_for_server
-    from tests.unit.test_boot_flow import V, server_body
+    from tests.clouds import ApiClient, V, make_settings, server_body, wait_for_server
 
     name = f"cloud_{uuid.uuid4().hex[:8]}"
     primary = pair.create_database(name)

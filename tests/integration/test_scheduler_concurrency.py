@@ -35,10 +35,10 @@ SERVERS = {"mariadb": "mysql+pymysql://root@127.0.0.1:3306", "postgresql": "post
 @pytest.fixture(params=sorted(SERVERS))
 def fleet_url(request: pytest.FixtureRequest) -> Iterator[str]:
     """A fresh database of its own on the machine's server, migrated and filled with the fleet."""
-    from tests.conftest import _fresh_database
+    from tests.databases import fresh_database
 
     admin_db = "test"
-    for url in _fresh_database(SERVERS[request.param], admin_db):
+    for url in fresh_database(SERVERS[request.param], admin_db):
         db = Database(url)
         upgrade_part(db.primary, "global")
         upgrade_part(db.primary, "cell")

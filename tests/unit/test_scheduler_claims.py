@@ -18,6 +18,7 @@ from canopy.db import tables_cell as c
 from canopy.db.engine import Database
 from canopy.db.migrate import upgrade_part
 from canopy.scheduler import audit, claims
+from tests.unit.fleet_rows import add_instance
 
 NOW = dt.datetime(2026, 1, 1)
 # (vcpus, memory_mb, local_gb, cpu ratio, reserved MB)
@@ -102,17 +103,6 @@ def test_a_claim_that_no_longer_fits_is_refused_and_changes_nothing(db: Database
         assert not claims.claim(conn, 1, 0, 1, 0, NOW)
         assert not claims.release(conn, "hv-1", 5, 0, 0, NOW)  # more than it holds: drift, refused
         assert hosts(conn)[0].vcpus_used == 4
-
-
-def add_instance(conn: Connection, host: str | None = None, flavor: dict[str, int] | None = None,
-                 deleted: bool = False) -> str:
-    uid = str(uuid.uuid4())
-    conn.execute(insert(c.instances).values(
-        uuid=uid, project_id="p", user_id="u", name="vm", hostname="vm", flavor_id="1",
-        flavor=flavor or {"vcpus": 1, "ram": 512, "disk": 1}, image_ref="", host=host, vm_state="building",
-        power_state=0, config_drive="", metadata={}, networks=[], addresses={}, reservation_id="r",
-        launch_index=0, locked=False, progress=0, created_at=NOW, updated_at=NOW, deleted=deleted))
-    return uid
 
 
 def claim_member(db: Database, host_id: int, group: claims.GroupClaim) -> bool | str:

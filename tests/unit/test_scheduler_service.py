@@ -25,7 +25,7 @@ from canopy.rpc.calls import SelectHost
 from canopy.scheduler import claims
 from canopy.scheduler.feed import Changes
 from canopy.scheduler.service import NoValidHost, Scheduler
-from tests.unit.test_scheduler_claims import add_instance
+from tests.unit.fleet_rows import add_instance
 
 
 async def make_fleet(path: Path, n: int, vcpus: int = 4, ram: int = 8192) -> Database:

@@ -14,7 +14,7 @@ from canopy.scheduler.aggregates import Aggregate
 from canopy.scheduler.hoststate import Weights
 from canopy.scheduler.request import GroupState
 from canopy.scheduler.weighers import choose, ranking, scores, top
-from tests.unit.test_scheduler_filters import make_index
+from tests.unit.fleet_rows import make_index
 
 # h1 nearly empty, h2 half full, h3 nearly full (RAM); CPU the other way round.
 FLEET = [{"memory_mb_used": 1024, "vcpus_used": 7}, {"memory_mb_used": 8192, "vcpus_used": 4},

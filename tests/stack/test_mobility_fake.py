@@ -11,8 +11,8 @@ import httpx
 
 from canopy.agent.disk.imageclient import ImageApiClient
 from canopy.agent.disk.upload import ImageUploader
-from tests.conftest import wait_for_server
-from tests.unit.test_guest_power_actions import boot
+from tests.clouds import boot_active as boot
+from tests.clouds import wait_for_server
 
 V = {"OpenStack-API-Version": "compute 2.87"}
 

@@ -11,38 +11,8 @@ from canopy.agent.net import tables as t
 from canopy.agent.net.fake import FakeApplier
 from canopy.agent.net.node import NetNode
 from canopy.seed import PUBLIC_NETWORK_ID, PUBLIC_SUBNET_ID
-from tests.conftest import wait_for_server
-from tests.unit.test_boot_flow import V, server_body
-
-N = "/network/v2.0"
-UPLINK = t.uplink_ofport("public")
-
-
-async def boot(stack: Any, name: str, user: str, **extra: Any) -> dict[str, Any]:
-    body = server_body(name=name)
-    body["server"]["networks"] = [{"uuid": PUBLIC_NETWORK_ID}]
-    body["server"].update(extra)
-    resp = await stack.api.post("/compute/v2.1/servers", json=body, headers=V, as_user=user)
-    assert resp.status_code == 202, resp.text
-    server = await wait_for_server(stack.api, resp.json()["server"]["id"], {"ACTIVE"}, as_user=user)
-    (port,) = (await stack.api.get(f"{N}/ports?device_id={server['id']}")).json()["ports"]
-    return port  # type: ignore[no-any-return]
-
-
-def node_of(stack: Any, host: str) -> NetNode:
-    return next(a.net for a in stack.agents if a.host == host)
-
-
-def switch_of(stack: Any, host: str) -> Any:
-    applier = node_of(stack, host).applier
-    assert isinstance(applier, FakeApplier)
-    return applier.table
-
-
-def ping(src: dict[str, Any], dst: dict[str, Any], src_ip: str | None = None) -> str:
-    return (f"in_port={src['binding:vif_details']['ofport']},ip,dl_src={src['mac_address']},"
-            f"dl_dst={dst['mac_address']},nw_src={src_ip or src['fixed_ips'][0]['ip_address']},"
-            f"nw_dst={dst['fixed_ips'][0]['ip_address']}")
+from tests.clouds import UPLINK, N, node_of, ping, switch_of
+from tests.clouds import boot_port as boot
 
 
 def arp_for(src: dict[str, Any], target_ip: str) -> str:

@@ -9,9 +9,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from canopy.observability.metrics import SCHED_DECISIONS, Counts, Hist, serve_process_metrics
-from tests.conftest import wait_for_server
-from tests.e2e.conftest import _free_port
-from tests.unit.test_boot_flow import V, server_body
+from tests.clouds import V, free_port, server_body, wait_for_server
 
 
 async def scrape(api: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -95,7 +93,7 @@ def test_counter_family_is_named_with_total() -> None:
 
 
 async def test_a_service_without_the_api_serves_its_own_metrics_port() -> None:
-    port = _free_port()
+    port = free_port()
     server = serve_process_metrics("127.0.0.1", port)
     assert server is not None
     try:

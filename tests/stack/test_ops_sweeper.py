@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 from sqlalchemy import insert, inspect, select, update
 
+from canopy.clock import FakeClock
 from canopy.conductor.sweeper import StuckSweeper, overdue
 from canopy.db import tables_cell as c
 from canopy.observability.notifications import Notification, subscribe
 from canopy.observability.trace import gather, parse_line
-from tests.conftest import wait_for_server
-from tests.unit.test_boot_flow import V, server_body
-from tests.unit.test_ops_faults import json_log  # noqa: F401  (fixture)
+from tests.clouds import V, server_body, wait_for_server
+from tests.waiting import wait_until
 
 NOW = dt.datetime(2026, 5, 1, 12, 0)
 DEADLINES = {"spawning": 600.0, "powering-off": 60.0}
@@ -54,7 +54,12 @@ async def _rows(stack: Any, table: Any, sid: str) -> list[dict[str, Any]]:
         select(table).where(table.c.instance_uuid == sid)).mappings()])
 
 
-async def test_a_build_stuck_in_spawning_goes_to_error_with_a_fault(stack: Any, json_log: Path) -> None:  # noqa: F811
+async def spawning(stack: Any, sid: str) -> bool:
+    server = (await stack.api.get(f"/compute/v2.1/servers/{sid}")).json()["server"]
+    return bool(server["OS-EXT-STS:task_state"] == "spawning")
+
+
+async def test_a_build_stuck_in_spawning_goes_to_error_with_a_fault(stack: Any, json_log: Path) -> None:
     notes: list[Notification] = []
 
     async def billing(msg: Any) -> None:
@@ -63,18 +68,14 @@ async def test_a_build_stuck_in_spawning_goes_to_error_with_a_fault(stack: Any, 
     subscribe(stack.cloud.bus, billing)
     for driver in stack.drivers.values():
         driver.spawn_delay_s = 30.0  # a hypervisor that never finishes
-    # long enough that a loaded machine still sees the build inside its deadline first
-    stack.settings.observability.task_deadlines_s["spawning"] = 1.0
+    stack.settings.observability.task_deadlines_s["spawning"] = 600.0
     resp = await stack.api.post("/compute/v2.1/servers", json=server_body(), headers=V)
     sid, request_id = resp.json()["server"]["id"], resp.headers["x-openstack-request-id"]
-    for _ in range(100):
-        server = (await stack.api.get(f"/compute/v2.1/servers/{sid}")).json()["server"]
-        if server["OS-EXT-STS:task_state"] == "spawning":
-            break
-        await asyncio.sleep(0.02)
-    sweeper = StuckSweeper(stack.conductor)
+    await wait_until(lambda: spawning(stack, sid), what="the build spawning")
+    clock = FakeClock(stack.cloud.clock.now())  # the sweeper's time moves only when the test says so
+    sweeper = StuckSweeper(stack.conductor, clock)
     assert await sweeper.sweep() == 0, "not yet past the deadline"
-    await asyncio.sleep(1.1)
+    clock.advance(601)
     assert await sweeper.sweep() == 1
     assert await sweeper.sweep() == 0, "swept once"
 

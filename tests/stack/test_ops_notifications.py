@@ -8,8 +8,7 @@ import ipaddress
 from typing import Any
 
 from canopy.observability.notifications import Notification, instance_payload, subscribe
-from tests.conftest import wait_for_server
-from tests.unit.test_boot_flow import V, server_body
+from tests.clouds import V, server_body, wait_for_server
 
 
 def listen(stack: Any) -> list[Notification]:

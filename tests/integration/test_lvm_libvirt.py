@@ -28,7 +28,7 @@ from canopy.agent.virt.libvirt_driver import LibvirtDriver
 from canopy.agent.virt.vif import FakeTaps
 from canopy.config import LibvirtConfig
 from canopy.rpc.calls import InstanceSpec
-from tests.unit.test_libvirt_testdriver import MemoryImages, make_spec
+from tests.integration.test_libvirt_testdriver import MemoryImages, make_spec
 
 pytestmark = pytest.mark.skipif(subprocess.run(["which", "qemu-img"], capture_output=True).returncode != 0,
                                 reason="qemu-img is not installed (scripts/system-packages.txt: qemu-utils)")
@@ -429,7 +429,7 @@ async def test_injection_is_refused_on_lvm_before_any_disk(rig: Any) -> None:
 
 
 async def test_host_grows_the_filesystem_of_a_marked_image_on_its_lv(rig: Any, tmp_path: Path) -> None:
-    from tests.unit.test_growfs import block_count, ext4_qcow2
+    from tests.integration.test_growfs import block_count, ext4_qcow2
 
     a: Host = rig.a
     image = rig.images.add(ext4_qcow2(tmp_path).read_bytes(), "qcow2", canopy_grow_fs="host")

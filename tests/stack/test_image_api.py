@@ -10,7 +10,7 @@ import pytest
 
 from canopy.runtime import Cloud
 from canopy.seed import TINY_IMAGE_ID
-from tests.conftest import ApiClient
+from tests.clouds import ApiClient
 
 IMAGES = "/image/v2/images"
 PATCH = {"Content-Type": "application/openstack-images-v2.1-json-patch"}

@@ -10,8 +10,7 @@ from sqlalchemy import func, select
 from canopy.db import tables_cell as c
 from canopy.db import tables_global as g
 from canopy.seed import PUBLIC_NETWORK_ID, TINY_IMAGE_ID
-from tests.conftest import wait_for_server
-from tests.unit.test_boot_flow import V, server_body
+from tests.clouds import V, server_body, wait_for_server
 
 
 async def _counts(stack: Any) -> tuple[int, int, int, int]:

@@ -11,8 +11,7 @@ from typing import Any
 from typer.testing import CliRunner
 
 from canopy.cli import app
-from tests.conftest import wait_for_server
-from tests.unit.test_boot_flow import V, server_body
+from tests.clouds import V, server_body, wait_for_server
 
 AGG = "/compute/v2.1/os-aggregates"
 GROUPS = "/compute/v2.1/os-server-groups"

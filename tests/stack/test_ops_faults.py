@@ -3,9 +3,7 @@ of the call that started it in the fault, the action and every service's log lin
 
 from __future__ import annotations
 
-import logging
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,28 +12,9 @@ from sqlalchemy import select
 
 from canopy.conductor import build
 from canopy.db import tables_cell as c
-from canopy.observability.logs import make_handler
 from canopy.observability.trace import gather
 from canopy.seed import PUBLIC_NETWORK_ID
-from tests.conftest import wait_for_server
-from tests.unit.test_boot_flow import V, server_body
-
-
-@pytest.fixture
-def json_log(tmp_path: Path) -> Iterator[Path]:
-    """Every canopy.* line at INFO and above as JSON into a file, the way the services write them."""
-    path = tmp_path / "canopy.json"
-    handler = make_handler("json", str(path))
-    logger = logging.getLogger("canopy")
-    old_level = logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        yield path
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(old_level)
-        handler.close()
+from tests.clouds import V, server_body, wait_for_server
 
 
 async def fault_row(stack: Any, sid: str) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.conftest import ApiClient
+from tests.clouds import ApiClient
 
 
 async def test_password_auth_returns_token_and_catalog(api: ApiClient) -> None:

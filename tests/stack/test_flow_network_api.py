@@ -8,8 +8,7 @@ from typing import Any
 
 from canopy.network import segments as sg
 from canopy.seed import PUBLIC_NETWORK_ID
-from tests.conftest import wait_for_server
-from tests.unit.test_boot_flow import V, server_body
+from tests.clouds import V, server_body, wait_for_server
 
 N = "/network/v2.0"
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from tests.conftest import ApiClient
+from tests.clouds import ApiClient
 
 V3 = "/identity/v3"
 

@@ -19,8 +19,7 @@ from canopy.api import compute, identity, image, network
 from canopy.db import tables_cell as c
 from canopy.db import tables_global as g
 from canopy.seed import PUBLIC_NETWORK_ID, PUBLIC_SUBNET_ID, TINY_IMAGE_ID
-from tests.conftest import wait_for_server
-from tests.unit.test_boot_flow import V, server_body
+from tests.clouds import V, server_body, wait_for_server
 
 S = "{server}"  # placeholders filled from the booted server and the objects made for the test
 # Every route, by name: the request that exercises it, or why it is not measured here.

@@ -11,9 +11,8 @@ from canopy.agent.net.compiler import compile_host
 from canopy.agent.net.state import state_of
 from canopy.network import desired
 from canopy.rpc.calls import NetworkSync
-from tests.conftest import wait_for_server
-from tests.unit.test_boot_flow import V, server_body
-from tests.unit.test_flow_sync import boot, node_of
+from tests.clouds import V, node_of, server_body, wait_for_server
+from tests.clouds import boot_port as boot
 
 HOSTS = ("hv-0001", "hv-0002", "hv-0003", "hv-0004")
 

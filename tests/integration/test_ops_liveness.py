@@ -19,9 +19,7 @@ from typing import Any
 import pytest
 
 from canopy import __version__
-from tests.conftest import ApiClient, in_process_cloud, make_settings, wait_for_server
-from tests.e2e.conftest import ROOT, _free_port
-from tests.unit.test_boot_flow import V, server_body
+from tests.clouds import ROOT, ApiClient, V, free_port, in_process_cloud, make_settings, server_body, wait_for_server
 
 DOWN_S = 1.5
 MV = {"OpenStack-API-Version": "compute 2.53"}
@@ -65,7 +63,7 @@ async def zmq_stack(data_dir: Path) -> AsyncIterator[Any]:
     """A control plane (conductor, scheduler, api, one in-process agent hv-0001) bound on a ZeroMQ port."""
     settings = make_settings(data_dir)
     settings.bus.transport = "zmq"
-    settings.bus.zmq_bind = f"tcp://127.0.0.1:{_free_port()}"
+    settings.bus.zmq_bind = f"tcp://127.0.0.1:{free_port()}"
     settings.fake.spawn_delay_s = settings.fake.op_delay_s = 0.0
     settings.agent.heartbeat_s = 0.2
     settings.conductor.heartbeat_flush_s = 0.1

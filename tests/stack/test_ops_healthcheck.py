@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from canopy.api.healthcheck import Check, databases_to_check, healthy
-from tests.conftest import ApiClient
+from tests.clouds import ApiClient
 
 JSON = {"Accept": "application/json"}
 

@@ -11,8 +11,7 @@ from sqlalchemy import select, update
 from canopy.conductor import records
 from canopy.db import tables_cell as c
 from canopy.rpc.calls import WakeTask
-from tests.conftest import wait_for_server
-from tests.unit.test_boot_flow import V, server_body
+from tests.clouds import V, server_body, wait_for_server
 
 
 async def _create_without_wakeup(stack: Any, monkeypatch: Any) -> str:

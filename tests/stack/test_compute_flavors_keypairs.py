@@ -8,7 +8,7 @@ import hashlib
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
-from tests.conftest import ApiClient
+from tests.clouds import ApiClient
 
 FLAVORS = "/compute/v2.1/flavors"
 KEYPAIRS = "/compute/v2.1/os-keypairs"

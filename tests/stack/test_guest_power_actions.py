@@ -5,30 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import pytest
-
 from canopy.agent.reconcile import HostReconciler
 from canopy.agent.virt.base import PowerState
 from canopy.agent.virt.vif import tap_name
-from tests.conftest import BACKENDS, wait_for_server
+from tests.clouds import boot_active as boot
+from tests.clouds import wait_for_server
 
 V = {"OpenStack-API-Version": "compute 2.87"}
-
-
-async def boot(stack: Any, name: str = "vm") -> tuple[str, Any]:
-    api = stack.api
-    image = (await api.get("/image/v2/images?name=canopy-tiny")).json()["images"][0]["id"]
-    flavor = (await api.get("/compute/v2.1/flavors", headers=V)).json()["flavors"][0]["id"]
-    resp = await api.post("/compute/v2.1/servers", headers=V, as_user="demo", json={"server": {
-        "name": name, "imageRef": image, "flavorRef": flavor, "networks": "auto"}})
-    assert resp.status_code == 202, resp.text
-    sid = resp.json()["server"]["id"]
-    server = await wait_for_server(api, sid, {"ACTIVE"}, as_user="demo")
-    host = server["OS-EXT-SRV-ATTR:host"] if "OS-EXT-SRV-ATTR:host" in server else None
-    if host is None:
-        host = (await api.get(f"/compute/v2.1/servers/{sid}", headers=V)).json()["server"][
-            "OS-EXT-SRV-ATTR:host"]
-    return sid, stack.drivers[host]
 
 
 async def act(stack: Any, sid: str, body: dict[str, Any]) -> Any:
@@ -74,25 +57,6 @@ async def test_console_output(stack: Any) -> None:
     assert (await act(stack, sid, {"os-getConsoleOutput": {}})).json()["output"] == everything
     bad = await act(stack, sid, {"os-getConsoleOutput": {"length": "many"}})
     assert bad.status_code == 400 and "length" in bad.text
-
-
-@pytest.mark.parametrize("backend_url", BACKENDS, indirect=True)
-async def test_power_state_sync_guest_shut_itself_down_or_died(stack: Any) -> None:
-    halts, driver1 = await boot(stack, "halts")
-    dies, driver2 = await boot(stack, "dies")
-    driver1.guest_halts(halts)
-    driver2.guest_dies(dies)
-    for driver in {id(driver1): driver1, id(driver2): driver2}.values():
-        rec = HostReconciler(driver.host, driver, stack.cloud.bus)
-        await rec.sync_power(full=True)
-    halted = await wait_for_server(stack.api, halts, {"SHUTOFF"}, as_user="admin")
-    assert halted["OS-EXT-STS:power_state"] == 4 and "fault" not in halted
-    died = await wait_for_server(stack.api, dies, {"SHUTOFF"}, as_user="admin")
-    assert died["fault"]["code"] == 500
-    assert "Guest died on" in died["fault"]["message"] and "crashed" in died["fault"]["message"]
-    # it can be started again
-    await act(stack, dies, {"os-start": None})
-    assert (await wait_for_server(stack.api, dies, {"ACTIVE"}, as_user="demo"))["OS-EXT-STS:power_state"] == 1
 
 
 async def test_sync_never_overrides_a_running_task(stack: Any) -> None:

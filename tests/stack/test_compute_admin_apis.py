@@ -13,9 +13,8 @@ from sqlalchemy import insert, select
 from canopy.api.compute import quota_store
 from canopy.clock import FakeClock
 from canopy.db import tables_cell as c
-from canopy.db import tables_global as g
 from canopy.runtime import Cloud
-from tests.conftest import ApiClient
+from tests.clouds import ApiClient, project_id
 
 NOW = dt.datetime(2026, 3, 1, 12, 0, 0)
 SERVICES = "/compute/v2.1/os-services"
@@ -46,11 +45,6 @@ def add_host(cloud: Cloud, name: str, *, zone: str = "nova", seen_s_ago: float |
 def host_row(cloud: Cloud, name: str) -> dict[str, Any]:
     with cloud.dbs.cell(cloud.cell_name).reader() as conn:
         return dict(conn.execute(select(c.hosts).where(c.hosts.c.name == name)).mappings().one())
-
-
-def project_id(cloud: Cloud, name: str) -> str:
-    with cloud.dbs.global_db.reader() as conn:
-        return str(conn.execute(select(g.projects.c.id).where(g.projects.c.name == name)).scalar_one())
 
 
 def frozen(cloud: Cloud) -> FakeClock:

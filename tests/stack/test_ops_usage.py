@@ -9,9 +9,7 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 
 from canopy.api.compute.usage import hours_in
-from tests.conftest import wait_for_server
-from tests.unit.test_boot_flow import V, server_body
-from tests.unit.test_compute_admin_apis import project_id
+from tests.clouds import V, project_id, server_body, wait_for_server
 
 T0 = dt.datetime(2026, 5, 1, 0, 0)
 

@@ -12,8 +12,9 @@ import pytest
 
 from canopy.agent.net.compiler import compile_host
 from canopy.agent.net.trace import explain
-from tests.unit import test_flow_compiler as cc
-from tests.unit.test_flow_sync import boot, node_of, ping
+from tests import packet_tables as cc
+from tests.clouds import boot_port as boot
+from tests.clouds import node_of, ping
 
 ROOT = Path(__file__).resolve().parents[2]
 PROGRAM = compile_host(cc.STATE)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import ApiClient, in_process_cloud, make_settings, wait_for_server
+from tests.clouds import ApiClient, in_process_cloud, make_settings, wait_for_server
 
 V = {"OpenStack-API-Version": "compute 2.37"}
 
