@@ -39,6 +39,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runs from a checkout without installing
 
 from sqlalchemy import insert  # noqa: E402
+from tests.unit.test_boot_flow import V, server_body  # noqa: E402
 
 from canopy.allinone import AllInOne  # noqa: E402
 from canopy.api.app import build_app  # noqa: E402
@@ -46,7 +47,6 @@ from canopy.db import tables_cell as c  # noqa: E402
 from canopy.rpc.calls import Heartbeat  # noqa: E402
 from tests.conftest import ApiClient, make_settings  # noqa: E402
 from tests.integration.replication import MariaDBPair  # noqa: E402
-from tests.unit.test_boot_flow import V, server_body  # noqa: E402
 
 HOSTS_IN_STORM = 10_000
 WORKERS = 8

@@ -15,7 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.e2e.conftest import ROOT, _free_port
+from tests.clouds import ROOT
+from tests.clouds import free_port as _free_port
+from tests.databases import MARIADB_SERVER, fresh_database
 
 pytestmark = pytest.mark.e2e
 
@@ -48,6 +50,12 @@ def localize(text: str, *, db_url: str, bus_port: int, api_port: int) -> str:
     text = text.replace("control-1.example", "127.0.0.1")
     text = text.replace(":7100", f":{bus_port}").replace(":7101", f":{bus_port + 1}")
     return text.replace("8774", str(api_port))
+
+
+@pytest.fixture(scope="module")
+def mariadb_url() -> Iterator[str]:
+    """The README's layout runs on MariaDB, as its file says (a database of the test's own)."""
+    yield from fresh_database(MARIADB_SERVER, "test")
 
 
 @pytest.fixture(scope="module")
