@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from canopy import __version__
-from canopy.api.tokens import InvalidToken
+from canopy.auth.tokens import InvalidToken
 from canopy.db.engine import Database
 from canopy.rpc.base import Target
 from canopy.rpc.calls import Ping, Pong

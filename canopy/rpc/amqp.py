@@ -26,7 +26,7 @@ import aio_pika
 from aio_pika.abc import AbstractIncomingMessage
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError, PublishError
 
-from canopy.rpc.base import Handler, NoRoute, Target
+from canopy.rpc.base import BusObserver, Handler, NoRoute, Target
 from canopy.rpc.brokered import BrokeredTransport, BrokerUnavailable, Headers
 
 log = logging.getLogger("canopy.rpc.amqp")
@@ -47,8 +47,9 @@ class AmqpTransport(BrokeredTransport):
         max_message: int = 16 << 20,
         send_timeout: float = 10.0,
         reconnect_wait: float = 0.5,
+        observer: BusObserver | None = None,
     ) -> None:
-        super().__init__(default_timeout=default_timeout, send_timeout=send_timeout)
+        super().__init__(default_timeout=default_timeout, send_timeout=send_timeout, observer=observer)
         self.url, self.prefix, self.prefetch = url, prefix, prefetch
         self.host_queue_ttl_s, self.reconnect_wait = host_queue_ttl_s, reconnect_wait
         self.limit = max_message  # RabbitMQ 4 refuses over 16 MiB by default (3.x: 128 MiB)

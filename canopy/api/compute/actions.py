@@ -142,7 +142,7 @@ async def _change_metadata(request: Request, change: Any) -> dict[str, str]:
             raise ApiError(403, "Quota exceeded for metadata_items: at most 128 items")
         conn.execute(update(c.instances).where(c.instances.c.uuid == uuid)
                      .values(metadata=meta, updated_at=cloud.clock.now()))
-        return meta  # type: ignore[no-any-return]
+        return meta
 
     return await cell_db(request).write(write)
 
