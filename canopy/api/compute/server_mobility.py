@@ -26,7 +26,7 @@ from canopy.clock import isotime_us
 from canopy.db import tables_cell as c
 from canopy.image import store
 from canopy.rpc.base import BusError, Target
-from canopy.rpc.calls_mobility import AbortMigration
+from canopy.rpc.calls_relay import RELAY_TIMEOUT_S, AbortLiveMigration, relay_failure
 
 server_actions.API_NAMES.update({a: n for a, n in states.ACTION_NAMES.items() if a in states.MOBILITY_KINDS})
 m = c.migrations.c
@@ -343,9 +343,11 @@ async def abort_migration(request: Request) -> Response:
     if row is None:
         raise ApiError(404, f"Migration {mid} for server {uuid} could not be found.")
     try:
-        await cloud.bus.call(Target("agent", inst["host"]), AbortMigration(instance_uuid=uuid), timeout=30)
+        await cloud.bus.call(Target("conductor"), AbortLiveMigration(host=inst["host"], instance_uuid=uuid),
+                             timeout=RELAY_TIMEOUT_S)
     except BusError as exc:
-        raise ApiError(409, f"The live migration of {uuid} could not be aborted: {exc}") from None
+        raise ApiError(409, f"The live migration of {uuid} could not be aborted: "
+                            f"{relay_failure(exc, inst['host'], with_kind=True)}") from None
     return empty_response(202)
 
 
