@@ -89,7 +89,7 @@ def _replica_lag(engine: Engine) -> float | None:
         if engine.dialect.name in ("mysql", "mariadb"):
             row = conn.exec_driver_sql("SHOW SLAVE STATUS").mappings().first()
             running = row is not None and row.get("Slave_SQL_Running") == "Yes"
-            value = row.get("Seconds_Behind_Master") if running else None  # type: ignore[union-attr]
+            value = row.get("Seconds_Behind_Master") if row is not None and running else None
         elif engine.dialect.name == "postgresql":
             # caught up (all WAL received is replayed) is 0 however old the last transaction is
             value = conn.exec_driver_sql(

@@ -23,7 +23,7 @@ import logging
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.abc import AbstractIncomingMessage, HeadersType
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError, PublishError
 
 from canopy.rpc.base import BusObserver, Handler, NoRoute, Target
@@ -132,7 +132,7 @@ class AmqpTransport(BrokeredTransport):
 
     async def _send(self, target: Target, payload: bytes, headers: Headers) -> None:
         cast = "id" not in headers
-        message = aio_pika.Message(payload, headers=headers,  # type: ignore[arg-type]
+        message = aio_pika.Message(payload, headers=_amqp(headers),
                                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT if cast
                                    else aio_pika.DeliveryMode.NOT_PERSISTENT)
         try:
@@ -141,11 +141,11 @@ class AmqpTransport(BrokeredTransport):
             raise NoRoute(f"nobody serves {target}") from None
 
     async def _send_inbox(self, inbox: str, payload: bytes, headers: Headers) -> None:
-        await self._publish(self._fast, aio_pika.Message(payload, headers=headers), inbox,  # type: ignore[arg-type]
+        await self._publish(self._fast, aio_pika.Message(payload, headers=_amqp(headers)), inbox,
                             mandatory=False)
 
     async def _send_fanout(self, topic: str, payload: bytes, headers: Headers) -> None:
-        message = aio_pika.Message(payload, headers=headers,  # type: ignore[arg-type]
+        message = aio_pika.Message(payload, headers=_amqp(headers),
                                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
         await self._publish(self._pub, message, topic, mandatory=False, fanout=True)
 
@@ -205,3 +205,8 @@ def _headers(message: AbstractIncomingMessage) -> Headers:
 async def _ack(message: AbstractIncomingMessage) -> None:
     with contextlib.suppress(Exception):  # the channel died meanwhile: the broker redelivers it
         await message.ack()
+
+
+def _amqp(headers: Headers) -> HeadersType:
+    """Our string headers as aio-pika's header table (whose values may be of any AMQP field type)."""
+    return dict(headers)

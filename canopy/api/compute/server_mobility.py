@@ -250,7 +250,7 @@ def _render_server_migration(row: dict[str, Any], version: tuple[int, int]) -> d
     return out
 
 
-def _list_migrations(conn: Connection, filters: dict[str, str], limit: int) -> list[dict[str, Any]]:
+def _list_migrations(conn: Connection, filters: dict[str, Any], limit: int) -> list[dict[str, Any]]:
     q = select(c.migrations).order_by(desc(m.created_at), desc(m.id)).limit(limit)
     for key, column in (("instance_uuid", m.instance_uuid), ("status", m.status),
                         ("migration_type", m.migration_type), ("source_compute", m.source_compute),
@@ -268,12 +268,12 @@ async def list_migrations(request: Request) -> Response:
     """GET /os-migrations (admin): newest first, filtered by instance_uuid, status, host, migration_type."""
     require_admin(request)
     qp = request.query_params
-    filters = {k: qp[k] for k in ("instance_uuid", "status", "host", "migration_type", "source_compute",
+    filters: dict[str, Any] = {k: qp[k] for k in ("instance_uuid", "status", "host", "migration_type", "source_compute",
                                   "user_id", "project_id") if k in qp}
     if "changes-since" in qp:
         try:
             filters["changes-since"] = dt.datetime.fromisoformat(qp["changes-since"].replace("Z", "+00:00")) \
-                .replace(tzinfo=None)  # type: ignore[assignment]
+                .replace(tzinfo=None)
         except ValueError:
             raise bad_request(f"Invalid input for query parameters changes-since. Value: {qp['changes-since']}") \
                 from None
