@@ -24,11 +24,15 @@ run: $(VENV)/.installed
 system-deps:
 	bash scripts/install-system-deps.sh
 
-test: $(VENV)/.installed-test system-deps
+# The static checks first (a violation fails the target): lint, types, and the layers (import-linter's
+# contracts in pyproject.toml), then the tests.
+test: $(VENV)/.installed-test system-deps lint
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check canopy tests bench
+	$(VENV)/bin/mypy canopy
+	$(VENV)/bin/lint-imports --no-cache
 
 clean:
 	rm -rf var build *.egg-info

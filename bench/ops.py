@@ -43,8 +43,8 @@ from canopy.db.migrate import upgrade_all  # noqa: E402
 from canopy.observability.access import observe_request  # noqa: E402
 from canopy.observability.fleet import snapshot  # noqa: E402
 from canopy.observability.logs import make_handler  # noqa: E402
-from canopy.observability.metrics import render  # noqa: E402
 from canopy.observability.notifications import Notifier, instance_payload  # noqa: E402
+from canopy.observability.scrape import render  # noqa: E402
 from canopy.rpc.calls import Heartbeat  # noqa: E402
 from canopy.rpc.local import LocalTransport  # noqa: E402
 from canopy.runtime import Cloud, open_databases  # noqa: E402

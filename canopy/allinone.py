@@ -7,20 +7,28 @@ import asyncio
 import logging
 import random
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, select
 
 from canopy.agent.service import Agent
-from canopy.agent.virt.base import PowerState
 from canopy.agent.virt.fake import FakeDriver
 from canopy.config import Settings
 from canopy.db import tables_cell as c
 from canopy.db.migrate import upgrade_all
+from canopy.observability.metrics import BUS_METRICS
 from canopy.rpc.calls import InstanceSpec
 from canopy.rpc.factory import make_transport
 from canopy.runtime import Cloud, open_databases
 from canopy.seed import seed
+from canopy.states import PowerState
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from canopy.agent.disk.imageclient import ImageApiClient
+    from canopy.agent.net.privateovs import PrivateOvs
+    from canopy.heartbeat import ServiceHeartbeat
 
 log = logging.getLogger("canopy.allinone")
 
@@ -32,11 +40,21 @@ class AllInOne:
     settings: Settings
     hosts: int = 50
     serve_http: bool = True
-    cloud: Cloud | None = None
     agents: list[Agent] = field(default_factory=list)
     drivers: dict[str, FakeDriver] = field(default_factory=dict)
-    _server: object | None = None
+    _cloud: Cloud | None = None
+    _server: uvicorn.Server | None = None
     _server_task: asyncio.Task[None] | None = None
+    _api_beat: ServiceHeartbeat | None = None
+    _image_client: ImageApiClient | None = None
+    ovs: PrivateOvs | None = None
+
+    @property
+    def cloud(self) -> Cloud:
+        """What the services share (the all-in-one must be started)."""
+        if self._cloud is None:
+            raise RuntimeError("the all-in-one is not started")
+        return self._cloud
 
     async def start(self) -> None:
         """Migrate, seed, and start every service; returns once the api answers."""
@@ -47,9 +65,9 @@ class AllInOne:
         dbs = open_databases(s)
         upgrade_all(dbs)
         seed(dbs, s.data_dir / "images")
-        bus = make_transport(s.bus, bind=True, service="all-in-one")
+        bus = make_transport(s.bus, bind=True, service="all-in-one", observer=BUS_METRICS)
         await bus.start()
-        self.cloud = cloud = Cloud(settings=s, dbs=dbs, bus=bus)
+        self._cloud = cloud = Cloud(settings=s, dbs=dbs, bus=bus)
         self.conductor = Conductor(cloud, name="conductor-0")
         await self.conductor.start()
         await self._start_agents()
@@ -71,7 +89,7 @@ class AllInOne:
                                 spawn_delay_s=fake.spawn_delay_s, op_delay_s=fake.op_delay_s)
             self.drivers[name] = driver
             rack = f"r{n // 40 + 1:02d}"
-            self.agents.append(Agent(name, driver, self.cloud.bus, heartbeat_s=self.settings.agent.heartbeat_s,  # type: ignore[union-attr]
+            self.agents.append(Agent(name, driver, self.cloud.bus, heartbeat_s=self.settings.agent.heartbeat_s,
                                      availability_zone=self.settings.agent.availability_zone,
                                      datacenter=self.settings.agent.datacenter, rack=rack, rng=rng,
                                      net=make_node(name, self.settings, n + 1, self.ovs)))
@@ -90,7 +108,7 @@ class AllInOne:
         from canopy.agent.disk.upload import ImageUploader
         from canopy.api.app import build_app
 
-        client = service_image_client(self.settings, httpx.ASGITransport(build_app(self.cloud)))  # type: ignore[arg-type]
+        client = service_image_client(self.settings, httpx.ASGITransport(build_app(self.cloud)))
         self._image_client = client
         for agent in self.agents:
             agent.image_uploader = ImageUploader(client)
@@ -98,7 +116,7 @@ class AllInOne:
     async def _adopt_guests(self) -> None:
         """After a restart on the same data, the simulated hosts hold again the guests the database says
         they hold (a build still in flight is left to the sweeper, which resumes it)."""
-        rows = await self.cloud.dbs.cell(self.cloud.cell_name).read(_guests_on, sorted(self.drivers))  # type: ignore[union-attr]
+        rows = await self.cloud.dbs.cell(self.cloud.cell_name).read(_guests_on, sorted(self.drivers))
         for r in rows:
             f = r["flavor"] or {}
             spec = InstanceSpec(uuid=r["uuid"], name=r["name"], hostname=r["hostname"] or r["name"],
@@ -112,18 +130,15 @@ class AllInOne:
         import uvicorn
 
         from canopy.api.app import build_app
-
-        s = self.settings
-        config = uvicorn.Config(build_app(self.cloud), host=s.api.host, port=s.api.port,  # type: ignore[arg-type]
-                                lifespan="off", log_level="warning", access_log=False)
-        server = uvicorn.Server(config)
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-        self._server = server
-        self._server_task = asyncio.create_task(server.serve())
         from canopy.heartbeat import ServiceHeartbeat
 
-        self._api_beat = ServiceHeartbeat(self.cloud.bus, "canopy-api", f"api-{s.api.port}",  # type: ignore[union-attr]
-                                          s.agent.heartbeat_s)
+        s = self.settings
+        config = uvicorn.Config(build_app(self.cloud), host=s.api.host, port=s.api.port,
+                                lifespan="off", log_level="warning", access_log=False)
+        server = uvicorn.Server(config)
+        self._server = server
+        self._server_task = asyncio.create_task(server.serve())
+        self._api_beat = ServiceHeartbeat(self.cloud.bus, "canopy-api", f"api-{s.api.port}", s.agent.heartbeat_s)
         self._api_beat.start()
         while not server.started:
             if self._server_task.done():
@@ -133,23 +148,23 @@ class AllInOne:
 
     async def stop(self) -> None:
         """Stop every service and close the databases."""
-        if getattr(self, "_api_beat", None) is not None:
+        if self._api_beat is not None:
             await self._api_beat.stop()
         if self._server is not None:
-            self._server.should_exit = True  # type: ignore[attr-defined]
+            self._server.should_exit = True
             if self._server_task is not None:
                 await self._server_task
         for agent in self.agents:
             await agent.stop()
-        if getattr(self, "_image_client", None) is not None:
+        if self._image_client is not None:
             await self._image_client.close()
-        if getattr(self, "ovs", None) is not None:
-            self.ovs.stop()  # type: ignore[union-attr]
-        if self.cloud is not None:
+        if self.ovs is not None:
+            self.ovs.stop()
+        if self._cloud is not None:
             await self.scheduler.stop()
             await self.conductor.stop()
-            await self.cloud.bus.close()
-            self.cloud.dbs.dispose()
+            await self._cloud.bus.close()
+            self._cloud.dbs.dispose()
 
 
 def _guests_on(conn: Connection, hosts: list[str]) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ import asyncio
 import gc
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -46,7 +47,26 @@ def tune_gc() -> None:
     gc.set_threshold(50_000, 10, 10)
 
 
-def _run_until_signalled(start: object, stop: object) -> None:
+Step = Callable[[], Awaitable[None]]
+
+
+class _Started:
+    """What a command started, for the signal to stop: each part's stop, run in the order added."""
+
+    def __init__(self) -> None:
+        self._stops: list[Step] = []
+
+    def add(self, *stops: Step) -> None:
+        """Stop these (in this order) when the command stops."""
+        self._stops.extend(stops)
+
+    async def stop(self) -> None:
+        """Stop what was started."""
+        for stop in self._stops:
+            await stop()
+
+
+def _run_until_signalled(start: Step, stop: Step) -> None:
     """Run a service until SIGINT/SIGTERM, then stop it cleanly."""
 
     async def main() -> None:
@@ -55,7 +75,7 @@ def _run_until_signalled(start: object, stop: object) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, done.set)
         # A signal during start-up (an agent waiting for libvirt) ends the wait instead of being ignored.
-        starting = asyncio.ensure_future(start())  # type: ignore[operator]
+        starting = asyncio.ensure_future(start())
         waiting = asyncio.ensure_future(done.wait())
         await asyncio.wait({starting, waiting}, return_when=asyncio.FIRST_COMPLETED)
         if not starting.done():
@@ -68,7 +88,7 @@ def _run_until_signalled(start: object, stop: object) -> None:
         tune_gc()
         await waiting
         console.print("[bold]stopping…[/bold]")
-        await stop()  # type: ignore[operator]
+        await stop()
 
     asyncio.run(main())
 
@@ -126,13 +146,14 @@ def api(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
 
     from canopy.api.app import build_app
     from canopy.heartbeat import ServiceHeartbeat
+    from canopy.observability.metrics import BUS_METRICS
     from canopy.rpc.factory import make_transport
     from canopy.runtime import Cloud, open_databases
 
     settings = _settings(config, data_dir)
 
     async def main() -> None:
-        bus = make_transport(settings.bus, bind=False)
+        bus = make_transport(settings.bus, bind=False, observer=BUS_METRICS)
         await bus.start()
         cloud = Cloud(settings=settings, dbs=open_databases(settings), bus=bus)
         server = uvicorn.Server(uvicorn.Config(build_app(cloud), host=settings.api.host, port=settings.api.port,
@@ -151,50 +172,44 @@ def api(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
 def conductor(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     """Run a conductor alone."""
     from canopy.conductor.service import Conductor
+    from canopy.observability.metrics import BUS_METRICS
     from canopy.rpc.factory import make_transport
     from canopy.runtime import Cloud, open_databases
 
     settings = _settings(config, data_dir)
-    holder: dict[str, object] = {}
+    started = _Started()
 
     async def start() -> None:
-        bus = make_transport(settings.bus, bind=True, service="conductor")
+        bus = make_transport(settings.bus, bind=True, service="conductor", observer=BUS_METRICS)
         await bus.start()
         cond = Conductor(Cloud(settings=settings, dbs=open_databases(settings), bus=bus))
-        holder["c"], holder["bus"] = cond, bus
+        started.add(cond.stop, bus.close)
         await cond.start()
 
-    async def stop() -> None:
-        await holder["c"].stop()  # type: ignore[attr-defined]
-        await holder["bus"].close()  # type: ignore[attr-defined]
-
-    _run_until_signalled(start, stop)
+    _run_until_signalled(start, started.stop)
 
 
 @app.command()
 def scheduler(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     """Run a scheduler alone."""
+    from canopy.observability.metrics import BUS_METRICS
     from canopy.rpc.factory import make_transport
     from canopy.runtime import open_databases
     from canopy.scheduler.service import Scheduler
 
     settings = _settings(config, data_dir)
-    holder: dict[str, object] = {}
+    started = _Started()
 
     async def start() -> None:
-        bus = make_transport(settings.bus, bind=True, service="scheduler")
+        bus = make_transport(settings.bus, bind=True, service="scheduler", observer=BUS_METRICS)
         await bus.start()
         dbs = open_databases(settings)
         sched = Scheduler(dbs.cell(settings.database.cell_name), bus, global_db=dbs.global_db,
                           config=settings.scheduler)
-        holder["bus"], holder["s"] = bus, sched
+        started.add(sched.stop, bus.close)
         await sched.start(heartbeat_s=settings.agent.heartbeat_s)
 
-    async def stop() -> None:
-        await holder["s"].stop()  # type: ignore[attr-defined]
-        await holder["bus"].close()  # type: ignore[attr-defined]
-
-    _run_until_signalled(start, stop)
+    _run_until_signalled(start, started.stop)
 
 
 @app.command()
@@ -206,15 +221,16 @@ def agent(config: ConfigOpt = None, data_dir: DataDirOpt = None,
 
     from canopy.agent.service import Agent
     from canopy.agent.virt.fake import FakeDriver
+    from canopy.observability.metrics import BUS_METRICS
     from canopy.rpc.factory import make_transport
 
     settings = _settings(config, data_dir)
     name = host or settings.agent.host or socket.gethostname()
     a = settings.agent
-    holder: dict[str, object] = {}
+    started = _Started()
 
     async def start() -> None:
-        bus = make_transport(settings.bus, bind=False)
+        bus = make_transport(settings.bus, bind=False, observer=BUS_METRICS)
         await bus.start()
         if (driver or a.driver) == "libvirt":  # real guests: see docs/libvirt.md
             from canopy.agent.virt.wiring import libvirt_agent
@@ -230,14 +246,10 @@ def agent(config: ConfigOpt = None, data_dir: DataDirOpt = None,
             agent_ = Agent(name, fake, bus, heartbeat_s=a.heartbeat_s, availability_zone=a.availability_zone,
                            datacenter=a.datacenter, rack=a.rack, net=make_node(name, settings))
             agent_.image_uploader = ImageUploader(service_image_client(settings))  # snapshots go up
-        holder["a"], holder["bus"] = agent_, bus
+        started.add(agent_.stop, bus.close)
         await agent_.start(register_timeout_s=3600)
 
-    async def stop() -> None:
-        await holder["a"].stop()  # type: ignore[attr-defined]
-        await holder["bus"].close()  # type: ignore[attr-defined]
-
-    _run_until_signalled(start, stop)
+    _run_until_signalled(start, started.stop)
 
 
 @db_app.command("upgrade")

@@ -10,9 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+if TYPE_CHECKING:
+    from canopy.agent.net.model import Program
+    from canopy.agent.net.state import DesiredState
 
 app = typer.Typer(help="Network: a host's compiled flows, and packet traces.", no_args_is_help=True)
 
@@ -20,7 +24,7 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML configura
 DataDirOpt = Annotated[Path | None, typer.Option("--data-dir", help="Folder for the SQLite file, images, secrets.")]
 
 
-def _program(host: str, config: Path | None, data_dir: Path | None):  # type: ignore[no-untyped-def]
+def _program(host: str, config: Path | None, data_dir: Path | None) -> tuple[Program, DesiredState]:
     """The host's desired state from the databases, compiled as its agent compiles it."""
     import logging
     import os
@@ -58,7 +62,7 @@ def flows(
     from canopy.agent.net import tables as t
 
     program, state = _program(host, config, data_dir)
-    ports = [{"port_id": p.id, "ofport": p.ofport, "tap": t.tap_name(p.id), "mac": p.mac,
+    ports: list[dict[str, Any]] = [{"port_id": p.id, "ofport": p.ofport, "tap": t.tap_name(p.id), "mac": p.mac,
               "ips": [*p.ipv4, *p.ipv6], "network_id": p.segment.network_id, "up": p.up} for p in program.ports]
     uplinks = state.uplinks()
     if as_json:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from canopy.api.tokens import TokenSigner
+from canopy.auth.tokens import TokenSigner
 from canopy.clock import Clock
 from canopy.config import Settings
 from canopy.db.engine import Databases
@@ -20,11 +20,10 @@ class Cloud:
     dbs: Databases
     bus: Transport
     clock: Clock = field(default_factory=Clock)
-    tokens: TokenSigner | None = None
+    tokens: TokenSigner = field(init=False)
 
     def __post_init__(self) -> None:
-        if self.tokens is None:
-            self.tokens = TokenSigner(self.settings.auth.token_secret, self.settings.auth.token_ttl_s)
+        self.tokens = TokenSigner(self.settings.auth.token_secret, self.settings.auth.token_ttl_s)
 
     @property
     def cell_name(self) -> str:

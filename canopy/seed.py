@@ -7,8 +7,9 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Connection, insert, select
+from sqlalchemy import Connection, Table, insert, select
 
 from canopy.api.identity.passwords import hash_password
 from canopy.clock import Clock
@@ -46,8 +47,8 @@ def seed(dbs: Databases, image_dir: Path, creds: SeedCredentials | None = None, 
         _seed_image(conn, image_dir, clock)
 
 
-def _id_of(conn: Connection, table: object, name: str) -> str | None:
-    return conn.execute(select(table.c.id).where(table.c.name == name)).scalar()  # type: ignore[attr-defined]
+def _id_of(conn: Connection, table: Table, name: str) -> str | None:
+    return conn.execute(select(table.c.id).where(table.c.name == name)).scalar()
 
 
 def _seed_identity(conn: Connection, creds: SeedCredentials, clock: Clock) -> None:
@@ -72,15 +73,15 @@ def _seed_identity(conn: Connection, creds: SeedCredentials, clock: Clock) -> No
             conn.execute(insert(g.role_assignments).values(user_id=uid, project_id=pid, role_id=role_ids[role]))
 
 
-def _insert_id(conn: Connection, table: object, values: dict[str, object]) -> str:
+def _insert_id(conn: Connection, table: Table, values: dict[str, object]) -> str:
     new_id = uuid.uuid4().hex
-    conn.execute(insert(table).values(id=new_id, **values))  # type: ignore[arg-type]
+    conn.execute(insert(table).values(id=new_id, **values))
     return new_id
 
 
 def _seed_flavors(conn: Connection, clock: Clock) -> None:
     have = set(conn.execute(select(g.flavors.c.id)).scalars())
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"id": fid, "name": name, "vcpus": vcpus, "ram_mb": ram, "disk_gb": disk, "ephemeral_gb": 0, "swap_mb": 0,
          "rxtx_factor": "1.0", "is_public": True, "description": None, "extra_specs": {}, "created_at": clock.now()}
         for fid, name, vcpus, ram, disk in FLAVORS if fid not in have

@@ -4,6 +4,20 @@ which action may start from which state (the task-state machine's entry points).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import IntEnum
+
+
+class PowerState(IntEnum):
+    """Nova's power states, as the Compute API shows them (the agent's drivers report them, the conductor
+    records them: both take them from here)."""
+
+    NOSTATE = 0
+    RUNNING = 1
+    PAUSED = 3
+    SHUTDOWN = 4
+    CRASHED = 6
+    SUSPENDED = 7
+
 
 # vm_state
 ACTIVE = "active"

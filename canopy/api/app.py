@@ -43,7 +43,7 @@ class CloudApp:
         for prefix, svc in services.items():
             router = Router(routes=svc.routes, default=not_found_app, redirect_slashes=False)
             self.prefixes[prefix] = ServiceMiddleware(
-                router, svc.name, lambda: cloud.tokens, svc.is_public, svc.prepare  # type: ignore[arg-type,return-value]
+                router, svc.name, lambda: cloud.tokens, svc.is_public, svc.prepare
             )
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -66,7 +66,8 @@ class CloudApp:
         if scope["path"] == "/metrics":
             from starlette.responses import Response
 
-            from canopy.observability.metrics import CONTENT_TYPE, render
+            from canopy.observability.metrics import CONTENT_TYPE
+            from canopy.observability.scrape import render
 
             await Response(await render(self.state.cloud), media_type=CONTENT_TYPE)(scope, receive, send)
             return

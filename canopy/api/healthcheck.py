@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from canopy import __version__
-from canopy.api.tokens import InvalidToken
+from canopy.auth.tokens import InvalidToken
 from canopy.db.engine import Database
 from canopy.rpc.base import Target
 from canopy.rpc.calls import Ping, Pong
@@ -89,7 +89,7 @@ def _replica_lag(engine: Engine) -> float | None:
         if engine.dialect.name in ("mysql", "mariadb"):
             row = conn.exec_driver_sql("SHOW SLAVE STATUS").mappings().first()
             running = row is not None and row.get("Slave_SQL_Running") == "Yes"
-            value = row.get("Seconds_Behind_Master") if running else None  # type: ignore[union-attr]
+            value = row.get("Seconds_Behind_Master") if row is not None and running else None
         elif engine.dialect.name == "postgresql":
             # caught up (all WAL received is replayed) is 0 however old the last transaction is
             value = conn.exec_driver_sql(

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 
 from canopy import context
 from canopy.api.errors import ApiError, error_body
-from canopy.api.tokens import InvalidToken, TokenSigner
+from canopy.auth.tokens import InvalidToken, TokenSigner
 from canopy.observability.access import observe_request
 
 log = logging.getLogger("canopy.api")

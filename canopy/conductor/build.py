@@ -9,7 +9,6 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection
 
 from canopy import states
-from canopy.agent.virt.base import PowerState
 from canopy.conductor import netsync, records
 from canopy.conductor.taskrun import TaskRun, describe_exception
 from canopy.network import ports as netports
@@ -18,6 +17,7 @@ from canopy.rpc.base import BusError, Target
 from canopy.rpc.calls import DestroyInstance, HostSelected, InstanceSpec, PortSpec, SpawnInstance
 from canopy.scheduler import claims
 from canopy.scheduler.client import select_host_message
+from canopy.states import PowerState
 
 if TYPE_CHECKING:
     from canopy.conductor.service import Conductor

@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection
 
 from canopy import states
-from canopy.agent.virt.base import PowerState
 from canopy.conductor import mobility as mob
 from canopy.conductor.taskrun import TaskRun
 from canopy.rpc.calls import PowerAction, SpawnInstance
+from canopy.states import PowerState
 
 if TYPE_CHECKING:
     from canopy.conductor.service import Conductor

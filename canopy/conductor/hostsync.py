@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, insert, select, update
 
 from canopy import states
-from canopy.agent.virt.base import PowerState
 from canopy.conductor import records
 from canopy.db import tables_cell as c
 from canopy.rpc.calls import GuestPower, HostInstance, HostInstances, PortSpec, PowerStateSync, RegisterHost
+from canopy.states import PowerState
 
 if TYPE_CHECKING:
     from canopy.conductor.service import Conductor

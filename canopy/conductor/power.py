@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Connection
 
 from canopy import states
-from canopy.agent.virt.base import PowerState
 from canopy.conductor import netsync, records
 from canopy.conductor.taskrun import TaskRun, describe_exception
 from canopy.network import ports as netports
@@ -16,6 +15,7 @@ from canopy.observability import notifications as notify
 from canopy.rpc.base import CallTimeout, NoRoute, Target
 from canopy.rpc.calls import DestroyInstance, InstanceState, PowerAction
 from canopy.scheduler import claims
+from canopy.states import PowerState
 
 if TYPE_CHECKING:
     from canopy.conductor.service import Conductor

@@ -12,6 +12,7 @@ from sqlalchemy import Connection, and_, bindparam, delete, insert, or_, select,
 
 from canopy.db import tables_cell as c
 from canopy.db import tables_global as g
+from canopy.db.records import release_quota as release_quota  # the api releases quota too
 
 
 @dataclass
@@ -113,12 +114,6 @@ def finish_action(conn: Connection, action_id: int | None, now: dt.datetime, mes
 
 def set_ports_status(conn: Connection, device_id: str, status: str, now: dt.datetime) -> None:
     conn.execute(_PORTS_STATUS, {"w_device": device_id, "status": status, "updated_at": now})
-
-
-def release_quota(conn: Connection, project_id: str, instances: int, cores: int, ram: int) -> None:
-    q = g.quota_usage.c
-    conn.execute(update(g.quota_usage).where(q.project_id == project_id).values(
-        instances_used=q.instances_used - instances, cores_used=q.cores_used - cores, ram_used=q.ram_used - ram))
 
 
 def upsert_host(conn: Connection, values: dict[str, Any], now: dt.datetime) -> None:

@@ -14,13 +14,13 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, insert, select
 
 from canopy import states
-from canopy.agent.virt.base import PowerState
 from canopy.conductor import mobility as mob
 from canopy.conductor.taskrun import TaskRun
 from canopy.db import tables_cell as c
 from canopy.rpc.base import BusError
 from canopy.rpc.calls import DestroyInstance, InstanceState
 from canopy.rpc.calls_mobility import ConfirmMigration, DiskInfo, FinishMigration, MigrateOut, RevertMigration
+from canopy.states import PowerState
 
 if TYPE_CHECKING:
     from canopy.conductor.service import Conductor

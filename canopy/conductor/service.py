@@ -15,6 +15,7 @@ from canopy.conductor import build, hostsync, power, records
 from canopy.conductor.dispatch_mobility import auto_confirm_loop, run_mobility
 from canopy.conductor.netsync import NetSync
 from canopy.conductor.records import EventLog
+from canopy.conductor.relay import relay_to_agent
 from canopy.conductor.sweeper import StuckSweeper
 from canopy.conductor.taskrun import TaskRun, keep_lease
 from canopy.observability.metrics import HEARTBEATS
@@ -32,6 +33,7 @@ from canopy.rpc.calls import (
     RequestNetworkSync,
     WakeTask,
 )
+from canopy.rpc.calls_relay import AbortLiveMigration, ReadConsole
 from canopy.rpc.messages import Ack, Message
 from canopy.runtime import Cloud
 
@@ -110,6 +112,8 @@ class Conductor:
             return None
         if isinstance(msg, (RequestNetworkSync, PortsChanged)):
             return await self.netsync.handle(msg)
+        if isinstance(msg, (ReadConsole, AbortLiveMigration)):  # the api's requests for an agent
+            return await relay_to_agent(self.bus, msg)
         raise ValueError(f"conductor does not handle {msg.kind}")
 
     async def ping(self, msg: Ping) -> Pong:

@@ -95,7 +95,9 @@ def _sqlite_on_connect(dbapi_conn: Any, _record: Any) -> None:
 def _sqlite_on_begin(conn: Connection) -> None:
     # IMMEDIATE takes the write lock up front: two writers never deadlock upgrading a read lock.
     # Sent on the driver connection so that it is not counted as one of the caller's statements.
-    conn.connection.driver_connection.execute("BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN")
+    driver = conn.connection.driver_connection
+    assert driver is not None, "a connection that begins a transaction is open"
+    driver.execute("BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN")
 
 
 Mode = Literal["writer", "reader", "reader_fresh"]

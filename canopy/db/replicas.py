@@ -29,9 +29,16 @@ from sqlalchemy.engine import make_url
 log = logging.getLogger("canopy.db.replicas")
 
 
+def _dbapi(conn: Connection) -> Any:
+    """The DBAPI connection under a checked-out SQLAlchemy one (present while the connection is open)."""
+    raw = conn.connection.dbapi_connection
+    assert raw is not None, "an open connection has its DBAPI connection"
+    return raw
+
+
 def _scalar(conn: Connection, sql: str, *params: Any) -> Any:
     """One value from a statement run straight on the DBAPI connection (uncounted)."""
-    cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    cur = _dbapi(conn).cursor()
     try:
         cur.execute(sql, params or None)
         row = cur.fetchone()
@@ -70,7 +77,7 @@ def wait_for_position(conn: Connection, dialect: str, position: str, timeout_s: 
 def measure_lag(conn: Connection, dialect: str) -> float | None:
     """Seconds the replica is behind its primary; None when it is not replicating at all."""
     if dialect in ("mysql", "mariadb"):
-        cur = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+        cur = _dbapi(conn).cursor()
         try:
             cur.execute("SHOW SLAVE STATUS")
             row = cur.fetchone()

@@ -13,23 +13,22 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from typing import TYPE_CHECKING, Any, TypeVar
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from canopy import __version__
 
 if TYPE_CHECKING:
     from canopy.db.engine import Databases
-    from canopy.runtime import Cloud
 
 log = logging.getLogger("canopy.metrics")
-T = TypeVar("T")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 # Seconds: from a sub-millisecond bus call to a half-hour spawn.
@@ -118,30 +117,19 @@ FAMILIES: list[Counts | Hist] = [API_REQUESTS, API_LATENCY, SCHED_DECISIONS, SCH
                                  BUS_RPC_LATENCY, TASK_DURATION, SWEPT, NOTIFICATIONS, HEARTBEATS]
 
 
-_OUTCOMES = {"RemoteError": "remote_error", "CallTimeout": "timeout", "NoRoute": "no_route",
-             "CancelledError": "cancelled"}
+class BusMetrics:
+    """The bus's traffic as metrics: the observer every transport of a process is given at wiring time."""
+
+    def handled(self, kind: str, outcome: str, seconds: float) -> None:
+        """One message handled from the bus."""
+        BUS_HANDLER_LATENCY.observe(seconds, kind, outcome)
+
+    def called(self, kind: str, outcome: str, seconds: float) -> None:
+        """One call's round trip as the caller saw it."""
+        BUS_RPC_LATENCY.observe(seconds, kind, outcome)
 
 
-def observe_handled(kind: str, outcome: str, started: float) -> None:
-    """One message handled from the bus (`started`: perf_counter when its handler began)."""
-    BUS_HANDLER_LATENCY.observe(time.perf_counter() - started, kind, outcome)
-
-
-def observed_call(call: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
-    """Wraps a transport's `call` to time each round trip by message kind and outcome."""
-
-    @functools.wraps(call)
-    async def timed(self: Any, target: Any, msg: Any, timeout: float | None = None) -> T:
-        t0, outcome = time.perf_counter(), "ok"
-        try:
-            return await call(self, target, msg, timeout)
-        except BaseException as exc:
-            outcome = _OUTCOMES.get(type(exc).__name__, "error")
-            raise
-        finally:
-            BUS_RPC_LATENCY.observe(time.perf_counter() - t0, msg.kind, outcome)
-
-    return timed
+BUS_METRICS = BusMetrics()
 
 
 _SCHEDULER_STATS: dict[int, dict[str, int]] = {}
@@ -208,17 +196,7 @@ def fleet_families(fleet: dict[str, Any]) -> list[GaugeMetricFamily]:
     return [hosts, services, instances, failing, unhealthy]
 
 
-class _Snapshot:
-    """A collector that yields families built beforehand (the database part is read asynchronously)."""
-
-    def __init__(self, families: list[Any]) -> None:
-        self.families = families
-
-    def collect(self) -> Iterator[Any]:
-        yield from self.families
-
-
-def process_families() -> list[Any]:
+def process_families() -> list[Metric]:
     """This process's counters and histograms, and its build."""
     info = GaugeMetricFamily("canopy_build_info", "The Canopy version of this process.", labels=["version"])
     info.add_metric([__version__], 1.0)
@@ -230,26 +208,10 @@ def process_families() -> list[Any]:
     return [info, *(f.family() for f in FAMILIES), handled, scheduler_stats_family()]
 
 
-async def render(cloud: Cloud) -> bytes:
-    """The exposition text: this process's metrics, statement counters, and the fleet gauges."""
-    from canopy.observability.fleet import snapshot
+class _ProcessCollector(Collector):
+    """This process's families, built at each scrape."""
 
-    families = [*process_families(), statement_family(cloud.dbs)]
-    up = GaugeMetricFamily("canopy_metrics_database_up", "Whether the fleet gauges could be read just now.")
-    try:
-        families.extend(fleet_families(await snapshot(cloud)))
-        up.add_metric([], 1.0)
-    except Exception as exc:  # the scrape still answers: the database being down is itself worth seeing
-        log.warning("metrics: fleet gauges unavailable: %s", exc)
-        up.add_metric([], 0.0)
-    families.append(up)
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Snapshot(families))  # type: ignore[arg-type]
-    return generate_latest(registry)
-
-
-class _ProcessCollector:
-    def collect(self) -> Iterator[Any]:
+    def collect(self) -> Iterable[Metric]:
         yield from process_families()
 
 
@@ -260,7 +222,7 @@ def serve_process_metrics(host: str, port: int) -> Any:
     from prometheus_client import start_http_server
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_ProcessCollector())  # type: ignore[arg-type]
+    registry.register(_ProcessCollector())
     try:
         server, _thread = start_http_server(port, addr=host, registry=registry)
     except OSError as exc:

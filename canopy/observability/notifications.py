@@ -13,17 +13,13 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid as uuidlib
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from canopy import context
-from canopy.clock import isotime
+from canopy.clock import Clock, isotime
 from canopy.observability.metrics import NOTIFICATIONS, TASK_DURATION
 from canopy.rpc.base import Target, Transport
 from canopy.rpc.messages import Message
-
-if TYPE_CHECKING:
-    from canopy.conductor.service import Conductor
-    from canopy.conductor.taskrun import TaskRun
 
 log = logging.getLogger("canopy.conductor.notifications")
 tasklog = logging.getLogger("canopy.conductor.tasks")
@@ -137,8 +133,41 @@ def subscribe(bus: Transport, handler: Any, topic: str = "notifications") -> Non
 
 
 # -- the conductor's task lifecycle: one call at each start, end and failure ------------------------
+# What these read of the conductor and of its running task, as protocols: the conductor passes itself
+# (or its tasks' environment) and its TaskRun, and this module imports nothing of the layer above.
 
-def build_view(run: TaskRun) -> dict[str, Any]:
+class Publisher(Protocol):
+    """Who publishes a task's notifications: a notifier and a clock."""
+
+    @property
+    def notifier(self) -> Notifier: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+
+class RunningTask(Protocol):
+    """The running task a notification reports on."""
+
+    task: dict[str, Any]
+    step: str
+    host: str | None
+    started: dict[str, dt.datetime]
+
+    @property
+    def id(self) -> int: ...
+
+    @property
+    def instance_uuid(self) -> str: ...
+
+    @property
+    def payload(self) -> dict[str, Any]: ...
+
+    @property
+    def request_id(self) -> str: ...
+
+
+def build_view(run: RunningTask) -> dict[str, Any]:
     """A building server as its task payload describes it (a build has no row read yet)."""
     p = run.payload
     return {"uuid": run.instance_uuid, "project_id": p.get("project_id"), "user_id": p.get("user_id"),
@@ -148,7 +177,7 @@ def build_view(run: TaskRun) -> dict[str, Any]:
             "task_state": run.step or "scheduling", "power_state": 0}
 
 
-def addresses_of(run: TaskRun, ports: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+def addresses_of(run: RunningTask, ports: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """The server's addresses by network name, from the ports its build created."""
     names = {n["network"]["id"]: n["network"].get("name") or n["network"]["id"]
              for n in run.payload.get("networks", [])}
@@ -161,7 +190,7 @@ def addresses_of(run: TaskRun, ports: list[dict[str, Any]]) -> dict[str, list[di
     return out
 
 
-async def _publish(cond: Conductor, run: TaskRun, phase: str, instance: dict[str, Any] | None,
+async def _publish(cond: Publisher, run: RunningTask, phase: str, instance: dict[str, Any] | None,
                    state: dict[str, Any], fault: dict[str, Any] | None = None) -> None:
     event = EVENTS.get(run.task["kind"])
     if event is None or not cond.notifier.enabled:
@@ -179,7 +208,7 @@ async def _publish(cond: Conductor, run: TaskRun, phase: str, instance: dict[str
     await cond.notifier.emit(f"{event}.{phase}", payload, cond.clock.now(), "ERROR" if phase == "error" else "INFO")
 
 
-def _observe_duration(cond: Conductor, run: TaskRun, result: str) -> float | None:
+def _observe_duration(cond: Publisher, run: RunningTask, result: str) -> float | None:
     started = run.started.get("task")
     if started is None:
         return None
@@ -188,7 +217,7 @@ def _observe_duration(cond: Conductor, run: TaskRun, result: str) -> float | Non
     return seconds
 
 
-async def task_started(cond: Conductor, run: TaskRun, instance: dict[str, Any] | None = None) -> None:
+async def task_started(cond: Publisher, run: RunningTask, instance: dict[str, Any] | None = None) -> None:
     """A conductor starts driving a task: remember when, and publish `<event>.start`."""
     run.started["task"] = cond.clock.now()
     tasklog.info("%s of %s started (task %s, attempt %s)", run.task["kind"], run.instance_uuid, run.id,
@@ -196,7 +225,7 @@ async def task_started(cond: Conductor, run: TaskRun, instance: dict[str, Any] |
     await _publish(cond, run, "start", instance, {})
 
 
-async def task_ended(cond: Conductor, run: TaskRun, instance: dict[str, Any] | None = None, **state: Any) -> None:
+async def task_ended(cond: Publisher, run: RunningTask, instance: dict[str, Any] | None = None, **state: Any) -> None:
     """The task succeeded; `state` is what changed (vm_state, power_state, launched_at…)."""
     seconds = _observe_duration(cond, run, "success")
     tasklog.info("%s of %s done%s in %.3fs", run.task["kind"], run.instance_uuid,
@@ -204,7 +233,7 @@ async def task_ended(cond: Conductor, run: TaskRun, instance: dict[str, Any] | N
     await _publish(cond, run, "end", instance, state)
 
 
-async def task_failed(cond: Conductor, run: TaskRun, kind: str, message: str,
+async def task_failed(cond: Publisher, run: RunningTask, kind: str, message: str,
                       instance: dict[str, Any] | None = None, **state: Any) -> None:
     """The task failed with `kind: message` (the fault's cause)."""
     _observe_duration(cond, run, "error")

@@ -23,10 +23,10 @@ import logging
 from typing import Any
 
 import aio_pika
-from aio_pika.abc import AbstractIncomingMessage
+from aio_pika.abc import AbstractIncomingMessage, HeadersType
 from aio_pika.exceptions import AMQPError, ChannelInvalidStateError, DeliveryError, PublishError
 
-from canopy.rpc.base import Handler, NoRoute, Target
+from canopy.rpc.base import BusObserver, Handler, NoRoute, Target
 from canopy.rpc.brokered import BrokeredTransport, BrokerUnavailable, Headers
 
 log = logging.getLogger("canopy.rpc.amqp")
@@ -47,8 +47,9 @@ class AmqpTransport(BrokeredTransport):
         max_message: int = 16 << 20,
         send_timeout: float = 10.0,
         reconnect_wait: float = 0.5,
+        observer: BusObserver | None = None,
     ) -> None:
-        super().__init__(default_timeout=default_timeout, send_timeout=send_timeout)
+        super().__init__(default_timeout=default_timeout, send_timeout=send_timeout, observer=observer)
         self.url, self.prefix, self.prefetch = url, prefix, prefetch
         self.host_queue_ttl_s, self.reconnect_wait = host_queue_ttl_s, reconnect_wait
         self.limit = max_message  # RabbitMQ 4 refuses over 16 MiB by default (3.x: 128 MiB)
@@ -131,7 +132,7 @@ class AmqpTransport(BrokeredTransport):
 
     async def _send(self, target: Target, payload: bytes, headers: Headers) -> None:
         cast = "id" not in headers
-        message = aio_pika.Message(payload, headers=headers,  # type: ignore[arg-type]
+        message = aio_pika.Message(payload, headers=_amqp(headers),
                                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT if cast
                                    else aio_pika.DeliveryMode.NOT_PERSISTENT)
         try:
@@ -140,11 +141,11 @@ class AmqpTransport(BrokeredTransport):
             raise NoRoute(f"nobody serves {target}") from None
 
     async def _send_inbox(self, inbox: str, payload: bytes, headers: Headers) -> None:
-        await self._publish(self._fast, aio_pika.Message(payload, headers=headers), inbox,  # type: ignore[arg-type]
+        await self._publish(self._fast, aio_pika.Message(payload, headers=_amqp(headers)), inbox,
                             mandatory=False)
 
     async def _send_fanout(self, topic: str, payload: bytes, headers: Headers) -> None:
-        message = aio_pika.Message(payload, headers=headers,  # type: ignore[arg-type]
+        message = aio_pika.Message(payload, headers=_amqp(headers),
                                    delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
         await self._publish(self._pub, message, topic, mandatory=False, fanout=True)
 
@@ -204,3 +205,8 @@ def _headers(message: AbstractIncomingMessage) -> Headers:
 async def _ack(message: AbstractIncomingMessage) -> None:
     with contextlib.suppress(Exception):  # the channel died meanwhile: the broker redelivers it
         await message.ack()
+
+
+def _amqp(headers: Headers) -> HeadersType:
+    """Our string headers as aio-pika's header table (whose values may be of any AMQP field type)."""
+    return dict(headers)

@@ -8,6 +8,9 @@
 
 Handlers are `async def handle(msg: Message) -> Message | None`; they run with the sender's
 request context restored, so request IDs follow a request across services.
+
+A transport reports its traffic to an optional `BusObserver` passed at wiring time (the metrics pass
+one: `make_transport(settings.bus, bind=True, observer=BUS_METRICS)`); the bus itself knows no metrics.
 """
 
 from __future__ import annotations
@@ -21,10 +24,34 @@ from typing import Any, Protocol
 import orjson
 
 from canopy import context
-from canopy.observability.metrics import observe_handled
 from canopy.rpc.messages import Ack, Message, decode_message
 
 Handler = Callable[[Message], Awaitable[Message | None]]
+
+# How a failed call is labelled by its exception's class name (anything else: "error").
+CALL_OUTCOMES = {"RemoteError": "remote_error", "CallTimeout": "timeout", "NoRoute": "no_route",
+                 "CancelledError": "cancelled"}
+
+
+class BusObserver(Protocol):
+    """What a transport tells about its traffic: each message handled, and each call's round trip."""
+
+    def handled(self, kind: str, outcome: str, seconds: float) -> None: ...
+
+    def called(self, kind: str, outcome: str, seconds: float) -> None: ...
+
+
+class Unobserved:
+    """The observer of a transport that nobody watches."""
+
+    def handled(self, kind: str, outcome: str, seconds: float) -> None:
+        """Nothing to record."""
+
+    def called(self, kind: str, outcome: str, seconds: float) -> None:
+        """Nothing to record."""
+
+
+UNOBSERVED: BusObserver = Unobserved()
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,10 +167,10 @@ class Envelope:
         )
 
 
-async def dispatch(handler: Handler, env: Envelope) -> Envelope | None:
+async def dispatch(handler: Handler, env: Envelope, observer: BusObserver = UNOBSERVED) -> Envelope | None:
     """Run a handler for an incoming envelope under its request context; build the reply if one is due.
 
-    Both transports use this, so a handler sees the same thing whichever bus carried the message.
+    Every transport uses this, so a handler sees the same thing whichever bus carried the message.
     """
     token = context.set_current(env.request_context())
     origin = context.statement_origin.set(f"bus:{env.kind}")
@@ -167,7 +194,7 @@ async def dispatch(handler: Handler, env: Envelope) -> Envelope | None:
         reply.msg_id = env.msg_id
         return reply
     finally:
-        observe_handled(env.kind, outcome, started)
+        observer.handled(env.kind, outcome, time.perf_counter() - started)
         context.statement_origin.reset(origin)
         context.reset(token)
 
@@ -177,3 +204,15 @@ def unwrap_reply(env: Envelope) -> Message:
     if env.error is not None:
         raise RemoteError(env.error.get("type", "Error"), env.error.get("message", ""))
     return env.message()
+
+
+async def observed_call(observer: BusObserver, kind: str, call: Awaitable[Message]) -> Message:
+    """Await a call's reply, telling the observer its round trip by message kind and outcome."""
+    t0, outcome = time.perf_counter(), "ok"
+    try:
+        return await call
+    except BaseException as exc:
+        outcome = CALL_OUTCOMES.get(type(exc).__name__, "error")
+        raise
+    finally:
+        observer.called(kind, outcome, time.perf_counter() - t0)

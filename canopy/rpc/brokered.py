@@ -24,7 +24,18 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from canopy.rpc.base import BusError, CallTimeout, Envelope, Handler, NoRoute, Target, dispatch, unwrap_reply
+from canopy.rpc.base import (
+    UNOBSERVED,
+    BusError,
+    BusObserver,
+    CallTimeout,
+    Envelope,
+    Handler,
+    NoRoute,
+    Target,
+    dispatch,
+    unwrap_reply,
+)
 from canopy.rpc.messages import Message
 
 log = logging.getLogger("canopy.rpc")
@@ -69,8 +80,10 @@ class BrokeredTransport:
     inbox: str = ""  # this process's own address: replies and chunk requests come here
     limit: int = 1 << 20  # the largest frame body the broker takes, less room for headers
 
-    def __init__(self, *, default_timeout: float = 30.0, send_timeout: float = 10.0, blob_ttl: float = 120.0) -> None:
+    def __init__(self, *, default_timeout: float = 30.0, send_timeout: float = 10.0, blob_ttl: float = 120.0,
+                 observer: BusObserver | None = None) -> None:
         self.default_timeout, self.send_timeout, self.blob_ttl = default_timeout, send_timeout, blob_ttl
+        self.observer = observer or UNOBSERVED
         self.node_id = uuid.uuid4().hex
         self._local_shared: dict[str, list[Handler]] = {}
         self._local_hosts: dict[tuple[str, str], Handler] = {}
@@ -225,7 +238,8 @@ class BrokeredTransport:
             if kind == "r":
                 self._resolve(data)
             elif kind == "f":
-                await asyncio.gather(*(dispatch(h, Envelope.decode(data)) for h in self._fanout_handlers(headers["t"])))
+                handlers = self._fanout_handlers(headers["t"])
+                await asyncio.gather(*(dispatch(h, Envelope.decode(data), self.observer) for h in handlers))
             elif kind == "m":
                 await self._serve_one(headers["t"], headers.get("h") or None, data)
         except Exception:
@@ -235,7 +249,7 @@ class BrokeredTransport:
         env = Envelope.decode(data)
         handler = self._handler_for(topic, host)
         if handler is not None:
-            reply = await dispatch(handler, env)
+            reply = await dispatch(handler, env, self.observer)
         elif env.reply_to is not None:
             reply = Envelope.failure(NoRoute(f"{Target(topic, host)} is not served here"), env.reply_to)
             reply.msg_id = env.msg_id

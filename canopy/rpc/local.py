@@ -10,15 +10,19 @@ import asyncio
 import itertools
 import logging
 from collections import defaultdict
+from collections.abc import Coroutine
+from typing import Any
 
-from canopy.observability.metrics import observed_call
 from canopy.rpc.base import (
+    UNOBSERVED,
+    BusObserver,
     CallTimeout,
     Envelope,
     Handler,
     NoRoute,
     Target,
     dispatch,
+    observed_call,
     unwrap_reply,
 )
 from canopy.rpc.messages import Message
@@ -29,12 +33,13 @@ log = logging.getLogger(__name__)
 class LocalTransport:
     """A bus inside one process."""
 
-    def __init__(self, default_timeout: float = 30.0) -> None:
+    def __init__(self, default_timeout: float = 30.0, *, observer: BusObserver | None = None) -> None:
         self.default_timeout = default_timeout
+        self.observer = observer or UNOBSERVED
         self._shared: dict[str, list[Handler]] = defaultdict(list)
         self._hosts: dict[tuple[str, str], Handler] = {}
         self._rr: dict[str, itertools.count[int]] = defaultdict(itertools.count)
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
 
     async def start(self) -> None:
@@ -67,8 +72,8 @@ class LocalTransport:
             return None
         return handlers[next(self._rr[target.topic]) % len(handlers)]
 
-    def _spawn(self, coro: object) -> asyncio.Task[None]:
-        task = asyncio.ensure_future(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
@@ -79,10 +84,12 @@ class LocalTransport:
             log.warning("cast %s to %s dropped: nobody serves it", msg.kind, target)
             return
         env = Envelope.decode(Envelope.wrap(msg).encode())
-        self._spawn(dispatch(handler, env))
+        self._spawn(dispatch(handler, env, self.observer))
 
-    @observed_call
     async def call(self, target: Target, msg: Message, timeout: float | None = None) -> Message:
+        return await observed_call(self.observer, msg.kind, self._call(target, msg, timeout))
+
+    async def _call(self, target: Target, msg: Message, timeout: float | None) -> Message:
         handler = self._route(target)
         if handler is None or self._closed:
             raise NoRoute(f"nobody serves {target}")
@@ -92,21 +99,22 @@ class LocalTransport:
             # The handler runs in the caller's task: no task to create and no trip to the back of the
             # event loop's queue, so an in-process call costs what the handler costs.
             async with asyncio.timeout(limit):
-                reply = await dispatch(handler, env)
+                reply = await dispatch(handler, env, self.observer)
         except TimeoutError:
             raise CallTimeout(f"{msg.kind} to {target}: no reply in {limit}s") from None
-        return unwrap_reply(Envelope.decode(reply.encode()))  # type: ignore[union-attr]
+        assert reply is not None, "a call's envelope has reply_to: dispatch always answers it"
+        return unwrap_reply(Envelope.decode(reply.encode()))
 
     async def fanout(self, topic: str, msg: Message) -> None:
         handlers = list(self._shared.get(topic, ()))
         handlers += [h for (t, _host), h in self._hosts.items() if t == topic]
         data = Envelope.wrap(msg).encode()
         for handler in dict.fromkeys(handlers):
-            self._spawn(_deliver(handler, data))
+            self._spawn(_deliver(handler, data, self.observer))
 
 
 
-async def _deliver(handler: Handler, data: bytes) -> None:
+async def _deliver(handler: Handler, data: bytes, observer: BusObserver) -> None:
     """Decode a fanout for one handler when its task runs: a fanout to a thousand simulated agents does not
     build a thousand decoded copies up front (they only fed the garbage collector)."""
-    await dispatch(handler, Envelope.decode(data))
+    await dispatch(handler, Envelope.decode(data), observer)

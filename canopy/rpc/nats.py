@@ -32,7 +32,7 @@ import orjson
 from nats.aio.msg import Msg
 from nats.errors import OutboundBufferLimitError
 
-from canopy.rpc.base import Handler, NoRoute, Target
+from canopy.rpc.base import BusObserver, Handler, NoRoute, Target
 from canopy.rpc.brokered import BrokeredTransport, BrokerUnavailable, Headers
 
 log = logging.getLogger("canopy.rpc.nats")
@@ -124,8 +124,9 @@ class NatsTransport(BrokeredTransport):
         announce_interval: float = 5.0,
         reconnect_wait: float = 0.25,
         send_timeout: float = 10.0,
+        observer: BusObserver | None = None,
     ) -> None:
-        super().__init__(default_timeout=default_timeout, send_timeout=send_timeout)
+        super().__init__(default_timeout=default_timeout, send_timeout=send_timeout, observer=observer)
         self.servers = [servers] if isinstance(servers, str) else list(servers)
         self.control, self.prefix = control, prefix
         self.route_grace, self.announce_interval, self.reconnect_wait = route_grace, announce_interval, reconnect_wait
@@ -150,7 +151,7 @@ class NatsTransport(BrokeredTransport):
             return
         self._nc = await nats.connect(
             servers=self.servers, name=f"canopy-{self.node_id[:8]}", allow_reconnect=True,
-            max_reconnect_attempts=-1, reconnect_time_wait=self.reconnect_wait,  # type: ignore[arg-type]
+            max_reconnect_attempts=-1, reconnect_time_wait=self.reconnect_wait,
             disconnected_cb=self._on_disconnected, reconnected_cb=self._on_reconnected, error_cb=self._on_error,
         )
         self.limit = self._nc.max_payload - _HEADROOM

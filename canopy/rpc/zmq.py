@@ -32,8 +32,19 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
-from canopy.observability.metrics import observed_call
-from canopy.rpc.base import BusError, CallTimeout, Envelope, Handler, NoRoute, Target, dispatch, unwrap_reply
+from canopy.rpc.base import (
+    UNOBSERVED,
+    BusError,
+    BusObserver,
+    CallTimeout,
+    Envelope,
+    Handler,
+    NoRoute,
+    Target,
+    dispatch,
+    observed_call,
+    unwrap_reply,
+)
 from canopy.rpc.messages import Message
 
 log = logging.getLogger(__name__)
@@ -89,8 +100,10 @@ class ZmqTransport:
         heartbeat: float = 1.0,
         hwm: int = 50_000,
         send_timeout: float = 5.0,
+        observer: BusObserver | None = None,
     ) -> None:
         self.bind, self.connect = bind, list(connect or [])
+        self.observer = observer or UNOBSERVED
         self.default_timeout, self.route_grace, self.send_timeout = default_timeout, route_grace, send_timeout
         self.announce_interval, self.heartbeat, self.hwm = announce_interval, heartbeat, hwm
         self.route_ttl = 3 * announce_interval  # three missed re-announcements and a peer is gone
@@ -214,9 +227,11 @@ class ZmqTransport:
         frame = b"M%s\0%s\0%s" % (target.topic.encode(), (target.host or "").encode(), data)
         self._deliver(target, self._pick(target) or await self._await_route(target), frame)
 
-    @observed_call
     async def call(self, target: Target, msg: Message, timeout: float | None = None) -> Message:
         """Send to one server of the target and return its reply (or raise its error)."""
+        return await observed_call(self.observer, msg.kind, self._call(target, msg, timeout))
+
+    async def _call(self, target: Target, msg: Message, timeout: float | None) -> Message:
         timeout = timeout or self.default_timeout
         env = Envelope.wrap(msg, reply_to=self.node_id)
         data = env.encode()
@@ -245,7 +260,7 @@ class ZmqTransport:
         """Deliver to every server of the topic we know of, here and on each peer, once each."""
         data = Envelope.wrap(msg).encode()
         for handler in self._fanout_handlers(topic):
-            self._spawn(dispatch(handler, Envelope.decode(data)))
+            self._spawn(dispatch(handler, Envelope.decode(data), self.observer))
         frame = b"F%s\0%s" % (topic.encode(), data)
         for node in list(self._nodes.values()):
             if topic in node.shared or any(t == topic for t, _ in node.hosts):
@@ -256,7 +271,7 @@ class ZmqTransport:
             log.warning("cast to %s dropped: nobody serves it", target)
         elif node is self._me:
             if (handler := self._local_handler(target.topic, target.host)) is not None:
-                self._spawn(dispatch(handler, Envelope.decode(frame.split(b"\0", 2)[2])))
+                self._spawn(dispatch(handler, Envelope.decode(frame.split(b"\0", 2)[2]), self.observer))
         else:
             self._enqueue(node.links[0], frame, target)
 
@@ -264,7 +279,7 @@ class ZmqTransport:
         handler = self._local_handler(target.topic, target.host)
         if handler is None:
             raise NoRoute(f"nobody serves {target}")
-        task = self._spawn(dispatch(handler, Envelope.decode(data)))
+        task = self._spawn(dispatch(handler, Envelope.decode(data), self.observer))
         try:
             reply = await asyncio.wait_for(asyncio.shield(task), timeout)
         except TimeoutError:
@@ -494,7 +509,7 @@ class ZmqTransport:
         elif kind == b"F":
             topic, data = frame[1:].split(b"\0", 1)
             for handler in self._fanout_handlers(topic.decode()):
-                self._spawn(dispatch(handler, Envelope.decode(data)))
+                self._spawn(dispatch(handler, Envelope.decode(data), self.observer))
         elif kind == b"H":
             hello = json.loads(frame[1:])
             link.seen = time.monotonic()
@@ -514,7 +529,7 @@ class ZmqTransport:
             env = Envelope.decode(data)
             handler = self._local_handler(target.topic, target.host)
             if handler is not None:
-                reply = await dispatch(handler, env)
+                reply = await dispatch(handler, env, self.observer)
             elif env.reply_to is not None:  # a stale route sent it here: tell the caller
                 reply = Envelope.failure(NoRoute(f"{target} is not served here"), env.reply_to)
                 reply.msg_id = env.msg_id

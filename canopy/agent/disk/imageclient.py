@@ -60,7 +60,7 @@ class ImageApiClient:
             resp = await self.http.get(f"/image/v2/images/{image_id}", headers=await self._headers(renew=True))
         if resp.status_code != 200:
             raise ImageUnavailable(f"image {image_id}: the Image API answered {resp.status_code}")
-        return resp.json()  # type: ignore[no-any-return]
+        return resp.json()
 
     async def download(self, image_id: str) -> AsyncIterator[bytes]:
         """The image's data in chunks."""

@@ -32,7 +32,7 @@ async def info(path: Path, fmt: str | None = None) -> dict[str, Any]:
     args = ["info", "--output=json", "-U"]
     if fmt:
         args += ["-f", fmt]
-    return json.loads(await run(*args, str(path)))  # type: ignore[no-any-return]
+    return json.loads(await run(*args, str(path)))
 
 
 async def check(path: Path) -> None:

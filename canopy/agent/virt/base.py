@@ -4,23 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from enum import IntEnum
 from pathlib import Path
 from typing import Any, Protocol
 
 from canopy.rpc.calls import InstanceSpec, PortSpec
 from canopy.rpc.calls_mobility import DiskInfo, IncomingReady, MigrationStats
-
-
-class PowerState(IntEnum):
-    """Nova's power states, as the Compute API shows them."""
-
-    NOSTATE = 0
-    RUNNING = 1
-    PAUSED = 3
-    SHUTDOWN = 4
-    CRASHED = 6
-    SUSPENDED = 7
+from canopy.states import PowerState as PowerState  # re-exported: the agent's code takes it from here
 
 
 class DriverError(Exception):

@@ -15,8 +15,9 @@ from canopy.api.errors import ApiError, bad_request
 from canopy.api.http import ctx, empty_response, json_response, read_object, require_admin, route
 from canopy.clock import isotime_us
 from canopy.db import tables_cell as c
-from canopy.rpc.base import CallTimeout, NoRoute, RemoteError, Target
-from canopy.rpc.calls import ConsoleText, GetConsoleOutput
+from canopy.rpc.base import BusError, Target
+from canopy.rpc.calls import ConsoleText
+from canopy.rpc.calls_relay import RELAY_TIMEOUT_S, ReadConsole, relay_failure
 
 
 async def _reboot(request: Request, uuid: str, arg: Any) -> None:
@@ -76,14 +77,12 @@ async def _console_output(request: Request, uuid: str, arg: Any) -> Response:
     inst = await cell_db(request).read(load_visible_instance, uuid, rc.project_id, rc.is_admin)
     if not inst["host"] or inst["vm_state"] == "building":
         raise ApiError(409, f"Instance {uuid} is not ready")
+    ask = ReadConsole(host=inst["host"], instance_uuid=uuid, length=None if length in (None, -1) else length)
     try:
-        reply = await cloud.bus.call(Target("agent", inst["host"]), GetConsoleOutput(
-            instance_uuid=uuid, length=None if length in (None, -1) else length), timeout=30)
-    except (NoRoute, CallTimeout) as exc:
-        raise ApiError(409, f"The console of instance {uuid} cannot be read: host {inst['host']} is "
-                            f"unreachable ({exc})") from None
-    except RemoteError as exc:
-        raise ApiError(409, f"The console of instance {uuid} cannot be read: {exc.message}") from None
+        reply = await cloud.bus.call(Target("conductor"), ask, timeout=RELAY_TIMEOUT_S)
+    except BusError as exc:
+        raise ApiError(409, f"The console of instance {uuid} cannot be read: "
+                            f"{relay_failure(exc, inst['host'])}") from None
     assert isinstance(reply, ConsoleText)
     return json_response({"output": reply.output})
 
@@ -142,7 +141,7 @@ async def _change_metadata(request: Request, change: Any) -> dict[str, str]:
             raise ApiError(403, "Quota exceeded for metadata_items: at most 128 items")
         conn.execute(update(c.instances).where(c.instances.c.uuid == uuid)
                      .values(metadata=meta, updated_at=cloud.clock.now()))
-        return meta  # type: ignore[no-any-return]
+        return meta
 
     return await cell_db(request).write(write)
 

@@ -23,6 +23,7 @@ from canopy.api.http import json_response, read_object, require_admin, route
 from canopy.clock import isotime_us
 from canopy.db import tables_cell as c
 from canopy.db import tables_global as g
+from canopy.db.records import inserted_id
 
 a, ah, h = g.aggregates.c, g.aggregate_hosts.c, c.hosts.c
 UUID_FIELD = (2, 41)
@@ -124,7 +125,7 @@ async def create_aggregate(request: Request) -> Response:
         name = _check_name(conn, body.get("name"))
         row = {"uuid": str(uuidlib.uuid4()), "name": name, AZ_KEY: zone, "metadata": {AZ_KEY: zone} if zone else {},
                "created_at": now, "updated_at": now, "deleted": 0}
-        row["id"] = conn.execute(insert(g.aggregates).values(**row)).inserted_primary_key[0]  # type: ignore[index]
+        row["id"] = inserted_id(conn.execute(insert(g.aggregates).values(**row)))
         return row
 
     row = await cloud.dbs.global_db.write(write)

@@ -15,7 +15,7 @@ from canopy.runtime import Cloud
 
 
 def cloud_of(request: Request) -> Cloud:
-    return request.app.state.cloud  # type: ignore[no-any-return]
+    return request.app.state.cloud
 
 
 def cell_db(request: Request) -> Database:

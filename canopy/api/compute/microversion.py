@@ -60,4 +60,4 @@ def prepare(scope: Any) -> dict[str, str]:
 
 def mv(request: Request) -> tuple[int, int]:
     """The microversion this request is served at."""
-    return request.scope.get("canopy.mv", MIN_VERSION)  # type: ignore[no-any-return]
+    return request.scope.get("canopy.mv", MIN_VERSION)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, insert, or_, select, update
+from sqlalchemy import BindParameter, Connection, bindparam, insert, or_, select, update
 
 from canopy.config import QuotaDefaults
 from canopy.db import tables_global as g
@@ -30,7 +30,8 @@ def _reserve_statement() -> Any:
     conds = [q.project_id == bindparam("w_project")]
     values: dict[str, Any] = {}
     for res in RESOURCES:
-        used, limit, want = getattr(q, f"{res}_used"), getattr(q, f"{res}_limit"), bindparam(f"w_{res}")
+        used, limit = getattr(q, f"{res}_used"), getattr(q, f"{res}_limit")
+        want: BindParameter[int] = bindparam(f"w_{res}")
         conds.append(or_(limit < 0, used + want <= limit))
         values[f"{res}_used"] = used + want
     return update(g.quota_usage).where(*conds).values(**values)

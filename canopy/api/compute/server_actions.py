@@ -13,6 +13,7 @@ from canopy.api.compute.common import cell_db, cloud_of, load_visible_instance
 from canopy.api.errors import ApiError
 from canopy.api.http import ctx
 from canopy.db import tables_cell as c
+from canopy.db.records import inserted_id
 from canopy.rpc.base import Target
 from canopy.rpc.calls import WakeTask
 
@@ -40,12 +41,12 @@ async def start_action(request: Request, uuid: str, action: str, payload: dict[s
         changed = conn.execute(update(c.instances).where(*conds).values(task_state=rule.task_state, updated_at=now))
         if changed.rowcount != 1:
             raise _conflict(action, uuid, inst)
-        action_id = conn.execute(insert(c.instance_actions).values(
+        action_id = inserted_id(conn.execute(insert(c.instance_actions).values(
             instance_uuid=uuid, request_id=rc.request_id, action=states.ACTION_NAMES[action], user_id=rc.user_id,
-            project_id=rc.project_id, start_time=now, updated_at=now)).inserted_primary_key[0]
+            project_id=rc.project_id, start_time=now, updated_at=now)))
         task = {"instance_uuid": uuid, "kind": action, "action_id": action_id, "payload": payload or {},
                 "request_id": rc.request_id, "attempts": 0, "created_at": now}
-        task_id = conn.execute(insert(c.tasks).values(**task)).inserted_primary_key[0]
+        task_id = inserted_id(conn.execute(insert(c.tasks).values(**task)))
         return {**task, "id": task_id, "created_at": None}
 
     task = await cell_db(request).write(write)

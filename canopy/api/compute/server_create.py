@@ -361,7 +361,7 @@ def _reserve(conn: Connection, cloud: Cloud, rc: RequestContext, plan: dict[str,
 
 
 def _undo_global(conn: Connection, plan: dict[str, Any], rc: RequestContext) -> None:
-    from canopy.conductor.records import release_quota
+    from canopy.db.records import release_quota
 
     f, n = plan["flavor"], plan["count"]
     release_quota(conn, rc.project_id or "", n, f["vcpus"] * n, f["ram"] * n)

@@ -26,7 +26,7 @@ from canopy.clock import isotime_us
 from canopy.db import tables_cell as c
 from canopy.image import store
 from canopy.rpc.base import BusError, Target
-from canopy.rpc.calls_mobility import AbortMigration
+from canopy.rpc.calls_relay import RELAY_TIMEOUT_S, AbortLiveMigration, relay_failure
 
 server_actions.API_NAMES.update({a: n for a, n in states.ACTION_NAMES.items() if a in states.MOBILITY_KINDS})
 m = c.migrations.c
@@ -250,7 +250,7 @@ def _render_server_migration(row: dict[str, Any], version: tuple[int, int]) -> d
     return out
 
 
-def _list_migrations(conn: Connection, filters: dict[str, str], limit: int) -> list[dict[str, Any]]:
+def _list_migrations(conn: Connection, filters: dict[str, Any], limit: int) -> list[dict[str, Any]]:
     q = select(c.migrations).order_by(desc(m.created_at), desc(m.id)).limit(limit)
     for key, column in (("instance_uuid", m.instance_uuid), ("status", m.status),
                         ("migration_type", m.migration_type), ("source_compute", m.source_compute),
@@ -268,12 +268,12 @@ async def list_migrations(request: Request) -> Response:
     """GET /os-migrations (admin): newest first, filtered by instance_uuid, status, host, migration_type."""
     require_admin(request)
     qp = request.query_params
-    filters = {k: qp[k] for k in ("instance_uuid", "status", "host", "migration_type", "source_compute",
+    filters: dict[str, Any] = {k: qp[k] for k in ("instance_uuid", "status", "host", "migration_type", "source_compute",
                                   "user_id", "project_id") if k in qp}
     if "changes-since" in qp:
         try:
             filters["changes-since"] = dt.datetime.fromisoformat(qp["changes-since"].replace("Z", "+00:00")) \
-                .replace(tzinfo=None)  # type: ignore[assignment]
+                .replace(tzinfo=None)
         except ValueError:
             raise bad_request(f"Invalid input for query parameters changes-since. Value: {qp['changes-since']}") \
                 from None
@@ -343,9 +343,11 @@ async def abort_migration(request: Request) -> Response:
     if row is None:
         raise ApiError(404, f"Migration {mid} for server {uuid} could not be found.")
     try:
-        await cloud.bus.call(Target("agent", inst["host"]), AbortMigration(instance_uuid=uuid), timeout=30)
+        await cloud.bus.call(Target("conductor"), AbortLiveMigration(host=inst["host"], instance_uuid=uuid),
+                             timeout=RELAY_TIMEOUT_S)
     except BusError as exc:
-        raise ApiError(409, f"The live migration of {uuid} could not be aborted: {exc}") from None
+        raise ApiError(409, f"The live migration of {uuid} could not be aborted: "
+                            f"{relay_failure(exc, inst['host'], with_kind=True)}") from None
     return empty_response(202)
 
 

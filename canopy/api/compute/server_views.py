@@ -112,8 +112,8 @@ def render_server(inst: dict[str, Any], *, mv: Version, is_admin: bool, base: st
         body["trusted_image_certificates"] = None
     if mv >= (2, 73):
         body["locked_reason"] = None
-    if should_show_fault(inst, fault):
-        body["fault"] = render_fault(fault, is_admin)  # type: ignore[arg-type]
+    if fault is not None and should_show_fault(inst, fault):
+        body["fault"] = render_fault(fault, is_admin)
     return body
 
 

@@ -113,7 +113,8 @@ def _sorted(q: Any, request: Request, limit: int, marker_row: dict[str, Any] | N
 def _list(conn: Connection, request: Request, limit: int, marker: str | None, detail: bool) -> dict[str, Any]:
     marker_row = None
     if marker:
-        marker_row = conn.execute(select(c.instances).where(i.uuid == marker)).mappings().first()
+        found = conn.execute(select(c.instances).where(i.uuid == marker)).mappings().first()
+        marker_row = dict(found) if found is not None else None
         rc = ctx(request)
         if marker_row is None or (not rc.is_admin and marker_row["project_id"] != rc.project_id):
             raise bad_request(f"marker [{marker}] not found")

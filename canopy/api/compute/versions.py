@@ -14,7 +14,7 @@ UPDATED = "2013-07-23T11:33:21Z"
 
 
 def _base(request: Request) -> str:
-    return request.app.state.cloud.settings.api.public_url.rstrip("/") + "/compute"  # type: ignore[no-any-return]
+    return request.app.state.cloud.settings.api.public_url.rstrip("/") + "/compute"
 
 
 def v21_document(base: str) -> dict[str, Any]:

@@ -88,7 +88,7 @@ def _changes(body: BaseModel) -> dict[str, Any]:
 
 
 def _cloud(request: Request) -> Cloud:
-    return request.app.state.cloud  # type: ignore[no-any-return]
+    return request.app.state.cloud
 
 
 def _base(request: Request) -> str:

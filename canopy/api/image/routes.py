@@ -40,7 +40,7 @@ LIST_PARAMS = ("limit", "marker", "sort", "sort_key", "sort_dir", "visibility", 
 
 
 def _cloud(request: Request) -> Cloud:
-    return request.app.state.cloud  # type: ignore[no-any-return]
+    return request.app.state.cloud
 
 
 def _db(request: Request) -> Database:

@@ -25,7 +25,7 @@ Converter = Callable[[str, str], Any]
 
 def cloud_of(request: Request) -> Cloud:
     """The Cloud the app serves."""
-    return request.app.state.cloud  # type: ignore[no-any-return]
+    return request.app.state.cloud
 
 
 def global_db(request: Request) -> Database:

@@ -1,0 +1,1 @@
+"""The host's network: the flow compiler, its tables, and the Open vSwitch applier."""

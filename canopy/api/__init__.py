@@ -1,0 +1,1 @@
+"""The OpenStack APIs as one ASGI app: one package per service it speaks (identity, compute, network, image)."""

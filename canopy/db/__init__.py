@@ -1,0 +1,1 @@
+"""Tables, engines with primary/replica routing, and migrations of the global and cell databases."""

@@ -1,0 +1,1 @@
+"""The bus: the transport interface, its implementations (local, zmq, nats, amqp) and the typed messages."""
