@@ -21,7 +21,7 @@ from canopy.agent.disk.cache import ImageCache, ImageCorrupt
 from canopy.agent.reconcile import HostReconciler, wait_for
 from canopy.agent.virt.base import DriverError, HypervisorUnavailable, InstanceNotFound, PowerState
 from canopy.agent.virt.customize import InvalidCustomization
-from canopy.agent.virt.libvirt_driver import LibvirtDriver
+from canopy.agent.virt.libvirt.driver import LibvirtDriver
 from canopy.agent.virt.vif import FakeTaps, tap_name
 from canopy.config import LibvirtConfig
 from canopy.rpc.base import Target
