@@ -29,7 +29,7 @@ from canopy.agent.virt.libvirt.driver import LibvirtDriver
 from canopy.agent.virt.vif import FakeTaps
 from canopy.config import LibvirtConfig
 from canopy.rpc.calls import InstanceSpec
-from tests.unit.test_libvirt_testdriver import MemoryImages, make_spec
+from tests.contract.virt import MemoryImages, make_spec
 
 pytestmark = pytest.mark.skipif(subprocess.run(["which", "qemu-img"], capture_output=True).returncode != 0,
                                 reason="qemu-img is not installed (scripts/system-packages.txt: qemu-utils)")

@@ -153,7 +153,8 @@ class FakeDriver:
 
     async def console_output(self, uuid: str, length: int | None) -> str:
         lines = self._guest(uuid).console
-        return "\n".join(lines[-length:] if length else lines) + ("\n" if lines else "")
+        shown = lines if length is None else lines[-length:] if length > 0 else []  # as libvirt's: 0 lines is none
+        return "\n".join(shown) + ("\n" if shown else "")
 
     async def guest_states(self) -> dict[str, GuestStatus]:
         return {uuid: GuestStatus(g.power, g.reason) for uuid, g in self.guests.items()}
