@@ -52,7 +52,7 @@ async def test_resize_confirm_moves_claims_and_grows_the_disk(stack: Any) -> Non
     assert s["status"] == "VERIFY_RESIZE", s
     assert s["flavor"]["vcpus"] == 4 and s["flavor"]["disk"] == 40
     dest = stack.drivers[s["OS-EXT-SRV-ATTR:host"]]
-    assert b"grown to 40 GB" in dest.disks[sid]
+    assert b"grown to 40 GB" in dest.mobility.disks[sid]
     assert sid in src.mobility.aside  # the old guest is kept until confirmed
     migs = (await stack.api.get(f"/compute/v2.1/os-migrations?instance_uuid={sid}", headers=V)).json()["migrations"]
     assert [(m["migration_type"], m["status"]) for m in migs] == [("resize", "finished")]
@@ -78,7 +78,7 @@ async def test_resize_revert_restores_old_flavor_and_disk(stack: Any) -> None:
     s = await wait(stack, sid, {"ACTIVE", "ERROR"})
     assert s["status"] == "ACTIVE", s
     assert s["flavor"] == old["flavor"] and s["OS-EXT-SRV-ATTR:host"] == old["OS-EXT-SRV-ATTR:host"]
-    assert src.disks[sid] == disk and src.guests[sid].power == 1
+    assert src.mobility.disks[sid] == disk and src.guests[sid].power == 1
 
 
 async def test_resize_bad_input(stack: Any) -> None:
