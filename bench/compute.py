@@ -114,7 +114,7 @@ async def disk_from_base_ms(driver: Any, image_id: str, rounds: int = 10) -> flo
 
 
 async def run(quick: bool) -> dict[str, Any]:
-    from canopy.agent.virt.wiring import libvirt_agent
+    from canopy.agent.virt.libvirt.wiring import libvirt_agent
     from canopy.allinone import AllInOne
     from canopy.config import Settings
 

@@ -163,7 +163,7 @@ def _median(xs: list[float]) -> float | None:
 
 
 async def run(quick: bool) -> dict[str, Any]:
-    from canopy.agent.virt.wiring import libvirt_agent
+    from canopy.agent.virt.libvirt.wiring import libvirt_agent
     from canopy.allinone import AllInOne
     from canopy.config import Settings
 

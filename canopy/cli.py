@@ -233,7 +233,7 @@ def agent(config: ConfigOpt = None, data_dir: DataDirOpt = None,
         bus = make_transport(settings.bus, bind=False, observer=BUS_METRICS)
         await bus.start()
         if (driver or a.driver) == "libvirt":  # real guests: see docs/libvirt.md
-            from canopy.agent.virt.wiring import libvirt_agent
+            from canopy.agent.virt.libvirt.wiring import libvirt_agent
 
             agent_ = libvirt_agent(settings, name, bus)
         else:

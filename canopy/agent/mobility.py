@@ -8,9 +8,9 @@ import base64
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from canopy.agent.virt.base import DriverError, PowerState
+from canopy.agent.virt.base import DriverError, LiveMigration, Mobility, PowerState
 from canopy.rpc.base import Target
 from canopy.rpc.calls import InstanceState, StepResult
 from canopy.rpc.calls_mobility import (
@@ -42,11 +42,18 @@ HANDLED = (MigrateOut, ReadDisk, FinishMigration, ConfirmMigration, RevertMigrat
            MigrationProgress, AbortMigration)
 
 
+def mobility_of(agent: Agent) -> Mobility:
+    """The agent's driver's mobility component; DriverError when its driver cannot move guests."""
+    if agent.mobility is None:
+        raise DriverError(f"the driver of agent {agent.host} cannot resize, move, snapshot or rescue guests")
+    return agent.mobility
+
+
 async def operate(agent: Agent, msg: Message) -> Message | None:
     """Run one mobility operation (the caller checked `isinstance(msg, HANDLED)`)."""
-    d: Any = agent.driver
+    d = mobility_of(agent)
     if isinstance(msg, MigrateOut):
-        return await d.migrate_out(msg.instance_uuid, msg.timeout_s)  # type: ignore[no-any-return]
+        return await d.migrate_out(msg.instance_uuid, msg.timeout_s)
     if isinstance(msg, ReadDisk):
         data = await d.read_disk(msg.instance_uuid, msg.offset, msg.length)
         return DiskChunk(data_b64=base64.b64encode(data).decode(), eof=len(data) < msg.length)
@@ -75,17 +82,17 @@ async def operate(agent: Agent, msg: Message) -> Message | None:
     return await _live(agent, d, msg)
 
 
-async def _live(agent: Agent, d: Any, msg: Message) -> Message:
+async def _live(agent: Agent, d: LiveMigration, msg: Message) -> Message:
     if isinstance(msg, PrepareLiveMigration):
         ready = await d.prepare_incoming(msg.instance, msg.disk)
         await agent.net.plug()
-        return ready  # type: ignore[no-any-return]
+        return ready
     if isinstance(msg, LiveMigrate):
         await d.live_migrate(msg.instance.uuid, msg.dest or IncomingReady(uri=msg.dest_uri))
         await agent.net.plug()
         return Ack()
     if isinstance(msg, MigrationProgress):
-        return await d.migration_stats(msg.instance_uuid)  # type: ignore[no-any-return]
+        return await d.migration_stats(msg.instance_uuid)
     if isinstance(msg, AbortMigration):
         await d.abort_migration(msg.instance_uuid)
         return Ack()
@@ -101,8 +108,7 @@ async def _state(agent: Agent, uuid: str, event: str) -> InstanceState:
 async def _finish(agent: Agent, msg: FinishMigration) -> InstanceState:
     """Pull the disk from the source agent (unless it is this one), then let the driver define the guest."""
     chunks = None if msg.source_host == agent.host else pull_disk(agent, msg.source_host, msg.disk)
-    d: Any = agent.driver
-    await d.finish_migration(msg.instance, msg.disk, chunks, msg.power_on)
+    await mobility_of(agent).finish_migration(msg.instance, msg.disk, chunks, msg.power_on)
     await agent.net.plug()
     state = await _state(agent, msg.instance.uuid, "finish_migration")
     if not msg.power_on and state.power_state == PowerState.RUNNING:
@@ -129,8 +135,8 @@ async def _snapshot(agent: Agent, msg: SnapshotInstance) -> None:
     uploader = agent.image_uploader
     if uploader is None:
         raise DriverError(f"agent {agent.host} has no Image API client to upload snapshots with")
-    d: Any = agent.driver
-    with tempfile.TemporaryDirectory(prefix="canopy-snap-", dir=getattr(d, "root", None)) as tmp:
+    # the temporary copy goes next to the guests (their disk has room for it), else the system's temp dir
+    with tempfile.TemporaryDirectory(prefix="canopy-snap-", dir=agent.scratch_dir) as tmp:
         path = Path(tmp) / "image"
-        disk_format = await d.snapshot(msg.instance_uuid, path)
+        disk_format = await mobility_of(agent).snapshot(msg.instance_uuid, path)
         await uploader.upload(msg.image_id, path, disk_format)

@@ -16,7 +16,7 @@ from canopy.agent.health import HostHealth, agent_probes
 from canopy.agent.net.fake import FakeApplier
 from canopy.agent.net.node import NetNode
 from canopy.agent.reconcile import HostReconciler, ReconcileReport
-from canopy.agent.virt.base import DriverError, PowerState, VirtDriver
+from canopy.agent.virt.base import DriverError, MobileDriver, Mobility, PowerState, VirtDriver
 from canopy.observability.logs import log_fields
 from canopy.periodic import next_delay
 from canopy.rpc.base import BusError, Target, Transport
@@ -61,9 +61,13 @@ class Agent:
         net: NetNode | None = None,
         health_disks: dict[str, Path] | None = None,
         min_free_disk_gb: float = 5.0,
+        scratch_dir: Path | None = None,
     ) -> None:
         self.host = host
         self.driver = driver
+        # Resizes, moves, snapshots, rescues: the driver's mobility component, when it has one.
+        self.mobility: Mobility | None = driver.mobility if isinstance(driver, MobileDriver) else None
+        self.scratch_dir = scratch_dir  # room for a snapshot's temporary copy (default: the system's temp dir)
         self.bus = bus
         self.heartbeat_s = heartbeat_s
         self.availability_zone = availability_zone

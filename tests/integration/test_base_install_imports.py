@@ -10,7 +10,7 @@ import sys
 import textwrap
 
 # Modules that exist to drive an optional part: importing them without it must say what to install.
-OPTIONAL_MODULES = ("canopy.agent.virt.libvirt", "canopy.agent.virt.wiring")
+OPTIONAL_MODULES = ("canopy.agent.virt.libvirt",)
 
 PROBE = textwrap.dedent('''
     import importlib, importlib.abc, importlib.metadata as md, json, pathlib, re, sys

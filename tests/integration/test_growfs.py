@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from canopy.agent.disk import growfs
-from canopy.agent.disk.lvm import RecordingRunner
+from canopy.agent.disk.commands import RecordingRunner
 from canopy.agent.virt.base import DriverError
 
 needs_tools = pytest.mark.skipif(not all(shutil.which(t) for t in ("qemu-img", "mkfs.ext4", "resize2fs", "debugfs")),

@@ -5,10 +5,8 @@ memory; plus reconcile and the power-state sync against a stand-in conductor on 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import subprocess
-import uuid as uuidlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,65 +19,22 @@ from canopy.agent.disk.cache import ImageCache, ImageCorrupt
 from canopy.agent.reconcile import HostReconciler, wait_for
 from canopy.agent.virt.base import DriverError, HypervisorUnavailable, InstanceNotFound, PowerState
 from canopy.agent.virt.customize import InvalidCustomization
-from canopy.agent.virt.libvirt_driver import LibvirtDriver
+from canopy.agent.virt.libvirt.driver import LibvirtDriver
 from canopy.agent.virt.vif import FakeTaps, tap_name
 from canopy.config import LibvirtConfig
 from canopy.rpc.base import Target
 from canopy.rpc.calls import (
     HostInstance,
     HostInstances,
-    InstanceSpec,
     ListHostInstances,
-    PortSpec,
     PowerStateSync,
 )
 from canopy.rpc.local import LocalTransport
 from canopy.rpc.messages import Message
+from tests.contract.virt import MemoryImages, make_spec, qcow2_bytes
 
 pytestmark = pytest.mark.skipif(subprocess.run(["which", "qemu-img"], capture_output=True).returncode != 0,
                                 reason="qemu-img is not installed (scripts/system-packages.txt: qemu-utils)")
-
-
-class MemoryImages:
-    """An image source holding images in memory, counting downloads; `corrupt` flips a byte on the wire."""
-
-    def __init__(self) -> None:
-        self.images: dict[str, tuple[dict[str, Any], bytes]] = {}
-        self.downloads = 0
-        self.corrupt: set[str] = set()
-        self.truncate: set[str] = set()
-        self.delay_s = 0.0
-
-    def add(self, data: bytes, disk_format: str, **props: str) -> str:
-        image_id = str(uuidlib.uuid4())
-        meta = {"id": image_id, "status": "active", "disk_format": disk_format, "container_format": "bare",
-                "size": len(data), "checksum": hashlib.md5(data, usedforsecurity=False).hexdigest(),
-                "os_hash_algo": "sha512", "os_hash_value": hashlib.sha512(data).hexdigest(), **props}
-        self.images[image_id] = (meta, data)
-        return image_id
-
-    async def get_meta(self, image_id: str) -> dict[str, Any]:
-        return dict(self.images[image_id][0])
-
-    async def download(self, image_id: str) -> AsyncIterator[bytes]:
-        self.downloads += 1
-        data = self.images[image_id][1]
-        if image_id in self.corrupt:
-            data = data[:100] + bytes([data[100] ^ 0xFF]) + data[101:]
-        if image_id in self.truncate:
-            data = data[: len(data) // 2]
-        await asyncio.sleep(self.delay_s)
-        for i in range(0, len(data), 65536):
-            yield data[i:i + 65536]
-
-
-def qcow2_bytes(tmp: Path, size: str = "16M", backing: Path | None = None) -> bytes:
-    path = tmp / f"img-{uuidlib.uuid4().hex[:6]}.qcow2"
-    args = ["qemu-img", "create", "-q", "-f", "qcow2"]
-    if backing:
-        args += ["-b", str(backing), "-F", "raw"]
-    subprocess.run([*args, str(path), size], check=True)
-    return path.read_bytes()
 
 
 @pytest.fixture(scope="module")
@@ -107,22 +62,6 @@ async def rig(tmp_path: Path, tiny_qcow2: bytes) -> AsyncIterator[Any]:
     yield r
     for uuid in list(await driver.guest_states()):
         await driver.destroy(uuid)
-
-
-def make_spec(image_id: str, **kw: Any) -> InstanceSpec:
-    uuid = str(uuidlib.uuid4())
-    port = PortSpec(id=str(uuidlib.uuid4()), mac_address="fa:16:3e:12:34:56", network_id="net-1",
-                    fixed_ips=[{"subnet_id": "s1", "ip_address": "203.0.113.10"},
-                               {"subnet_id": "s2", "ip_address": "2001:db8::10"}],
-                    subnets=[{"id": "s1", "cidr": "203.0.113.0/24", "gateway_ip": "203.0.113.1",
-                              "dns_nameservers": ["192.0.2.53"], "host_routes": []},
-                             {"id": "s2", "cidr": "2001:db8::/64", "gateway_ip": "2001:db8::1",
-                              "dns_nameservers": [], "host_routes": []}])
-    base: dict[str, Any] = dict(uuid=uuid, name="web 1", hostname="web-1", project_id="p1", vcpus=1,
-                                memory_mb=128, disk_gb=1, image_id=image_id, ports=[port],
-                                key_data="ssh-ed25519 AAAAC3Nza test@canopy", user_data="aGVsbG8=")
-    base.update(kw)
-    return InstanceSpec(**base)
 
 
 async def test_host_info_and_accelerator(rig: Any) -> None:

@@ -20,15 +20,16 @@ import pytest
 from canopy.agent.disk import qemuimg
 from canopy.agent.disk.backend import Qcow2Backend, root_disk_spec
 from canopy.agent.disk.cache import ImageCache
-from canopy.agent.disk.lvm import CommandResult, LvmBackend, SubprocessRunner
+from canopy.agent.disk.commands import CommandResult, SubprocessRunner
+from canopy.agent.disk.lvm import LvmBackend
 from canopy.agent.virt import customize
 from canopy.agent.virt.base import DriverError, PowerState
 from canopy.agent.virt.domain_model import DiskSpec, DomainSpec
-from canopy.agent.virt.libvirt_driver import LibvirtDriver
+from canopy.agent.virt.libvirt.driver import LibvirtDriver
 from canopy.agent.virt.vif import FakeTaps
 from canopy.config import LibvirtConfig
 from canopy.rpc.calls import InstanceSpec
-from tests.integration.test_libvirt_testdriver import MemoryImages, make_spec
+from tests.contract.virt import MemoryImages, make_spec
 
 pytestmark = pytest.mark.skipif(subprocess.run(["which", "qemu-img"], capture_output=True).returncode != 0,
                                 reason="qemu-img is not installed (scripts/system-packages.txt: qemu-utils)")
@@ -174,7 +175,7 @@ def root_disk(xml: str) -> ET.Element:
 
 
 async def domain_xml(h: Host, uuid: str) -> str:
-    dom = await h.driver._dom(uuid)
+    dom = await h.driver.hv.dom(uuid)
     return str(dom.XMLDesc(0))
 
 
@@ -223,10 +224,10 @@ async def test_spawn_resize_confirm_destroy_command_sequence(rig: Any) -> None:
     assert not (a.driver.instance_dir(uuid) / "disk").exists()  # no qcow2 file next to the LV
 
     # resize in place to a flavor with a 1 GiB disk and 2 vCPUs
-    info = await a.driver.migrate_out(uuid, 5)
+    info = await a.driver.mobility.migrate_out(uuid, 5)
     assert (info.size, info.disk_format) == (IMAGE_BYTES, "raw")
     new = resized(spec, disk_gb=1, vcpus=2)
-    await a.driver.finish_migration(new, info, None, power_on=True)
+    await a.driver.mobility.finish_migration(new, info, None, power_on=True)
     assert a.lvm.take() == [
         lvs(aside),                                              # no stale set-aside LV
         ("lvrename", "vg0", lv, aside),
@@ -240,9 +241,9 @@ async def test_spawn_resize_confirm_destroy_command_sequence(rig: Any) -> None:
     assert root_disk(xml).find("source").get("dev") == str(a.lv(uuid))  # type: ignore[union-attr]
     assert await a.driver.power_state(uuid) == PowerState.RUNNING
 
-    await a.driver.confirm_migration(uuid)
+    await a.driver.mobility.confirm_migration(uuid)
     assert a.lvm.take() == [lvs(aside), ("lvremove", "-y", f"vg0/{aside}")]
-    assert not a.driver.aside_dir(uuid).exists()
+    assert not a.driver.mobility.aside_dir(uuid).exists()
 
     await a.driver.destroy(uuid)
     assert a.lvm.take() == [lvs(lv), ("lvremove", "-y", f"vg0/{lv}")]
@@ -258,10 +259,10 @@ async def test_resize_revert_keeps_the_old_lv(rig: Any) -> None:
     with a.lv(uuid).open("r+b") as f:  # the guest wrote something the revert must keep
         f.seek(IMAGE_BYTES - 5)
         f.write(b"GUEST")
-    info = await a.driver.migrate_out(uuid, 5)
-    await a.driver.finish_migration(resized(spec, disk_gb=1, vcpus=2), info, None, power_on=True)
+    info = await a.driver.mobility.migrate_out(uuid, 5)
+    await a.driver.mobility.finish_migration(resized(spec, disk_gb=1, vcpus=2), info, None, power_on=True)
     a.lvm.take()
-    await a.driver.revert_migration(uuid, spec.ports, power_on=True)
+    await a.driver.mobility.revert_migration(uuid, spec.ports, power_on=True)
     assert a.lvm.take() == [lvs(lv), ("lvremove", "-y", f"vg0/{lv}"), ("lvrename", "vg0", aside, lv)]
     assert a.lv(uuid).stat().st_size == IMAGE_BYTES and not a.lv(uuid, aside=True).exists()
     with a.lv(uuid).open("rb") as f:
@@ -281,18 +282,18 @@ async def test_cold_migration_pulls_the_lv_in_chunks(rig: Any) -> None:
     with a.lv(uuid).open("r+b") as f:
         f.seek(3 << 20)
         f.write(b"WRITTEN-BY-GUEST")
-    info = await a.driver.migrate_out(uuid, 5)
+    info = await a.driver.mobility.migrate_out(uuid, 5)
     reads: list[tuple[int, int]] = []
 
     async def pull() -> AsyncIterator[bytes]:  # what agent/mobility.pull_disk does over the bus
         offset = 0
         while offset < info.size:
             reads.append((offset, min(1 << 20, info.size - offset)))
-            data = await a.driver.read_disk(uuid, *reads[-1])
+            data = await a.driver.mobility.read_disk(uuid, *reads[-1])
             offset += len(data)
             yield data
 
-    await b.driver.finish_migration(resized(spec, disk_gb=1), info, pull(), power_on=False)
+    await b.driver.mobility.finish_migration(resized(spec, disk_gb=1), info, pull(), power_on=False)
     assert reads == [(n << 20, 1 << 20) for n in range(4)]
     assert b.lvm.take() == [("lvcreate", "-y", "-n", f"canopy-{uuid}", "-L", f"{GiB}b", "vg0")]
     assert b.lv(uuid).stat().st_size == GiB and head(b.lv(uuid)) == MARKER
@@ -300,7 +301,7 @@ async def test_cold_migration_pulls_the_lv_in_chunks(rig: Any) -> None:
         f.seek(3 << 20)
         assert f.read(16) == b"WRITTEN-BY-GUEST"
     assert await b.driver.power_state(uuid) == PowerState.SHUTDOWN
-    await a.driver.confirm_migration(uuid)
+    await a.driver.mobility.confirm_migration(uuid)
     assert not a.lv(uuid, aside=True).exists() and not a.lv(uuid).exists()
 
 
@@ -312,14 +313,14 @@ async def test_migration_into_a_thin_lv_leaves_zeros_unwritten(rig: Any, tmp_pat
     with a.lv(spec.uuid).open("r+b") as f:
         f.seek(IMAGE_BYTES - 4)
         f.write(b"TAIL")
-    info = await a.driver.migrate_out(spec.uuid, 5)
+    info = await a.driver.mobility.migrate_out(spec.uuid, 5)
 
     async def pull() -> AsyncIterator[bytes]:
         for offset in range(0, info.size, 1 << 20):
-            yield await a.driver.read_disk(spec.uuid, offset, 1 << 20)
+            yield await a.driver.mobility.read_disk(spec.uuid, offset, 1 << 20)
 
     try:
-        await thin.driver.finish_migration(spec, info, pull(), power_on=False)
+        await thin.driver.mobility.finish_migration(spec, info, pull(), power_on=False)
         assert thin.lvm.take()[0] == ("lvcreate", "-y", "-n", f"canopy-{spec.uuid}", "-V", f"{IMAGE_BYTES}b",
                                       "--thin", "vg0/pool0")
         lv = thin.lv(spec.uuid)
@@ -334,23 +335,23 @@ async def test_failed_migration_leaves_no_lv_on_the_target(rig: Any, tmp_path: P
     a, b = rig.a, rig.b
     spec = make_spec(rig.image, disk_gb=0)
     await a.driver.spawn(spec)
-    info = await a.driver.migrate_out(spec.uuid, 5)
+    info = await a.driver.mobility.migrate_out(spec.uuid, 5)
 
     async def short() -> AsyncIterator[bytes]:
-        yield await a.driver.read_disk(spec.uuid, 0, 1 << 20)
+        yield await a.driver.mobility.read_disk(spec.uuid, 0, 1 << 20)
 
     with pytest.raises(DriverError, match=f"arrived with {1 << 20} bytes, {IMAGE_BYTES} expected"):
-        await b.driver.finish_migration(spec, info, short(), power_on=True)
+        await b.driver.mobility.finish_migration(spec, info, short(), power_on=True)
     assert not b.lv(spec.uuid).exists() and not b.driver.instance_dir(spec.uuid).exists()
     with pytest.raises(DriverError, match=r"is qcow2; hv-b keeps raw disks \(lvm\)"):
-        await b.driver.finish_migration(spec, info.model_copy(update={"disk_format": "qcow2"}), short(), True)
+        await b.driver.mobility.finish_migration(spec, info.model_copy(update={"disk_format": "qcow2"}), short(), True)
     qcow2_host = LibvirtDriver("hv-q", LibvirtConfig(uri="test:///default", instances_path=tmp_path / "q"),
                                ImageCache(tmp_path / "q" / "_base", rig.images), FakeTaps())
     with pytest.raises(DriverError, match=r"is raw; hv-q keeps qcow2 disks \(qcow2\)"):
-        await qcow2_host.finish_migration(spec, info, short(), True)
+        await qcow2_host.mobility.finish_migration(spec, info, short(), True)
     assert not (tmp_path / "q" / spec.uuid).exists()
     # the source restores its guest from the set-aside LV
-    await a.driver.revert_migration(spec.uuid, spec.ports, power_on=True)
+    await a.driver.mobility.revert_migration(spec.uuid, spec.ports, power_on=True)
     assert head(a.lv(spec.uuid)) == MARKER and await a.driver.power_state(spec.uuid) == PowerState.RUNNING
 
 
@@ -360,7 +361,7 @@ async def test_snapshot_reads_the_raw_lv(rig: Any, tmp_path: Path) -> None:
     await a.driver.spawn(spec)
     a.lvm.take()
     dest = tmp_path / "snap.qcow2"
-    assert await a.driver.snapshot(spec.uuid, dest) == "qcow2"
+    assert await a.driver.mobility.snapshot(spec.uuid, dest) == "qcow2"
     info = await qemuimg.info(dest)
     assert (info["format"], info["virtual-size"], info.get("backing-filename")) == ("qcow2", IMAGE_BYTES, None)
     raw = tmp_path / "snap.raw"
@@ -378,7 +379,7 @@ async def test_rebuild_makes_a_new_lv(rig: Any) -> None:
     with a.lv(spec.uuid).open("r+b") as f:
         f.write(b"OVERWRITTEN")
     a.lvm.take()
-    await a.driver.rebuild(spec, power_on=True)
+    await a.driver.mobility.rebuild(spec, power_on=True)
     base = a.driver.cache.root / rig.image
     assert a.lvm.take() == [lvs(lv), ("lvremove", "-y", f"vg0/{lv}"),
                             ("lvcreate", "-y", "-n", lv, "-L", f"{IMAGE_BYTES}b", "vg0"),
@@ -391,7 +392,7 @@ async def test_rescue_boots_an_overlay_with_the_lv_as_vdb(rig: Any) -> None:
     spec = make_spec(rig.image, disk_gb=0)
     await a.driver.spawn(spec)
     a.lvm.take()
-    await a.driver.rescue(spec, rig.image)
+    await a.driver.mobility.rescue(spec, rig.image)
     assert a.lvm.take() == []  # the rescue disk is a qcow2 overlay in <uuid>/rescue/, not an LV
     devices = ET.fromstring(await domain_xml(a, spec.uuid)).find("devices")
     assert devices is not None
@@ -402,7 +403,7 @@ async def test_rescue_boots_an_overlay_with_the_lv_as_vdb(rig: Any) -> None:
     assert got == {"vda": ("file", "qcow2", str(folder / "rescue" / "disk")),
                    "vdb": ("block", "raw", str(a.lv(spec.uuid))),
                    "vdc": ("file", "raw", str(folder / "rescue" / "disk.config"))}
-    await a.driver.unrescue(spec.uuid)
+    await a.driver.mobility.unrescue(spec.uuid)
     assert root_disk(await domain_xml(a, spec.uuid)).find("source").get("dev") == str(a.lv(spec.uuid))  # type: ignore[union-attr]
     assert not (folder / "rescue").exists()
 
@@ -415,7 +416,7 @@ async def test_lvcreate_failure_fails_the_spawn_and_leaves_nothing(rig: Any) -> 
         await a.driver.spawn(spec)
     assert not a.driver.instance_dir(spec.uuid).exists()
     with pytest.raises(libvirt.libvirtError):
-        a.driver._connection().lookupByUUIDString(spec.uuid)
+        a.driver.hv.connection().lookupByUUIDString(spec.uuid)
 
 
 async def test_injection_is_refused_on_lvm_before_any_disk(rig: Any) -> None:
@@ -443,7 +444,7 @@ async def test_host_grows_the_filesystem_of_a_marked_image_on_its_lv(rig: Any, t
 # -- wiring ---------------------------------------------------------------------------------------
 
 def test_agent_with_lvm_starts_and_without_a_volume_group_refuses(tmp_path: Path) -> None:
-    from canopy.agent.virt.wiring import libvirt_agent, libvirt_driver
+    from canopy.agent.virt.libvirt.wiring import libvirt_agent, libvirt_driver
     from canopy.config import Settings
     from canopy.rpc.local import LocalTransport
 

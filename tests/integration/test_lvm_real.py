@@ -13,7 +13,8 @@ import pytest
 
 from canopy.agent.disk.backend import Qcow2Backend
 from canopy.agent.disk.cache import CachedImage
-from canopy.agent.disk.lvm import LvmBackend, SubprocessRunner
+from canopy.agent.disk.commands import SubprocessRunner
+from canopy.agent.disk.lvm import LvmBackend
 
 U = "11111111-2222-3333-4444-555555555555"
 LV = f"canopy-{U}"

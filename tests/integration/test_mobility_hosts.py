@@ -71,7 +71,7 @@ def _host_network() -> None:
 
 @pytest.fixture(scope="module")
 async def second(real: RealCloud) -> AsyncIterator[Second]:
-    from canopy.agent.virt.wiring import libvirt_agent
+    from canopy.agent.virt.libvirt.wiring import libvirt_agent
 
     try:
         _host_network()

@@ -65,7 +65,7 @@ class RealCloud:
         return self.agent.driver
 
     async def start_agent(self) -> Any:
-        from canopy.agent.virt.wiring import libvirt_agent
+        from canopy.agent.virt.libvirt.wiring import libvirt_agent
 
         self.agent = libvirt_agent(self.settings, HOST, self.aio.cloud.bus, net=self.net, taps=TapDevices(),
                                    node=self.node)
@@ -324,7 +324,7 @@ async def test_pause_and_suspend_a_real_guest(real: RealCloud, web: str) -> None
 async def _domain_ids(real: RealCloud) -> dict[str, int]:
     out = {}
     for uuid in await real.driver.guest_states():
-        dom = await real.driver._dom(uuid)
+        dom = await real.driver.hv.dom(uuid)
         out[uuid] = dom.ID()
     return out
 
@@ -352,7 +352,7 @@ async def test_agent_restart_and_host_reboot(real: RealCloud, web: str) -> None:
     boots = (await console(real, web)).count(tinyguest.MARKER)
     await real.stop_agent()
     for uuid in before:
-        dom = await real.driver._dom(uuid)
+        dom = await real.driver.hv.dom(uuid)
         if dom.isActive():
             dom.destroy()
     subprocess.run(["ip", "link", "del", "dev", tap_name(ports[0]["id"])], check=True)

@@ -52,14 +52,14 @@ async def test_resize_confirm_moves_claims_and_grows_the_disk(stack: Any) -> Non
     assert s["status"] == "VERIFY_RESIZE", s
     assert s["flavor"]["vcpus"] == 4 and s["flavor"]["disk"] == 40
     dest = stack.drivers[s["OS-EXT-SRV-ATTR:host"]]
-    assert b"grown to 40 GB" in dest.disks[sid]
-    assert sid in src.aside  # the old guest is kept until confirmed
+    assert b"grown to 40 GB" in dest.mobility.disks[sid]
+    assert sid in src.mobility.aside  # the old guest is kept until confirmed
     migs = (await stack.api.get(f"/compute/v2.1/os-migrations?instance_uuid={sid}", headers=V)).json()["migrations"]
     assert [(m["migration_type"], m["status"]) for m in migs] == [("resize", "finished")]
     resp = await act(stack, sid, {"confirmResize": None})
     assert resp.status_code == 204, resp.text
     s = await wait(stack, sid, {"ACTIVE"})
-    assert s["OS-EXT-STS:task_state"] is None and sid not in src.aside
+    assert s["OS-EXT-STS:task_state"] is None and sid not in src.mobility.aside
     migs = (await stack.api.get(f"/compute/v2.1/os-migrations?instance_uuid={sid}", headers=V)).json()["migrations"]
     assert migs[0]["status"] == "confirmed"
     hv = await hosts(stack)
@@ -70,7 +70,7 @@ async def test_resize_confirm_moves_claims_and_grows_the_disk(stack: Any) -> Non
 async def test_resize_revert_restores_old_flavor_and_disk(stack: Any) -> None:
     sid, src = await boot(stack, "rv")
     old = await server(stack, sid)
-    disk = src.disk_of(sid)
+    disk = src.mobility.disk_of(sid)
     await act(stack, sid, {"resize": {"flavorRef": await bigger_flavor(stack)}})
     await wait(stack, sid, {"VERIFY_RESIZE"})
     resp = await act(stack, sid, {"revertResize": None})
@@ -78,7 +78,7 @@ async def test_resize_revert_restores_old_flavor_and_disk(stack: Any) -> None:
     s = await wait(stack, sid, {"ACTIVE", "ERROR"})
     assert s["status"] == "ACTIVE", s
     assert s["flavor"] == old["flavor"] and s["OS-EXT-SRV-ATTR:host"] == old["OS-EXT-SRV-ATTR:host"]
-    assert src.disks[sid] == disk and src.guests[sid].power == 1
+    assert src.mobility.disks[sid] == disk and src.guests[sid].power == 1
 
 
 async def test_resize_bad_input(stack: Any) -> None:
@@ -106,7 +106,8 @@ async def test_cold_migration_to_a_named_host_and_revert(stack: Any) -> None:
     assert r.status_code == 202, r.text
     s = await wait(stack, sid, {"VERIFY_RESIZE", "ERROR"})
     assert s["status"] == "VERIFY_RESIZE" and s["OS-EXT-SRV-ATTR:host"] == other, s
-    assert stack.drivers[other].disks[sid] == src.aside[sid].disk  # copied by the agents, chunk by chunk
+    # copied by the agents, chunk by chunk
+    assert stack.drivers[other].mobility.disks[sid] == src.mobility.aside[sid].disk
     await act(stack, sid, {"confirmResize": None})
     await wait(stack, sid, {"ACTIVE"})
     assert sid not in src.guests and sid in stack.drivers[other].guests
@@ -131,7 +132,7 @@ async def test_snapshot_uploads_an_image_that_boots(stack: Any) -> None:
         await asyncio.sleep(0.05)
     assert img["status"] == "active" and img["image_type"] == "snapshot" and img["purpose"] == "test"
     data = (await stack.api.get(f"/image/v2/images/{image_id}/file")).content
-    assert data == drv.disk_of(sid)
+    assert data == drv.mobility.disk_of(sid)
     await wait(stack, sid, {"ACTIVE"})
     resp = await stack.api.post("/compute/v2.1/servers", headers=V, as_user="demo", json={"server": {
         "name": "from-snap", "imageRef": image_id, "flavorRef":
@@ -193,7 +194,7 @@ async def test_live_migration_progress_and_abort(stack: Any) -> None:
     source = (await server(stack, sid))["OS-EXT-SRV-ATTR:host"]
     for d in stack.drivers.values():
         d.op_delay_s = 0.2
-        d.__dict__["live_steps"] = 10
+        d.mobility.live_steps = 10
     stack.settings.mobility.progress_poll_s = 0.1
     try:
         r = await act(stack, sid, {"os-migrateLive": {"host": None, "block_migration": "auto"}}, user="admin")
@@ -214,7 +215,7 @@ async def test_live_migration_progress_and_abort(stack: Any) -> None:
                                         headers=V)).json()["migrations"]
         assert all_migs[0]["status"] == "cancelled"
         for d in stack.drivers.values():
-            d.__dict__["live_steps"] = 2
+            d.mobility.live_steps = 2
         r = await act(stack, sid, {"os-migrateLive": {"host": None}}, user="admin")
         s = await wait(stack, sid, {"ACTIVE"}, timeout=20)
         for _ in range(50):

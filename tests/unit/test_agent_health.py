@@ -90,7 +90,7 @@ async def test_a_fake_hypervisor_told_to_fail_is_reported_then_recovers() -> Non
 async def test_libvirt_test_driver_answers_and_a_missing_daemon_fails(tmp_path: Path) -> None:
     pytest.importorskip("libvirt")
     from canopy.agent.disk.cache import ImageCache
-    from canopy.agent.virt.libvirt_driver import LibvirtDriver
+    from canopy.agent.virt.libvirt.driver import LibvirtDriver
     from canopy.agent.virt.vif import FakeTaps
     from canopy.config import LibvirtConfig
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from canopy.agent.net.applier import OvsApplier
 from canopy.agent.net.fake import FakeApplier
+from canopy.agent.virt.libvirt.wiring import libvirt_agent
 from canopy.agent.virt.vif import FakeTaps
-from canopy.agent.virt.wiring import libvirt_agent
 from canopy.config import Settings
 from canopy.rpc.local import LocalTransport
 

@@ -9,7 +9,8 @@ import pytest
 
 from canopy.agent.disk.backend import DiskBackend, Qcow2Backend
 from canopy.agent.disk.cache import CachedImage
-from canopy.agent.disk.lvm import LvmBackend, RecordingRunner
+from canopy.agent.disk.commands import RecordingRunner
+from canopy.agent.disk.lvm import LvmBackend
 from canopy.agent.virt.base import DriverError
 from canopy.config import LibvirtConfig
 

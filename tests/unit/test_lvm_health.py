@@ -8,7 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from canopy.agent.disk.lvm import LvmBackend, RecordingRunner
+from canopy.agent.disk.commands import RecordingRunner
+from canopy.agent.disk.lvm import LvmBackend
 from canopy.agent.health import HostHealth, agent_probes, volume_group_probe
 from canopy.agent.net.fake import FakeApplier
 from canopy.agent.net.node import NetNode

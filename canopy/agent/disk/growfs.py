@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from canopy.agent.disk import qemuimg
-from canopy.agent.disk.lvm import CommandRunner, SubprocessRunner
+from canopy.agent.disk.commands import CommandRunner, SubprocessRunner
 from canopy.agent.virt.base import DriverError
 
 PROPERTY = "canopy_grow_fs"

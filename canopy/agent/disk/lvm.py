@@ -14,70 +14,16 @@ its extent size, which is never smaller than asked.
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+from collections.abc import AsyncIterator
+from pathlib import Path
 
+from canopy.agent.disk import growfs, transfer
 from canopy.agent.disk.cache import CachedImage
+from canopy.agent.disk.commands import CommandResult, CommandRunner, SubprocessRunner
 from canopy.agent.virt.base import DriverError
 
 LV_PREFIX = "canopy-"
 ASIDE_SUFFIX = "_resize"  # the LV of a guest set aside for a resize or cold migration
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    """What a command did: like subprocess.CompletedProcess, with text output."""
-
-    argv: tuple[str, ...]
-    returncode: int
-    stdout: str = ""
-    stderr: str = ""
-
-
-class CommandRunner(Protocol):
-    """Runs one command to completion."""
-
-    async def run(self, argv: Sequence[str]) -> CommandResult: ...
-
-
-class SubprocessRunner:
-    """The real runner: a child process per command, with a timeout."""
-
-    def __init__(self, timeout_s: float = 3600.0) -> None:
-        self.timeout_s = timeout_s
-
-    async def run(self, argv: Sequence[str]) -> CommandResult:
-        """Run argv; a missing program or a timeout is a failed result, not an exception."""
-        try:
-            proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE,
-                                                        stderr=asyncio.subprocess.PIPE)
-        except OSError as exc:
-            return CommandResult(tuple(argv), 127, "", f"{argv[0]}: {exc}")
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), self.timeout_s)
-        except TimeoutError:
-            proc.kill()
-            await proc.wait()
-            return CommandResult(tuple(argv), -9, "", f"{argv[0]} timed out after {self.timeout_s:g}s")
-        return CommandResult(tuple(argv), proc.returncode or 0, out.decode(errors="replace"),
-                             err.decode(errors="replace"))
-
-
-@dataclass
-class RecordingRunner:
-    """A fake runner: records every argv; `fail[program] = (rc, stderr)` makes that program fail."""
-
-    calls: list[tuple[str, ...]] = field(default_factory=list)
-    fail: dict[str, tuple[int, str]] = field(default_factory=dict)
-    stdout: dict[str, str] = field(default_factory=dict)
-
-    async def run(self, argv: Sequence[str]) -> CommandResult:
-        """Record argv and answer as scripted (success by default)."""
-        self.calls.append(tuple(argv))
-        rc, err = self.fail.get(argv[0], (0, ""))
-        return CommandResult(tuple(argv), rc, self.stdout.get(argv[0], ""), err)
 
 
 class LvmBackend:
@@ -85,6 +31,7 @@ class LvmBackend:
 
     kind = "lvm"
     disk_format = "raw"
+    shares_base = False  # a raw copy of the image: a live migration copies the whole volume
 
     def __init__(self, volume_group: str, thin_pool: str | None = None,
                  runner: CommandRunner | None = None, dev_root: str = "/dev") -> None:
@@ -172,6 +119,26 @@ class LvmBackend:
     async def remove_aside(self, uuid: str) -> None:
         """Remove the set-aside LV; a missing one is not an error."""
         await self._remove_if_present(uuid, strict=True, aside=True)
+
+    async def grow_fs(self, uuid: str, base: CachedImage) -> None:
+        """Grow the filesystem on the LV in place (e2fsck, resize2fs)."""
+        await growfs.grow_raw(self.path(uuid), self.runner)
+
+    async def aside_size(self, uuid: str) -> int:
+        """The whole set-aside LV is sent: its size is a whole number of extents."""
+        return await self.size_bytes(uuid, aside=True)
+
+    async def receive(self, uuid: str, size: int, chunks: AsyncIterator[bytes] | None, base: CachedImage,
+                      size_bytes: int) -> bool:
+        """A new LV of `size_bytes` (or the old disk's size, if larger), the guest's raw disk written into it
+        (the chunks, or read from the set-aside LV for a resize in place)."""
+        dev = Path(await self.create_blank(uuid, max(size_bytes, size)))
+        if chunks is None:
+            chunks = transfer.read_chunks(Path(self.aside_path(uuid)), size)
+        written = await transfer.write_into(dev, chunks, skip_zeros=self.thin_pool is not None)
+        if written != size:
+            raise DriverError(f"the disk of {uuid} arrived with {written} bytes, {size} expected")
+        return size_bytes > size
 
     async def free_bytes(self) -> int:
         """Room for new disks: the volume group's free space, or the thin pool's unused data space.

@@ -1,11 +1,15 @@
-"""The VirtDriver protocol every hypervisor driver implements, and the power states it reports."""
+"""The protocols a hypervisor driver implements, and the power states it reports.
+
+Each protocol is a few methods, and a caller depends on the ones it uses: `VirtDriver` is the host, the
+guests' lifecycle, power and console; `Mobility` (cold and live migration, snapshots, rescue/rebuild) is
+a component of its own that a `MobileDriver` carries as `driver.mobility`."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from canopy.rpc.calls import InstanceSpec, PortSpec
 from canopy.rpc.calls_mobility import DiskInfo, IncomingReady, MigrationStats
@@ -47,14 +51,42 @@ class HostInfo:
     cpu_info: dict[str, Any] = field(default_factory=dict)
 
 
-class VirtDriver(Protocol):
-    """A hypervisor: creates, powers and destroys guests."""
+class HostDriver(Protocol):
+    """The hypervisor itself: is it there, what it offers, which guests it holds."""
 
     def host_info(self) -> HostInfo: ...
 
+    async def wait_ready(self) -> None:
+        """Return when the hypervisor answers; HypervisorUnavailable otherwise (the caller retries)."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections (the agent is stopping)."""
+        ...
+
+    async def guest_states(self) -> dict[str, GuestStatus]:
+        """Every guest this driver holds, with its power state and the reason for it."""
+        ...
+
+    async def list_instances(self) -> dict[str, PowerState]: ...
+
+
+class GuestLifecycle(Protocol):
+    """Guests made and removed, and their network devices."""
+
     async def spawn(self, spec: InstanceSpec) -> None: ...
 
-    async def destroy(self, uuid: str) -> None: ...
+    async def destroy(self, uuid: str) -> None:
+        """Remove the guest and everything it had here; a missing guest is not an error."""
+        ...
+
+    async def plug_vifs(self, uuid: str, ports: list[PortSpec]) -> list[str]:
+        """Make sure each port's host device exists (idempotent); the device names, in port order."""
+        ...
+
+
+class PowerControl(Protocol):
+    """A guest's power: on, off (clean or not), reboot, and its state."""
 
     async def power_on(self, uuid: str) -> None: ...
 
@@ -68,7 +100,9 @@ class VirtDriver(Protocol):
 
     async def power_state(self, uuid: str) -> PowerState: ...
 
-    async def list_instances(self) -> dict[str, PowerState]: ...
+
+class PauseControl(Protocol):
+    """A guest stopped and resumed with its memory kept (in place, or saved to disk)."""
 
     async def pause(self, uuid: str) -> None:
         """Stop the guest's CPUs; its memory stays in place."""
@@ -82,29 +116,22 @@ class VirtDriver(Protocol):
 
     async def resume(self, uuid: str) -> None: ...
 
+
+class ConsoleReader(Protocol):
+    """What a guest wrote to its serial console."""
+
     async def console_output(self, uuid: str, length: int | None) -> str:
         """The last `length` lines the guest wrote to its serial console (all when None)."""
         ...
 
-    async def guest_states(self) -> dict[str, GuestStatus]:
-        """Every guest this driver holds, with its power state and the reason for it."""
-        ...
 
-    async def wait_ready(self) -> None:
-        """Return when the hypervisor answers; HypervisorUnavailable otherwise (the caller retries)."""
-        ...
-
-    async def close(self) -> None:
-        """Release connections (the agent is stopping)."""
-        ...
-
-    async def plug_vifs(self, uuid: str, ports: list[PortSpec]) -> list[str]:
-        """Make sure each port's host device exists (idempotent); the device names, in port order."""
-        ...
+class VirtDriver(HostDriver, GuestLifecycle, PowerControl, PauseControl, ConsoleReader, Protocol):
+    """A hypervisor: creates, powers and destroys guests. Its mobility (`Mobility`) is a component of its own."""
 
 
-class MobileDriver(VirtDriver, Protocol):
-    """A driver that can resize, move, snapshot, rebuild and rescue guests (issue 6)."""
+class ColdMigration(Protocol):
+    """Resize and cold migration: the guest set aside with its disk until confirmed or reverted; the disk
+    travels between agents in chunks (no shared storage)."""
 
     async def migrate_out(self, uuid: str, timeout_s: float) -> DiskInfo:
         """Stop the guest and set it aside (disk kept) until confirm or revert; its disk's description."""
@@ -121,9 +148,31 @@ class MobileDriver(VirtDriver, Protocol):
 
     async def revert_migration(self, uuid: str, ports: list[PortSpec], power_on: bool) -> None: ...
 
+
+class LiveMigration(Protocol):
+    """A running guest moved to another host."""
+
+    async def prepare_incoming(self, spec: InstanceSpec, disk: DiskInfo) -> IncomingReady:
+        """Get ready for a live migration in; where the source migrates to."""
+        ...
+
+    async def live_migrate(self, uuid: str, to: IncomingReady) -> None: ...
+
+    async def migration_stats(self, uuid: str) -> MigrationStats: ...
+
+    async def abort_migration(self, uuid: str) -> None: ...
+
+
+class Snapshots(Protocol):
+    """A standalone image of a guest's disk."""
+
     async def snapshot(self, uuid: str, dest: Path) -> str:
         """Write a standalone image of the guest's disk to `dest`; its disk format."""
         ...
+
+
+class RescueRebuild(Protocol):
+    """A guest made again from an image, or booted from a rescue image with its own disk attached."""
 
     async def rebuild(self, spec: InstanceSpec, power_on: bool) -> None: ...
 
@@ -131,12 +180,14 @@ class MobileDriver(VirtDriver, Protocol):
 
     async def unrescue(self, uuid: str) -> None: ...
 
-    async def prepare_incoming(self, spec: InstanceSpec, disk: DiskInfo) -> IncomingReady:
-        """Get ready for a live migration in; where the source migrates to."""
-        ...
 
-    async def live_migrate(self, uuid: str, dest: IncomingReady) -> None: ...
+class Mobility(ColdMigration, LiveMigration, Snapshots, RescueRebuild, Protocol):
+    """What a driver's mobility component does (issue 6): resize, move, snapshot, rebuild and rescue guests."""
 
-    async def migration_stats(self, uuid: str) -> MigrationStats: ...
 
-    async def abort_migration(self, uuid: str) -> None: ...
+@runtime_checkable
+class MobileDriver(VirtDriver, Protocol):
+    """A driver with a mobility component."""
+
+    @property
+    def mobility(self) -> Mobility: ...

@@ -5,6 +5,7 @@ configured to take, and fails where it is told to, so tests and the simulator se
     driver.fail_on("spawn", "disk image is corrupt")     # the next spawn raises DriverError
     driver.ignore_acpi.add(uuid)                          # this guest ignores shutdown requests
     driver.guest_halts(uuid) / driver.guest_dies(uuid)    # the guest shuts itself down / crashes
+    await driver.mobility.migrate_out(uuid, 60)            # resize, migrate, snapshot…: a component of its own
 """
 
 from __future__ import annotations
@@ -20,11 +21,14 @@ from canopy.rpc.calls import InstanceSpec, PortSpec
 
 @dataclass
 class FakeGuest:
+    """A simulated guest: its spec, power state (and why), boots, console lines, rescue image if rescued."""
+
     spec: InstanceSpec
     power: PowerState = PowerState.RUNNING
     boots: int = 1
     reason: str = ""
     console: list[str] = field(default_factory=list)
+    rescue_image: str | None = None
 
     def boot(self) -> None:
         self.power, self.reason = PowerState.RUNNING, ""
@@ -32,7 +36,7 @@ class FakeGuest:
 
 
 @dataclass
-class FakeDriver(FakeMobility):
+class FakeDriver:
     """A hypervisor simulated in memory."""
 
     host: str
@@ -45,6 +49,10 @@ class FakeDriver(FakeMobility):
     ignore_acpi: set[str] = field(default_factory=set)
     taps: set[str] = field(default_factory=set)
     _failures: dict[str, list[str]] = field(default_factory=dict)
+    mobility: FakeMobility = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.mobility = FakeMobility(self.host, self.guests, self.spawn, self._step, lambda: self.op_delay_s)
 
     def fail_on(self, operation: str, message: str, times: int = 1) -> None:
         """Make the next `times` calls of `operation` raise DriverError(message)."""
@@ -145,7 +153,8 @@ class FakeDriver(FakeMobility):
 
     async def console_output(self, uuid: str, length: int | None) -> str:
         lines = self._guest(uuid).console
-        return "\n".join(lines[-length:] if length else lines) + ("\n" if lines else "")
+        shown = lines if length is None else lines[-length:] if length > 0 else []  # as libvirt's: 0 lines is none
+        return "\n".join(shown) + ("\n" if shown else "")
 
     async def guest_states(self) -> dict[str, GuestStatus]:
         return {uuid: GuestStatus(g.power, g.reason) for uuid, g in self.guests.items()}

@@ -7,23 +7,29 @@ from __future__ import annotations
 import asyncio
 import re
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from canopy.agent.virt.base import DriverError, InstanceNotFound, PowerState
 from canopy.rpc.calls import InstanceSpec, PortSpec
 from canopy.rpc.calls_mobility import DiskInfo, IncomingReady, MigrationStats
 
+if TYPE_CHECKING:
+    from canopy.agent.virt.fake import FakeGuest
+
 GiB = 1 << 30
+Step = Callable[[str, float], Awaitable[None]]  # the driver's step: waits, then fails if told to
 # Destinations that prepared an incoming live migration, by URI (fake drivers live in one process).
-_INCOMING: weakref.WeakValueDictionary[str, Any] = weakref.WeakValueDictionary()
+_INCOMING: weakref.WeakValueDictionary[str, FakeMobility] = weakref.WeakValueDictionary()
 
 
 @dataclass
 class SetAside:
-    guest: Any  # FakeGuest
+    """A guest set aside for a resize or migration, with its disk."""
+
+    guest: FakeGuest
     disk: bytes
 
 
@@ -33,31 +39,34 @@ def fake_disk(spec: InstanceSpec) -> bytes:
 
 
 class FakeMobility:
-    """Mixed into FakeDriver (it provides guests, _guest, _step, op_delay_s, spawn)."""
+    """The fake driver's mobility, given the driver's parts: its guests, its spawn, its step (delay and
+    scripted failures) and its current operation delay."""
 
-    guests: dict[str, Any]
-    host: str
-    op_delay_s: float
+    def __init__(self, host: str, guests: dict[str, FakeGuest], spawn: Callable[[InstanceSpec], Awaitable[None]],
+                 step: Step, delay: Callable[[], float], live_steps: int = 4) -> None:
+        self.host = host
+        self.guests = guests
+        self._spawn = spawn
+        self._step = step
+        self._delay = delay
+        self.live_steps = live_steps  # a live migration copies in this many steps of the operation delay
+        self.aside: dict[str, SetAside] = {}
+        self.disks: dict[str, bytes] = {}  # each guest's disk content (made on first use)
+        self.live: dict[str, MigrationStats] = {}
 
-    @property
-    def aside(self) -> dict[str, SetAside]:
-        return self.__dict__.setdefault("_aside", {})  # type: ignore[no-any-return]
-
-    @property
-    def disks(self) -> dict[str, bytes]:
-        """Each guest's disk content (made on first use)."""
-        return self.__dict__.setdefault("_disks", {})  # type: ignore[no-any-return]
-
-    @property
-    def live(self) -> dict[str, MigrationStats]:
-        return self.__dict__.setdefault("_live", {})  # type: ignore[no-any-return]
+    def _guest(self, uuid: str) -> FakeGuest:
+        guest = self.guests.get(uuid)
+        if guest is None:
+            raise InstanceNotFound(f"fake: no guest {uuid} on {self.host}")
+        return guest
 
     def disk_of(self, uuid: str) -> bytes:
-        guest = self._guest(uuid)  # type: ignore[attr-defined]
+        """The guest's disk content."""
+        guest = self._guest(uuid)
         return self.disks.setdefault(uuid, fake_disk(guest.spec))
 
     async def migrate_out(self, uuid: str, timeout_s: float) -> DiskInfo:
-        await self._step("migrate_out", self.op_delay_s)  # type: ignore[attr-defined]
+        await self._step("migrate_out", self._delay())
         disk = self.disk_of(uuid)
         guest = self.guests.pop(uuid)
         guest.power, guest.reason = PowerState.SHUTDOWN, "destroyed"
@@ -72,14 +81,14 @@ class FakeMobility:
 
     async def finish_migration(self, spec: InstanceSpec, disk: DiskInfo, chunks: AsyncIterator[bytes] | None,
                                power_on: bool) -> None:
-        await self._step("finish_migration", self.op_delay_s)  # type: ignore[attr-defined]
+        await self._step("finish_migration", self._delay())
         if chunks is None:
             data = self.aside[spec.uuid].disk
         else:
             data = b"".join([c async for c in chunks])
         if len(data) != disk.size:
             raise DriverError(f"fake: the disk of {spec.uuid} arrived with {len(data)} bytes, {disk.size} expected")
-        await self.spawn(spec)  # type: ignore[attr-defined]
+        await self._spawn(spec)
         had = re.search(rb"gb=(\d+)", data)
         grown = had is not None and spec.disk_gb > int(had.group(1))
         self.disks[spec.uuid] = data + (f"grown to {spec.disk_gb} GB\n".encode() if grown else b"")
@@ -90,7 +99,7 @@ class FakeMobility:
         self.aside.pop(uuid, None)
 
     async def revert_migration(self, uuid: str, ports: list[PortSpec], power_on: bool) -> None:
-        await self._step("revert_migration", self.op_delay_s)  # type: ignore[attr-defined]
+        await self._step("revert_migration", self._delay())
         kept = self.aside.pop(uuid, None)
         if kept is None:
             raise DriverError(f"fake: nothing of {uuid} is set aside on {self.host} to revert to")
@@ -101,39 +110,39 @@ class FakeMobility:
             kept.guest.boot()
 
     async def snapshot(self, uuid: str, dest: Path) -> str:
-        await self._step("snapshot", self.op_delay_s)  # type: ignore[attr-defined]
+        await self._step("snapshot", self._delay())
         await asyncio.to_thread(dest.write_bytes, self.disk_of(uuid))
         return "raw"
 
     async def rebuild(self, spec: InstanceSpec, power_on: bool) -> None:
-        await self._step("rebuild", self.op_delay_s)  # type: ignore[attr-defined]
-        old = self._guest(spec.uuid)  # type: ignore[attr-defined]
+        await self._step("rebuild", self._delay())
+        old = self._guest(spec.uuid)
         self.guests.pop(spec.uuid)
         self.disks.pop(spec.uuid, None)
-        await self.spawn(spec)  # type: ignore[attr-defined]
+        await self._spawn(spec)
         self.guests[spec.uuid].boots = old.boots + 1
         if not power_on:
             self.guests[spec.uuid].power = PowerState.SHUTDOWN
 
     async def rescue(self, spec: InstanceSpec, rescue_image_id: str) -> None:
-        await self._step("rescue", self.op_delay_s)  # type: ignore[attr-defined]
-        guest = self._guest(spec.uuid)  # type: ignore[attr-defined]
+        await self._step("rescue", self._delay())
+        guest = self._guest(spec.uuid)
         guest.rescue_image = rescue_image_id
         guest.boots += 1
         guest.boot()
         guest.console.append(f"rescue {rescue_image_id}: second disk {self.disk_of(spec.uuid)!r}")
 
     async def unrescue(self, uuid: str) -> None:
-        await self._step("unrescue", self.op_delay_s)  # type: ignore[attr-defined]
-        guest = self._guest(uuid)  # type: ignore[attr-defined]
-        if not getattr(guest, "rescue_image", None):
+        await self._step("unrescue", self._delay())
+        guest = self._guest(uuid)
+        if not guest.rescue_image:
             raise DriverError(f"fake: guest {uuid} is not rescued")
         guest.rescue_image = None
         guest.boots += 1
         guest.boot()
 
     async def prepare_incoming(self, spec: InstanceSpec, disk: DiskInfo) -> IncomingReady:
-        await self._step("prepare_incoming", self.op_delay_s)  # type: ignore[attr-defined]
+        await self._step("prepare_incoming", self._delay())
         uri = f"fake://{self.host}"
         _INCOMING[uri] = self
         return IncomingReady(uri=uri)
@@ -144,18 +153,18 @@ class FakeMobility:
         if dest is None:
             raise DriverError(f"fake: {to.uri} did not prepare for an incoming guest")
         disk = self.disk_of(uuid)
-        steps = int(self.__dict__.get("live_steps", 4))
+        steps = self.live_steps
         stats = self.live[uuid] = MigrationStats(memory_total=steps, disk_total=len(disk),
                                                  memory_remaining=steps, disk_remaining=len(disk))
         for step in range(1, steps + 1):
-            await asyncio.sleep(self.op_delay_s)
+            await asyncio.sleep(self._delay())
             if uuid not in self.live:
                 raise DriverError(f"fake: live migration of {uuid} was aborted")
             stats = stats.model_copy(update={"memory_processed": step, "memory_remaining": steps - step,
                                              "disk_processed": len(disk) * step // steps,
                                              "disk_remaining": len(disk) - len(disk) * step // steps})
             self.live[uuid] = stats
-        await self._step("live_migrate", 0)  # type: ignore[attr-defined]
+        await self._step("live_migrate", 0)
         self.live.pop(uuid, None)
         guest = self.guests.pop(uuid)
         dest.guests[uuid] = guest
