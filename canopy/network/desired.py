@@ -136,8 +136,8 @@ def network_ports(conn: Connection, network_ids: list[str], topo: Topology, excl
             if r["ip_address"] is not None:
                 entry["fixed_ips"].append({"subnet_id": r["subnet_id"], "ip_address": r["ip_address"]})
     out: dict[str, list[NetNeighbor]] = {n: [] for n in network_ids}
-    for r in found.values():
-        out[r["network_id"]].append(neighbor_of(r, topo))
+    for entry in found.values():
+        out[entry["network_id"]].append(neighbor_of(entry, topo))
     return out
 
 

@@ -22,7 +22,7 @@ from canopy.rpc.base import Target, Transport
 from canopy.rpc.messages import Message
 
 if TYPE_CHECKING:
-    from canopy.conductor.service import Conductor
+    from canopy.conductor.env import TaskEnv
     from canopy.conductor.taskrun import TaskRun
 
 log = logging.getLogger("canopy.conductor.notifications")
@@ -140,18 +140,17 @@ def subscribe(bus: Transport, handler: Any, topic: str = "notifications") -> Non
 
 def build_view(run: TaskRun) -> dict[str, Any]:
     """A building server as its task payload describes it (a build has no row read yet)."""
-    p = run.payload
-    return {"uuid": run.instance_uuid, "project_id": p.get("project_id"), "user_id": p.get("user_id"),
-            "name": p.get("name"), "hostname": p.get("hostname"), "flavor": p.get("flavor"),
-            "image_ref": p.get("image_id"), "availability_zone": p.get("availability_zone"),
-            "metadata": p.get("metadata") or {}, "host": run.host, "vm_state": "building",
+    p = run.build
+    return {"uuid": run.instance_uuid, "project_id": p.project_id, "user_id": p.user_id,
+            "name": p.name, "hostname": p.hostname, "flavor": p.flavor.instance_view(),
+            "image_ref": p.image_id, "availability_zone": p.availability_zone,
+            "metadata": p.metadata, "host": run.host, "vm_state": "building",
             "task_state": run.step or "scheduling", "power_state": 0}
 
 
 def addresses_of(run: TaskRun, ports: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """The server's addresses by network name, from the ports its build created."""
-    names = {n["network"]["id"]: n["network"].get("name") or n["network"]["id"]
-             for n in run.payload.get("networks", [])}
+    names = {n.network["id"]: n.network.get("name") or n.network["id"] for n in run.build.networks}
     out: dict[str, list[dict[str, Any]]] = {}
     for port in ports:
         label = names.get(port["network_id"], port["network_id"])
@@ -161,7 +160,7 @@ def addresses_of(run: TaskRun, ports: list[dict[str, Any]]) -> dict[str, list[di
     return out
 
 
-async def _publish(cond: Conductor, run: TaskRun, phase: str, instance: dict[str, Any] | None,
+async def _publish(cond: TaskEnv, run: TaskRun, phase: str, instance: dict[str, Any] | None,
                    state: dict[str, Any], fault: dict[str, Any] | None = None) -> None:
     event = EVENTS.get(run.task["kind"])
     if event is None or not cond.notifier.enabled:
@@ -179,7 +178,7 @@ async def _publish(cond: Conductor, run: TaskRun, phase: str, instance: dict[str
     await cond.notifier.emit(f"{event}.{phase}", payload, cond.clock.now(), "ERROR" if phase == "error" else "INFO")
 
 
-def _observe_duration(cond: Conductor, run: TaskRun, result: str) -> float | None:
+def _observe_duration(cond: TaskEnv, run: TaskRun, result: str) -> float | None:
     started = run.started.get("task")
     if started is None:
         return None
@@ -188,7 +187,7 @@ def _observe_duration(cond: Conductor, run: TaskRun, result: str) -> float | Non
     return seconds
 
 
-async def task_started(cond: Conductor, run: TaskRun, instance: dict[str, Any] | None = None) -> None:
+async def task_started(cond: TaskEnv, run: TaskRun, instance: dict[str, Any] | None = None) -> None:
     """A conductor starts driving a task: remember when, and publish `<event>.start`."""
     run.started["task"] = cond.clock.now()
     tasklog.info("%s of %s started (task %s, attempt %s)", run.task["kind"], run.instance_uuid, run.id,
@@ -196,7 +195,7 @@ async def task_started(cond: Conductor, run: TaskRun, instance: dict[str, Any] |
     await _publish(cond, run, "start", instance, {})
 
 
-async def task_ended(cond: Conductor, run: TaskRun, instance: dict[str, Any] | None = None, **state: Any) -> None:
+async def task_ended(cond: TaskEnv, run: TaskRun, instance: dict[str, Any] | None = None, **state: Any) -> None:
     """The task succeeded; `state` is what changed (vm_state, power_state, launched_at…)."""
     seconds = _observe_duration(cond, run, "success")
     tasklog.info("%s of %s done%s in %.3fs", run.task["kind"], run.instance_uuid,
@@ -204,7 +203,7 @@ async def task_ended(cond: Conductor, run: TaskRun, instance: dict[str, Any] | N
     await _publish(cond, run, "end", instance, state)
 
 
-async def task_failed(cond: Conductor, run: TaskRun, kind: str, message: str,
+async def task_failed(cond: TaskEnv, run: TaskRun, kind: str, message: str,
                       instance: dict[str, Any] | None = None, **state: Any) -> None:
     """The task failed with `kind: message` (the fault's cause)."""
     _observe_duration(cond, run, "error")
