@@ -13,6 +13,7 @@ from canopy.agent.virt.base import PowerState
 from canopy.conductor import netsync, records
 from canopy.conductor.taskrun import TaskRun, describe_exception
 from canopy.network import ports as netports
+from canopy.network.port_record import PortRecord
 from canopy.observability import notifications as notify
 from canopy.rpc.base import BusError, Target
 from canopy.rpc.calls import DestroyInstance, HostSelected, InstanceSpec, PortSpec, SpawnInstance
@@ -78,10 +79,10 @@ async def _resumable(env: TaskEnv, run: TaskRun) -> bool:
 
 
 def _networking(conn: Connection, env: TaskEnv, run: TaskRun, selected: HostSelected, reqs: list[dict[str, Any]],
-                policy: Any) -> list[dict[str, Any]]:
+                policy: Any) -> list[PortRecord]:
     """Record the host, then give the server its ports and addresses on the networks it asked for."""
     now = env.clock.now()
-    ports: list[dict[str, Any]] = []
+    ports: list[PortRecord] = []
     addresses: dict[str, list[dict[str, Any]]] = {}
     for req in reqs:
         fixed = [{"ip_address": req["fixed_ip"]}] if req.get("fixed_ip") else None
@@ -91,15 +92,15 @@ def _networking(conn: Connection, env: TaskEnv, run: TaskRun, selected: HostSele
             host_id=selected.host, fixed_ips=fixed, now=now, policy=policy)
         ports.append(port)
         addresses.setdefault(req["network"]["name"] or req["network"]["id"], []).extend(
-            {"version": 6 if ":" in ip["ip_address"] else 4, "addr": ip["ip_address"], "mac": port["mac_address"]}
-            for ip in port["fixed_ips"])
+            {"version": 6 if ":" in ip["ip_address"] else 4, "addr": ip["ip_address"], "mac": port.mac_address}
+            for ip in port.fixed_ips)
     # One write: the host, the addresses, and the step (its rows are visible together at commit).
     records.update_instance(conn, run.instance_uuid, now, host=selected.host, addresses=addresses,
                             availability_zone=selected.availability_zone, task_state=states.NETWORKING)
     return ports
 
 
-def _instance_spec(run: TaskRun, ports: list[dict[str, Any]]) -> InstanceSpec:
+def _instance_spec(run: TaskRun, ports: list[PortRecord]) -> InstanceSpec:
     p = run.build
     flavor = p.flavor
     # the subnets of each network, for the guest's static addressing (the config drive's network_data)
@@ -108,8 +109,8 @@ def _instance_spec(run: TaskRun, ports: list[dict[str, Any]]) -> InstanceSpec:
         uuid=run.instance_uuid, name=p.name, hostname=p.hostname, project_id=p.project_id,
         vcpus=flavor.vcpus, memory_mb=flavor.memory_mb, disk_gb=flavor.disk_gb, image_id=p.image_id,
         flavor_extra_specs=flavor.extra_specs,
-        ports=[PortSpec(id=pt["id"], mac_address=pt["mac_address"], network_id=pt["network_id"],
-                        fixed_ips=pt["fixed_ips"], subnets=subnets.get(pt["network_id"], [])) for pt in ports],
+        ports=[PortSpec(id=pt.id, mac_address=pt.mac_address, network_id=pt.network_id,
+                        fixed_ips=pt.fixed_ips, subnets=subnets.get(pt.network_id, [])) for pt in ports],
         key_data=p.key_data, user_data=p.user_data, metadata=p.metadata,
     )
 

@@ -24,7 +24,6 @@ neighbors it lacks asks for one at once).
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import time
 from collections import Counter
@@ -36,6 +35,7 @@ from sqlalchemy import Connection
 
 from canopy.network import desired
 from canopy.network.desired import Topology
+from canopy.network.port_record import PortRecord
 from canopy.network.port_views import rows_where
 from canopy.rpc.base import NoRoute, Target
 from canopy.rpc.calls import NeighborRow, NetNeighbor, NetworkSync, PortChange, PortsChanged, RequestNetworkSync
@@ -155,9 +155,9 @@ class NetSync:
         self._qos.clear()
         self._net_qos.clear()
 
-    def queue(self, changes: list[PortChange], *, views: list[dict[str, Any]] | None = None,
+    def queue(self, changes: list[PortChange], *, records: list[PortRecord] | None = None,
               networks: list[str] | None = None) -> asyncio.Future[None]:
-        """Queue port changes (with the current views when the caller has them); the future resolves once
+        """Queue port changes (with the ports' records when the caller has them); the future resolves once
         the owner hosts have applied them."""
         batch = self._batch
         for change in changes:
@@ -166,18 +166,18 @@ class NetSync:
             batch.changes[change.port_id] = PortChange(port_id=change.port_id, network_id=change.network_id,
                                                        old_host=old_host)
             batch.rows.pop(change.port_id, None)
-        for view in views or []:
-            batch.rows[view["id"]] = row_of_view(view)
+        for record in records or []:  # the row netsync would read back from the database
+            batch.rows[record.id] = (record.row(), list(record.fixed_ips))
         batch.networks.update(networks or [])
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         batch.waiters.append(done)
         self._wake.set()
         return done
 
-    async def ports_changed(self, changes: list[PortChange], *, views: list[dict[str, Any]] | None = None,
+    async def ports_changed(self, changes: list[PortChange], *, records: list[PortRecord] | None = None,
                             wait: bool = False) -> None:
         """Queue changes; with `wait`, return once their hosts applied them (errors raise)."""
-        done = self.queue(changes, views=views)
+        done = self.queue(changes, records=records)
         if wait:
             await done
 
@@ -396,18 +396,6 @@ class NetSync:
             raise real[0]
 
 
-def row_of_view(view: dict[str, Any]) -> Row:
-    """A port view (as create_port returns it) as the row and addresses netsync reads from the database."""
-    stamp = view.get("updated_at")
-    updated = dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ") if isinstance(stamp, str) else stamp
-    row = {"id": view["id"], "network_id": view["network_id"], "project_id": view["project_id"],
-           "mac_address": view["mac_address"], "device_id": view["device_id"], "host_id": view["binding:host_id"],
-           "admin_state_up": view["admin_state_up"], "port_security_enabled": view["port_security_enabled"],
-           "allowed_address_pairs": view["allowed_address_pairs"], "qos_policy_id": view.get("qos_policy_id"),
-           "ofport": (view.get("binding:vif_details") or {}).get("ofport"), "updated_at": updated}
-    return row, list(view["fixed_ips"])
-
-
 # -- the conductor's hooks (a boot's and a delete's ports) ----------------------------------------------
 
 
@@ -435,11 +423,11 @@ async def prepare_networking(env: TaskEnv, requests: list[dict[str, Any]], host:
     return await env.dbs.global_db.read(read)
 
 
-async def ports_created(env: TaskEnv, ports: list[dict[str, Any]]) -> None:
+async def ports_created(env: TaskEnv, ports: list[PortRecord]) -> None:
     """A boot's new ports: wait until their host has applied their flows (before the guest starts)."""
     if ports:
-        await env.netsync.ports_changed([PortChange(port_id=p["id"], network_id=p["network_id"]) for p in ports],
-                                         views=ports, wait=True)
+        await env.netsync.ports_changed([PortChange(port_id=p.id, network_id=p.network_id) for p in ports],
+                                        records=ports, wait=True)
 
 
 async def ports_removed(env: TaskEnv, views: list[dict[str, Any]]) -> None:

@@ -24,6 +24,7 @@ from canopy.rpc.messages import Message
 if TYPE_CHECKING:
     from canopy.conductor.env import TaskEnv
     from canopy.conductor.taskrun import TaskRun
+    from canopy.network.port_record import PortRecord
 
 log = logging.getLogger("canopy.conductor.notifications")
 tasklog = logging.getLogger("canopy.conductor.tasks")
@@ -148,15 +149,15 @@ def build_view(run: TaskRun) -> dict[str, Any]:
             "task_state": run.step or "scheduling", "power_state": 0}
 
 
-def addresses_of(run: TaskRun, ports: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+def addresses_of(run: TaskRun, ports: list[PortRecord]) -> dict[str, list[dict[str, Any]]]:
     """The server's addresses by network name, from the ports its build created."""
     names = {n.network["id"]: n.network.get("name") or n.network["id"] for n in run.build.networks}
     out: dict[str, list[dict[str, Any]]] = {}
     for port in ports:
-        label = names.get(port["network_id"], port["network_id"])
+        label = names.get(port.network_id, port.network_id)
         out.setdefault(label, []).extend(
-            {"version": 6 if ":" in ip["ip_address"] else 4, "addr": ip["ip_address"], "mac": port["mac_address"],
-             "port_id": port["id"]} for ip in port["fixed_ips"])
+            {"version": 6 if ":" in ip["ip_address"] else 4, "addr": ip["ip_address"], "mac": port.mac_address,
+             "port_id": port.id} for ip in port.fixed_ips)
     return out
 
 
