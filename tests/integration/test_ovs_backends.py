@@ -30,8 +30,8 @@ async def test_concurrent_bindings_on_one_host_get_distinct_ofports(stack: Any) 
         return await cdb.write(lambda conn: pt.create_port(conn, network=network, subnets=subnets, project_id="p",
                                                            host_id="hv-race", now=now, device_id=f"d{n}"))
 
-    views = await asyncio.gather(*(one(n) for n in range(24)))
-    numbers = [v.ofport for v in views]
+    made = await asyncio.gather(*(one(n) for n in range(24)))
+    numbers = [p.ofport for p in made]
     assert len(set(numbers)) == 24 and min(numbers) >= t.FIRST_VM_OFPORT
 
     sync = await desired.full_state(cloud.dbs, cloud.cell_name, "hv-race")
@@ -42,7 +42,7 @@ async def test_concurrent_bindings_on_one_host_get_distinct_ofports(stack: Any) 
     topo = desired.Topology()
     await gdb.read(desired.load_topology, topo, [PUBLIC_NETWORK_ID])
     (ports,) = (await cdb.read(desired.network_ports, [PUBLIC_NETWORK_ID], topo)).values()
-    assert sorted(n.port_id for n in ports) == sorted(v["id"] for v in views)
+    assert sorted(n.port_id for n in ports) == sorted(p.id for p in made)
     assert all(n.host == "hv-race" and len(n.ips) == 1 for n in ports)
 
 
