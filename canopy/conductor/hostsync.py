@@ -18,7 +18,7 @@ from canopy.rpc.calls import GuestPower, HostInstance, HostInstances, PortSpec, 
 from canopy.states import PowerState
 
 if TYPE_CHECKING:
-    from canopy.conductor.service import Conductor
+    from canopy.conductor.env import TaskEnv
 
 log = logging.getLogger("canopy.conductor")
 i = c.instances.c
@@ -65,9 +65,9 @@ def complete_evacuations(conn: Connection, host: str, uuids: list[str], now: dt.
         m.instance_uuid.in_(uuids)).values(status="completed", updated_at=now)).rowcount)
 
 
-async def list_host_instances(cond: Conductor, host: str) -> HostInstances:
+async def list_host_instances(env: TaskEnv, host: str) -> HostInstances:
     """HostInstances for an agent's reconcile (read fresh: a guest booted a moment ago must be in it)."""
-    rows, evacuated = await cond.db.read_fresh(lambda conn: (load_host_instances(conn, host),
+    rows, evacuated = await env.db.read_fresh(lambda conn: (load_host_instances(conn, host),
                                                              evacuated_from(conn, host)))
     return HostInstances(evacuated=evacuated, instances=[HostInstance(
         uuid=r["uuid"], vm_state=r["vm_state"], power_state=r["power_state"] or 0, task_state=r["task_state"],
@@ -99,9 +99,9 @@ def apply_guest_power(conn: Connection, host: str, g: GuestPower, now: dt.dateti
     return "stopped" if stopped else "power"
 
 
-async def sync_power_states(cond: Conductor, msg: PowerStateSync) -> None:
+async def sync_power_states(env: TaskEnv, msg: PowerStateSync) -> None:
     """Apply an agent's observed power states; unknown guests are logged for the operator."""
-    now = cond.clock.now()
+    now = env.clock.now()
 
     def write(conn: Connection) -> list[tuple[str, str]]:
         out = []
@@ -112,11 +112,11 @@ async def sync_power_states(cond: Conductor, msg: PowerStateSync) -> None:
         return out
 
     if msg.guests:
-        for uuid, what in await cond.db.write(write):
+        for uuid, what in await env.db.write(write):
             log.info("power-state sync: instance %s on %s %s", uuid, msg.host,
                      "is now SHUTOFF" if what == "stopped" else "changed power state")
     if msg.evacuated_removed:
-        n = await cond.db.write(complete_evacuations, msg.host, msg.evacuated_removed, now)
+        n = await env.db.write(complete_evacuations, msg.host, msg.evacuated_removed, now)
         log.info("host %s removed %d evacuated guest(s): %s", msg.host, n, ", ".join(msg.evacuated_removed))
     if msg.unknown:
         log.warning("host %s runs guests the database does not know: %s", msg.host, ", ".join(msg.unknown))

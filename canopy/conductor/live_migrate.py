@@ -26,34 +26,36 @@ from canopy.rpc.calls_mobility import (
 )
 
 if TYPE_CHECKING:
-    from canopy.conductor.service import Conductor
+    from canopy.conductor.env import TaskEnv
 
 LIVE_TIMEOUT_S = 3600.0
 
 
-async def run_live_migrate(cond: Conductor, run: TaskRun) -> None:
+async def run_live_migrate(env: TaskEnv, run: TaskRun) -> None:
     """Live-migrate the server to payload host (or the scheduler's choice)."""
     target = mig = None
     inst: dict[str, Any] = {}
     try:
-        inst = await mob.load(cond, run)
+        inst = await mob.load(env, run)
         source = inst["host"]
         run.step = states.MIGRATING
-        target = await mob.select_target(cond, inst, inst["flavor"], force_host=run.payload.get("host"),
+        target = await mob.select_target(env, inst, inst["flavor"], force_host=run.args.host,
                                          exclude=[source])
-        mig = await cond.db.write(mob.new_migration, inst, run, "live-migration", source=source, dest=target,
-                                  new_flavor=inst["flavor"], status="preparing", now=cond.clock.now())
-        spec = await mob.spec_of(cond, inst)
-        t0 = cond.clock.now()
-        ready = await mob.agent_call(cond, target, PrepareLiveMigration(
+        mig = await env.db.write(mob.new_migration, inst, run, "live-migration", source=source, dest=target,
+                                  new_flavor=inst["flavor"], status="preparing", now=env.clock.now())
+        spec = await mob.spec_of(env, inst)
+        t0 = env.clock.now()
+        ready = await mob.agent_call(env, target, PrepareLiveMigration(
             instance=spec, disk=DiskInfo(instance_uuid=run.instance_uuid, size=0, disk_format="qcow2")))
         assert isinstance(ready, IncomingReady), ready
-        await cond.db.write(mob.set_migration, mig, cond.clock.now(), status="running")
-        await _migrate_watching(cond, source, spec, target, ready, mig)
-        run.events.add("compute_live_migration", t0, cond.clock.now(), "Success", host=source)
+        await env.db.write(mob.set_migration, mig, env.clock.now(), status="running")
+        await _migrate_watching(env, source, spec, target, ready, mig)
+        run.events.add("compute_live_migration", t0, env.clock.now(), "Success", host=source)
     except Exception as exc:
-        await _live_failed(cond, run, inst, target, mig, exc)
-        return
+        failure = await _undo_live(env, run, inst, target, mig, exc)
+        if failure is None:
+            return  # an abort the user asked for: ended without a fault
+        raise failure from exc
     moved: list[Any] = []
 
     def extra(conn: Connection, now: Any) -> None:
@@ -61,24 +63,24 @@ async def run_live_migrate(cond: Conductor, run: TaskRun) -> None:
         mob.set_migration(conn, mig, now, status="completed")
         moved.extend(mob.move_ports(conn, run.instance_uuid, target, now))
 
-    await mob.finish(cond, run, extra, host=target)
-    await mob.ports_moved(cond, moved)
+    await mob.finish(env, run, extra, host=target)
+    await mob.ports_moved(env, moved)
 
 
-async def _migrate_watching(cond: Conductor, source: str, spec: Any, target: str, ready: IncomingReady,
+async def _migrate_watching(env: TaskEnv, source: str, spec: Any, target: str, ready: IncomingReady,
                             mig: str) -> None:
     """The source's LiveMigrate call, with its progress written to the migration every poll interval."""
-    call = asyncio.create_task(mob.agent_call(cond, source, LiveMigrate(
+    call = asyncio.create_task(mob.agent_call(env, source, LiveMigrate(
         instance=spec, dest_host=target, dest_uri=ready.uri, dest=ready), LIVE_TIMEOUT_S))
     try:
         while not call.done():
-            await asyncio.wait({call}, timeout=cond.settings.mobility.progress_poll_s)
+            await asyncio.wait({call}, timeout=env.settings.mobility.progress_poll_s)
             if call.done():
                 break
             with contextlib.suppress(BusError):
-                s = await mob.agent_call(cond, source, MigrationProgress(instance_uuid=spec.uuid))
+                s = await mob.agent_call(env, source, MigrationProgress(instance_uuid=spec.uuid))
                 if isinstance(s, MigrationStats) and (s.memory_total or s.disk_total):  # zeros: no job now
-                    await cond.db.write(mob.set_migration, mig, cond.clock.now(), **s.model_dump())
+                    await env.db.write(mob.set_migration, mig, env.clock.now(), **s.model_dump())
         call.result()
     finally:
         call.cancel()
@@ -88,13 +90,14 @@ def _status(conn: Connection, mig: str) -> str:
     return str(conn.execute(select(c.migrations.c.status).where(c.migrations.c.uuid == mig)).scalar_one())
 
 
-async def _live_failed(cond: Conductor, run: TaskRun, inst: dict[str, Any], target: str | None, mig: str | None,
-                       exc: Exception) -> None:
-    """The guest stays on the source; the destination's leftovers and claim go."""
+async def _undo_live(env: TaskEnv, run: TaskRun, inst: dict[str, Any], target: str | None, mig: str | None,
+                    exc: Exception) -> mob.Undone | None:
+    """The guest stays on the source; the destination's leftovers and claim go. None when the failure
+    was an abort the user asked for (the task is ended here, without a fault); else the failure to raise."""
     if target and mig:
         with contextlib.suppress(BusError):
-            await mob.agent_call(cond, target, DestroyInstance(instance_uuid=run.instance_uuid))
-    cancelled = bool(mig) and await cond.db.read_fresh(_status, mig) == "cancelling"
+            await mob.agent_call(env, target, DestroyInstance(instance_uuid=run.instance_uuid))
+    cancelled = bool(mig) and await env.db.read_fresh(_status, mig) == "cancelling"
 
     def extra(conn: Connection, now: Any) -> None:
         if target:
@@ -103,8 +106,8 @@ async def _live_failed(cond: Conductor, run: TaskRun, inst: dict[str, Any], targ
             mob.set_migration(conn, mig, now, status="cancelled" if cancelled else "error")
 
     if cancelled:  # an abort the user asked for is not a fault
-        now = cond.clock.now()
+        now = env.clock.now()
         run.events.add("compute_live_migration", now, now, "Error", details="aborted on request")
-        await mob.finish(cond, run, extra)
-        return
-    await mob.fail(cond, run, "live_migrate", exc, extra)
+        await mob.finish(env, run, extra)
+        return None
+    return mob.Undone(exc, extra)

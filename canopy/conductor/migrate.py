@@ -9,9 +9,9 @@ from canopy.conductor.resize import run_resize
 from canopy.conductor.taskrun import TaskRun
 
 if TYPE_CHECKING:
-    from canopy.conductor.service import Conductor
+    from canopy.conductor.env import TaskEnv
 
 
-async def run_migrate(cond: Conductor, run: TaskRun) -> None:
+async def run_migrate(env: TaskEnv, run: TaskRun) -> None:
     """Drive a cold migration (the resize flow, never to the same host)."""
-    await run_resize(cond, run, "migrate")
+    await run_resize(env, run, "migrate")

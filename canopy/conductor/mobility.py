@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import uuid as uuidlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, desc, insert, select, update
@@ -19,7 +20,7 @@ from canopy.rpc.calls import HostSelected, InstanceSpec, PortChange, PortSpec, S
 from canopy.scheduler import claims
 
 if TYPE_CHECKING:
-    from canopy.conductor.service import Conductor
+    from canopy.conductor.env import TaskEnv
 
 log = logging.getLogger("canopy.conductor")
 m = c.migrations.c
@@ -29,9 +30,17 @@ class TaskFailed(Exception):
     """A mobility task failed after undoing what it could; the message is the fault's."""
 
 
-async def load(cond: Conductor, run: TaskRun) -> dict[str, Any]:
+class Undone(Exception):
+    """A mobility task failed with `cause`; `extra(conn, now)` undoes its records in the failure's write."""
+
+    def __init__(self, cause: Exception, extra: Callable[[Connection, Any], None] | None) -> None:
+        super().__init__(str(cause))
+        self.cause, self.extra = cause, extra
+
+
+async def load(env: TaskEnv, run: TaskRun) -> dict[str, Any]:
     """The instance, fresh; its host becomes the run's."""
-    inst = await cond.db.read_fresh(records.load_instance, run.instance_uuid)
+    inst = await env.db.read_fresh(records.load_instance, run.instance_uuid)
     if inst is None:
         raise TaskFailed(f"instance {run.instance_uuid} is gone")
     run.host = inst["host"]
@@ -39,14 +48,14 @@ async def load(cond: Conductor, run: TaskRun) -> dict[str, Any]:
     return inst
 
 
-async def spec_of(cond: Conductor, inst: dict[str, Any], *, flavor: dict[str, Any] | None = None,
+async def spec_of(env: TaskEnv, inst: dict[str, Any], *, flavor: dict[str, Any] | None = None,
                   image_id: str | None = None) -> InstanceSpec:
     """The InstanceSpec the agent needs, from the instance row, its ports and their subnets."""
     from canopy.network.port_views import ports_of_devices
 
-    ports = (await cond.db.read_fresh(ports_of_devices, [inst["uuid"]]))[inst["uuid"]]
+    ports = (await env.db.read_fresh(ports_of_devices, [inst["uuid"]]))[inst["uuid"]]
     subnet_ids = {ip["subnet_id"] for p in ports for ip in p.get("fixed_ips") or [] if ip.get("subnet_id")}
-    subnets = await cond.dbs.global_db.read(_subnets, sorted(subnet_ids)) if subnet_ids else []
+    subnets = await env.dbs.global_db.read(_subnets, sorted(subnet_ids)) if subnet_ids else []
     f = flavor or inst["flavor"]
     return InstanceSpec(
         uuid=inst["uuid"], name=inst["name"], hostname=inst["hostname"] or inst["name"],
@@ -65,14 +74,14 @@ def _subnets(conn: Connection, ids: list[str]) -> list[dict[str, Any]]:
     return [dict(r) for r in rows]
 
 
-async def select_target(cond: Conductor, inst: dict[str, Any], flavor: dict[str, Any], *,
+async def select_target(env: TaskEnv, inst: dict[str, Any], flavor: dict[str, Any], *,
                         force_host: str | None, exclude: list[str]) -> str:
     """A host for the instance's new place, claimed by the scheduler (the instance's host is not changed)."""
     msg = SelectHost(instance_uuid="", project_id=inst["project_id"], vcpus=flavor["vcpus"], memory_mb=flavor["ram"],
                      disk_gb=flavor["disk"], force_host=force_host, exclude_hosts=exclude,
                      availability_zone=None if force_host else inst["availability_zone"],
                      flavor_extra_specs={k: str(v) for k, v in (flavor.get("extra_specs") or {}).items()})
-    reply = await cond.bus.call(Target("scheduler"), msg, timeout=cond.settings.conductor.agent_call_timeout_s)
+    reply = await env.bus.call(Target("scheduler"), msg, timeout=env.settings.conductor.agent_call_timeout_s)
     assert isinstance(reply, HostSelected)
     return reply.host
 
@@ -111,15 +120,15 @@ def release(conn: Connection, host: str | None, flavor: dict[str, Any], now: Any
         claims.release(conn, host, flavor["vcpus"], flavor["ram"], flavor["disk"], now)
 
 
-async def set_step(cond: Conductor, run: TaskRun, task_state: str) -> None:
+async def set_step(env: TaskEnv, run: TaskRun, task_state: str) -> None:
     run.step = task_state
-    await cond.db.write(records.update_instance, run.instance_uuid, cond.clock.now(), task_state=task_state)
+    await env.db.write(records.update_instance, run.instance_uuid, env.clock.now(), task_state=task_state)
 
 
-async def finish(cond: Conductor, run: TaskRun, extra: Any = None, **values: Any) -> None:
+async def finish(env: TaskEnv, run: TaskRun, extra: Any = None, **values: Any) -> None:
     """End the task: the instance's new columns (task_state cleared), the action finished, the task gone.
     `extra(conn, now)` runs in the same transaction."""
-    now = cond.clock.now()
+    now = env.clock.now()
 
     def write(conn: Connection) -> None:
         if extra is not None:
@@ -129,18 +138,21 @@ async def finish(cond: Conductor, run: TaskRun, extra: Any = None, **values: Any
         run.events.write(conn)
         records.delete_task(conn, run.id)
 
-    await cond.db.write(write)
+    await env.db.write(write)
 
 
-async def fail(cond: Conductor, run: TaskRun, action: str, exc: BaseException, extra: Any = None,
+async def fail(env: TaskEnv, run: TaskRun, action: str, exc: BaseException, extra: Any = None,
                **values: Any) -> None:
     """End the task with a fault naming the step and the cause; the instance keeps its vm_state unless
-    `values` say otherwise."""
+    `values` say otherwise. An `Undone` failure brings the cause and its own undo."""
+    if isinstance(exc, Undone):
+        extra = exc.extra
+        exc = exc.cause
     message, details = describe_exception(exc)
     fault = f"{states.ACTION_NAMES.get(action, action)} failed at {run.step or 'start'} on " \
             f"{run.host or 'no host'}: {message}"
     log.warning("instance %s: %s", run.instance_uuid, fault)
-    now = cond.clock.now()
+    now = env.clock.now()
     run.events.add(f"compute_{action}", now, now, "Error", traceback=details, details=message)
 
     def write(conn: Connection) -> None:
@@ -153,19 +165,19 @@ async def fail(cond: Conductor, run: TaskRun, action: str, exc: BaseException, e
         run.events.write(conn)
         records.delete_task(conn, run.id)
 
-    await cond.db.write(write)
+    await env.db.write(write)
 
 
-async def agent_call(cond: Conductor, host: str, msg: Any, timeout_s: float | None = None) -> Any:
+async def agent_call(env: TaskEnv, host: str, msg: Any, timeout_s: float | None = None) -> Any:
     """A call to a host's agent with the conductor's agent timeout (or a longer one for disk work)."""
-    return await cond.bus.call(Target("agent", host), msg,
-                               timeout=timeout_s or cond.settings.conductor.agent_call_timeout_s)
+    return await env.bus.call(Target("agent", host), msg,
+                               timeout=timeout_s or env.settings.conductor.agent_call_timeout_s)
 
 
-async def ports_moved(cond: Conductor, changes: list[PortChange]) -> None:
+async def ports_moved(env: TaskEnv, changes: list[PortChange]) -> None:
     """Tell the network side the ports' hosts changed (the old host's flows go, the new one's come)."""
     if changes:
         try:
-            await cond.netsync.ports_changed(changes)
+            await env.netsync.ports_changed(changes)
         except Exception:  # the periodic full sync repairs a lost delivery
             log.exception("port move notification failed")

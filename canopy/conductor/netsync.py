@@ -24,25 +24,25 @@ neighbors it lacks asks for one at once).
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 import time
 from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import Connection
 
 from canopy.network import desired
 from canopy.network.desired import Topology
+from canopy.network.port_record import PortRecord
 from canopy.network.port_views import rows_where
 from canopy.rpc.base import NoRoute, Target
 from canopy.rpc.calls import NeighborRow, NetNeighbor, NetworkSync, PortChange, PortsChanged, RequestNetworkSync
 from canopy.rpc.messages import Message
 
 if TYPE_CHECKING:
-    from canopy.conductor.service import Conductor
+    from canopy.conductor.env import TaskEnv
 
 log = logging.getLogger("canopy.conductor.netsync")
 QOS_TTL_S = 300.0  # a safety net: QoS changes are fanned out to every conductor, which drop their cache
@@ -60,7 +60,7 @@ class _Batch:
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
 
 
-HOST = 5  # a NeighborRow's host
+HOST: Final = 5  # a NeighborRow's host
 
 
 def row_of(n: NetNeighbor) -> NeighborRow:
@@ -108,9 +108,9 @@ class NetView:
 class NetSync:
     """A conductor's deliverer of network state to agents."""
 
-    def __init__(self, cond: Conductor, batch_s: float = 0.01, call_timeout_s: float = 60.0,
+    def __init__(self, env: TaskEnv, batch_s: float = 0.01, call_timeout_s: float = 60.0,
                  neighbor_interval_s: float = NEIGHBOR_INTERVAL_S) -> None:
-        self.cond = cond
+        self.env = env
         self.batch_s = batch_s
         self.call_timeout_s = call_timeout_s
         self.neighbor_interval_s = neighbor_interval_s
@@ -142,7 +142,7 @@ class NetSync:
     async def handle(self, msg: Message) -> Message | None:
         """RequestNetworkSync (reply: the full state) and PortsChanged (queued)."""
         if isinstance(msg, RequestNetworkSync):
-            return await desired.full_state(self.cond.dbs, self.cond.cloud.cell_name, msg.host, self.topology)
+            return await desired.full_state(self.env.dbs, self.env.cell_name, msg.host, self.topology)
         if isinstance(msg, PortsChanged):
             if msg.qos_changed:
                 self.forget_qos()
@@ -155,9 +155,9 @@ class NetSync:
         self._qos.clear()
         self._net_qos.clear()
 
-    def queue(self, changes: list[PortChange], *, views: list[dict[str, Any]] | None = None,
+    def queue(self, changes: list[PortChange], *, records: list[PortRecord] | None = None,
               networks: list[str] | None = None) -> asyncio.Future[None]:
-        """Queue port changes (with the current views when the caller has them); the future resolves once
+        """Queue port changes (with the ports' records when the caller has them); the future resolves once
         the owner hosts have applied them."""
         batch = self._batch
         for change in changes:
@@ -166,18 +166,18 @@ class NetSync:
             batch.changes[change.port_id] = PortChange(port_id=change.port_id, network_id=change.network_id,
                                                        old_host=old_host)
             batch.rows.pop(change.port_id, None)
-        for view in views or []:
-            batch.rows[view["id"]] = row_of_view(view)
+        for record in records or []:  # the row netsync would read back from the database
+            batch.rows[record.id] = (record.row(), list(record.fixed_ips))
         batch.networks.update(networks or [])
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         batch.waiters.append(done)
         self._wake.set()
         return done
 
-    async def ports_changed(self, changes: list[PortChange], *, views: list[dict[str, Any]] | None = None,
+    async def ports_changed(self, changes: list[PortChange], *, records: list[PortRecord] | None = None,
                             wait: bool = False) -> None:
         """Queue changes; with `wait`, return once their hosts applied them (errors raise)."""
-        done = self.queue(changes, views=views)
+        done = self.queue(changes, records=records)
         if wait:
             await done
 
@@ -221,7 +221,7 @@ class NetSync:
             self._last_round = time.monotonic()
         self.neighbor_rounds += 1
         try:
-            await self.cond.bus.fanout("agent", NetworkSync(host="", neighbor_rows=rows, removed_neighbors=gone,
+            await self.env.bus.fanout("agent", NetworkSync(host="", neighbor_rows=rows, removed_neighbors=gone,
                                                             sent_at=time.time()))
         except Exception:
             log.exception("neighbor changes not delivered (the agents' next full sync heals them)")
@@ -247,11 +247,12 @@ class NetSync:
         stale = {n for n in known if n not in self.views or self.views[n].loaded_at < now - VIEW_TTL_S}
         if self.topology.missing(known, ()):
             await self._topology_and_qos(sorted(known), set(), {})
-        rows, loaded = dict(batch.rows), {}
+        rows = dict(batch.rows)
+        loaded: dict[str, Any] = {}
         vxlan_hosts = {r["host_id"] for r, _ in rows.values() if r["host_id"] and r["host_id"] not in self._host_ips
                        and self.topology.networks.get(r["network_id"], {}).get("network_type") == "vxlan"}
         if stale or vxlan_hosts or batch.networks or any(pid not in rows for pid in batch.changes):
-            more, loaded, ips = await self.cond.db.read_fresh(self._read_cell, batch, sorted(stale))
+            more, loaded, ips = await self.env.db.read_fresh(self._read_cell, batch, sorted(stale))
             rows.update(more)
             self._host_ips.update(ips)
         port_policies = {pid: r[0]["qos_policy_id"] for pid, r in rows.items() if r[0].get("qos_policy_id")}
@@ -299,7 +300,7 @@ class NetSync:
                     desired.load_topology(conn, self.topology, network_ids)
                 return desired.qos_limits(conn, port_policies, network_ids)
 
-            rules, by_network = await self.cond.dbs.global_db.read_fresh(read)
+            rules, by_network = await self.env.dbs.global_db.read_fresh(read)
             for n in network_ids:
                 self._net_qos[n] = (now, by_network.get(n, ""))
             for p in {*port_policies.values(), *by_network.values()} - {""}:
@@ -372,7 +373,7 @@ class NetSync:
         """Owners (their ports changed) are called, together, and their failures raised; neighbors are
         cast (one after the other: a cast only hands the message to the bus)."""
         gate = asyncio.Semaphore(SEND_CONCURRENCY)
-        bus = self.cond.bus
+        bus = self.env.bus
         calls = {h: m for h, m in messages.items() if m.ports or m.removed_ports}
         failures: list[tuple[str, BaseException]] = []
         for host, msg in messages.items():
@@ -388,37 +389,25 @@ class NetSync:
 
         results = await asyncio.gather(*(call(h, m) for h, m in calls.items()), return_exceptions=True)
         failures += [(h, r) for h, r in zip(calls, results, strict=True) if isinstance(r, BaseException)]
-        for host, exc in failures:
-            log.warning("network state for %s not delivered: %s", host, exc)
-        real = [exc for _, exc in failures if not isinstance(exc, NoRoute)]  # a host without an agent: skipped
+        for host, err in failures:
+            log.warning("network state for %s not delivered: %s", host, err)
+        real = [err for _, err in failures if not isinstance(err, NoRoute)]  # a host without an agent: skipped
         if real:
             raise real[0]
-
-
-def row_of_view(view: dict[str, Any]) -> Row:
-    """A port view (as create_port returns it) as the row and addresses netsync reads from the database."""
-    stamp = view.get("updated_at")
-    updated = dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ") if isinstance(stamp, str) else stamp
-    row = {"id": view["id"], "network_id": view["network_id"], "project_id": view["project_id"],
-           "mac_address": view["mac_address"], "device_id": view["device_id"], "host_id": view["binding:host_id"],
-           "admin_state_up": view["admin_state_up"], "port_security_enabled": view["port_security_enabled"],
-           "allowed_address_pairs": view["allowed_address_pairs"], "qos_policy_id": view.get("qos_policy_id"),
-           "ofport": (view.get("binding:vif_details") or {}).get("ofport"), "updated_at": updated}
-    return row, list(view["fixed_ips"])
 
 
 # -- the conductor's hooks (a boot's and a delete's ports) ----------------------------------------------
 
 
-async def prepare_networking(cond: Conductor, requests: list[dict[str, Any]], host: str, project_id: str
+async def prepare_networking(env: TaskEnv, requests: list[dict[str, Any]], host: str, project_id: str
                              ) -> tuple[list[dict[str, Any]], Any]:
     """A boot's network requests with the subnets of the segment the host's rack reaches (routed networks),
     and the project's address policy (quotas, hold time): one global read, of one statement unless the
     project has a limit."""
     from canopy.network import limits, segments
 
-    net = cond.settings.network
-    rack = await cond.db.read(segments.rack_of_host, host) if segments.any_segmented(requests) else None
+    net = env.settings.network
+    rack = await env.db.read(segments.rack_of_host, host) if segments.any_segmented(requests) else None
 
     def read(conn: Connection) -> tuple[list[dict[str, Any]], limits.AddressPolicy]:
         placed = [segments.place_request(conn, req, rack) for req in requests]
@@ -431,28 +420,28 @@ async def prepare_networking(cond: Conductor, requests: list[dict[str, Any]], ho
         return placed, limits.AddressPolicy(project_id, quota["port"], quota["public_ip"], public,
                                             net.public_ip_hold_s)
 
-    return await cond.dbs.global_db.read(read)
+    return await env.dbs.global_db.read(read)
 
 
-async def ports_created(cond: Conductor, ports: list[dict[str, Any]]) -> None:
+async def ports_created(env: TaskEnv, ports: list[PortRecord]) -> None:
     """A boot's new ports: wait until their host has applied their flows (before the guest starts)."""
     if ports:
-        await cond.netsync.ports_changed([PortChange(port_id=p["id"], network_id=p["network_id"]) for p in ports],
-                                         views=ports, wait=True)
+        await env.netsync.ports_changed([PortChange(port_id=p.id, network_id=p.network_id) for p in ports],
+                                        records=ports, wait=True)
 
 
-async def ports_removed(cond: Conductor, views: list[dict[str, Any]]) -> None:
+async def ports_removed(env: TaskEnv, views: list[dict[str, Any]]) -> None:
     """Deleted ports: their host and their networks' other hosts forget them (not waited for)."""
     if views:
-        cond.netsync.queue([PortChange(port_id=v["id"], network_id=v["network_id"], old_host=v["binding:host_id"])
+        env.netsync.queue([PortChange(port_id=v["id"], network_id=v["network_id"], old_host=v["binding:host_id"])
                             for v in views])
 
 
-async def release_policy(cond: Conductor, project_id: str) -> Any:
+async def release_policy(env: TaskEnv, project_id: str) -> Any:
     """What deleting a project's ports must respect: the hold time of public addresses (no read when off)."""
     from canopy.network import limits
 
-    net = cond.settings.network
+    net = env.settings.network
     if net.public_ip_hold_s <= 0:
         return limits.NO_LIMITS
-    return await cond.dbs.global_db.read(limits.load_policy, project_id, net.quota_defaults(), net.public_ip_hold_s)
+    return await env.dbs.global_db.read(limits.load_policy, project_id, net.quota_defaults(), net.public_ip_hold_s)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
@@ -18,40 +18,37 @@ from canopy.scheduler import claims
 from canopy.states import PowerState
 
 if TYPE_CHECKING:
-    from canopy.conductor.service import Conductor
+    from canopy.conductor.env import TaskEnv
 
 log = logging.getLogger("canopy.conductor")
+POWER_KINDS = ("start", "stop", "stop_soft", "stop_hard", "reboot_soft", "reboot_hard", "pause", "unpause",
+               "suspend", "resume")
 
 
-def _power_timeout(cond: Conductor, run: TaskRun) -> float:
-    return float(run.payload.get("timeout_s") or cond.settings.conductor.stop_timeout_s)
+def _power_timeout(env: TaskEnv, run: TaskRun) -> float:
+    return float(run.args.timeout_s or env.settings.conductor.stop_timeout_s)
 
 
-async def run_power(cond: Conductor, run: TaskRun, action: str) -> None:
+async def run_power(env: TaskEnv, run: TaskRun) -> None:
     """Ask the instance's agent to change its power state; record each step it took."""
-    instance = await cond.db.read_fresh(records.load_instance, run.instance_uuid)
+    action = run.kind
+    instance = run.instance = await env.db.read_fresh(records.load_instance, run.instance_uuid)
     if instance is None or not instance["host"]:
-        await _power_failed(cond, run, action, instance, RuntimeError("the instance has no host"))
-        return
+        raise RuntimeError("the instance has no host")
     run.host = instance["host"]
     run.events.host = run.host
     run.step = instance["task_state"] or ""
-    await notify.task_started(cond, run, instance)
-    t0 = cond.clock.now()
-    try:
-        if action == "reboot_hard":
-            await cond.db.write(records.update_instance, run.instance_uuid, t0,
-                                task_state=states.REBOOT_STARTED_HARD)
-            run.step = states.REBOOT_STARTED_HARD
-        timeout = _power_timeout(cond, run)
-        reply = await cond.bus.call(Target("agent", run.host),
-                                    PowerAction(instance_uuid=run.instance_uuid, action=action, timeout_s=timeout),
-                                    timeout=timeout + cond.settings.conductor.agent_call_timeout_s)
-        assert isinstance(reply, InstanceState)
-    except Exception as exc:
-        await _power_failed(cond, run, action, instance, exc)
-        return
-    now = cond.clock.now()
+    await notify.task_started(env, run, instance)
+    t0 = env.clock.now()
+    if action == "reboot_hard":
+        await env.db.write(records.update_instance, run.instance_uuid, t0, task_state=states.REBOOT_STARTED_HARD)
+        run.step = states.REBOOT_STARTED_HARD
+    timeout = _power_timeout(env, run)
+    reply = await env.bus.call(Target("agent", run.host),
+                               PowerAction(instance_uuid=run.instance_uuid, action=action, timeout_s=timeout),
+                               timeout=timeout + env.settings.conductor.agent_call_timeout_s)
+    assert isinstance(reply, InstanceState)
+    now = env.clock.now()
     for step in reply.steps:
         run.events.add(f"compute_{step.event}", t0, now, step.result, details=step.details or None)
 
@@ -62,18 +59,18 @@ async def run_power(cond: Conductor, run: TaskRun, action: str) -> None:
         run.events.write(conn)
         records.delete_task(conn, run.id)
 
-    await cond.db.write(write)
-    await notify.task_ended(cond, run, instance, vm_state=states.RESULT_VM_STATE[action], task_state=None,
+    await env.db.write(write)
+    await notify.task_ended(env, run, instance, vm_state=states.RESULT_VM_STATE[action], task_state=None,
                             power_state=reply.power_state, updated_at=now)
 
 
-async def _power_failed(cond: Conductor, run: TaskRun, action: str, instance: dict | None,
-                        exc: BaseException) -> None:  # type: ignore[type-arg]
+async def power_failed(env: TaskEnv, run: TaskRun, exc: Exception) -> None:
     """The action failed: the instance keeps its vm_state, loses the task_state, and gets a fault."""
+    action, instance = run.kind, run.instance
     message, details = describe_exception(exc)
     fault = f"{states.ACTION_NAMES.get(action, action)} failed on {run.host or 'no host'}: {message}"
     log.warning("instance %s: %s", run.instance_uuid, fault)
-    now = cond.clock.now()
+    now = env.clock.now()
     run.events.add(f"compute_{action}", now, now, "Error", traceback=details, details=message)
 
     def write(conn: Connection) -> None:
@@ -84,38 +81,38 @@ async def _power_failed(cond: Conductor, run: TaskRun, action: str, instance: di
         run.events.write(conn)
         records.delete_task(conn, run.id)
 
-    await cond.db.write(write)
-    await notify.task_failed(cond, run, getattr(exc, "kind", None) or type(exc).__name__, message, instance,
+    await env.db.write(write)
+    await notify.task_failed(env, run, getattr(exc, "kind", None) or type(exc).__name__, message, instance,
                              task_state=None, updated_at=now)
 
 
-async def run_delete(cond: Conductor, run: TaskRun) -> None:
+async def run_delete(env: TaskEnv, run: TaskRun) -> None:
     """Destroy the guest, give back its claim, ports and quota, and mark the instance deleted."""
-    instance = await cond.db.read_fresh(records.load_instance, run.instance_uuid)
+    instance = await env.db.read_fresh(records.load_instance, run.instance_uuid)
     if instance is None:
-        await cond.db.write(records.delete_task, run.id)
+        await env.db.write(records.delete_task, run.id)
         return
     run.host = instance["host"]
     run.events.host = run.host
-    await notify.task_started(cond, run, instance)
-    t0 = cond.clock.now()
+    await notify.task_started(env, run, instance)
+    t0 = env.clock.now()
     if run.host:
         try:
-            await cond.bus.call(Target("agent", run.host), DestroyInstance(instance_uuid=run.instance_uuid),
-                                timeout=cond.settings.conductor.agent_call_timeout_s)
-            run.events.add("compute_terminate_instance", t0, cond.clock.now(), "Success")
+            await env.bus.call(Target("agent", run.host), DestroyInstance(instance_uuid=run.instance_uuid),
+                                timeout=env.settings.conductor.agent_call_timeout_s)
+            run.events.add("compute_terminate_instance", t0, env.clock.now(), "Success")
         except (NoRoute, CallTimeout) as exc:
             # The agent is away: delete the records now; its reconcile reports the orphan guest later.
-            run.events.add("compute_terminate_instance", t0, cond.clock.now(), "Error", details=str(exc))
+            run.events.add("compute_terminate_instance", t0, env.clock.now(), "Error", details=str(exc))
             log.warning("instance %s: agent %s unreachable during delete: %s", run.instance_uuid, run.host, exc)
-    now = cond.clock.now()
+    now = env.clock.now()
     flavor = instance["flavor"]
-    policy = await netsync.release_policy(cond, instance["project_id"])  # the hold time of public addresses
-    removed: list[dict] = []  # type: ignore[type-arg]
+    policy = await netsync.release_policy(env, instance["project_id"])  # the hold time of public addresses
+    removed: list[dict[str, Any]] = []
 
     def write(conn: Connection) -> None:
         if run.host:  # an instance holds a claim exactly while it has a host
-            claims.release(conn, run.host, flavor["vcpus"], flavor["ram"], flavor["disk"], now)  # type: ignore[arg-type]
+            claims.release(conn, run.host, flavor["vcpus"], flavor["ram"], flavor["disk"], now)
         removed.extend(netports.remove_ports_of_device(conn, run.instance_uuid, policy=policy, now=now))
         records.update_instance(conn, run.instance_uuid, now, vm_state=states.DELETED, task_state=None,
                                 power_state=int(PowerState.NOSTATE), deleted=True, deleted_at=now,
@@ -124,8 +121,8 @@ async def run_delete(cond: Conductor, run: TaskRun) -> None:
         run.events.write(conn)
         records.delete_task(conn, run.id)
 
-    await cond.db.write(write)
-    await netsync.ports_removed(cond, removed)
-    await cond.dbs.global_db.write(records.release_quota, instance["project_id"], 1, flavor["vcpus"], flavor["ram"])
-    await notify.task_ended(cond, run, instance, vm_state=states.DELETED, task_state=None, power_state=0,
+    await env.db.write(write)
+    await netsync.ports_removed(env, removed)
+    await env.dbs.global_db.write(records.release_quota, instance["project_id"], 1, flavor["vcpus"], flavor["ram"])
+    await notify.task_ended(env, run, instance, vm_state=states.DELETED, task_state=None, power_state=0,
                             deleted_at=now, terminated_at=now, updated_at=now)

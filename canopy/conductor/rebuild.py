@@ -12,32 +12,28 @@ from canopy.rpc.calls import InstanceState
 from canopy.rpc.calls_mobility import RebuildInstance
 
 if TYPE_CHECKING:
-    from canopy.conductor.service import Conductor
+    from canopy.conductor.env import TaskEnv
 
 
-async def run_rebuild(cond: Conductor, run: TaskRun) -> None:
+async def run_rebuild(env: TaskEnv, run: TaskRun) -> None:
     """Rebuild the server's disk from payload image_id on its own host."""
-    try:
-        inst = await mob.load(cond, run)
-        run.step = states.REBUILDING
-        if not inst["host"]:
-            raise mob.TaskFailed("the instance has no host")
-        image_id = run.payload.get("image_id") or inst["image_ref"]
-        power_on = inst["vm_state"] != states.STOPPED
-        spec = await mob.spec_of(cond, inst, image_id=image_id)
-        if run.payload.get("name"):
-            spec = spec.model_copy(update={"name": run.payload["name"]})
-        await mob.set_step(cond, run, states.REBUILD_SPAWNING)
-        t0 = cond.clock.now()
-        reply = await mob.agent_call(cond, inst["host"], RebuildInstance(instance=spec, power_on=power_on),
-                                     cond.settings.conductor.agent_call_timeout_s * 2)
-        assert isinstance(reply, InstanceState)
-        run.events.add("compute_rebuild_instance", t0, cond.clock.now(), "Success")
-    except Exception as exc:
-        await mob.fail(cond, run, "rebuild", exc, vm_state=states.ERROR)
-        return
-    values = {"name": run.payload["name"]} if run.payload.get("name") else {}
-    await mob.finish(cond, run, vm_state=states.ACTIVE if power_on else states.STOPPED, image_ref=image_id,
-                     power_state=reply.power_state, launched_at=cond.clock.now(), **values)
+    inst = await mob.load(env, run)
+    run.step = states.REBUILDING
+    if not inst["host"]:
+        raise mob.TaskFailed("the instance has no host")
+    image_id = run.args.image_id or inst["image_ref"]
+    power_on = inst["vm_state"] != states.STOPPED
+    spec = await mob.spec_of(env, inst, image_id=image_id)
+    if run.args.name:
+        spec = spec.model_copy(update={"name": run.args.name})
+    await mob.set_step(env, run, states.REBUILD_SPAWNING)
+    t0 = env.clock.now()
+    reply = await mob.agent_call(env, inst["host"], RebuildInstance(instance=spec, power_on=power_on),
+                                 env.settings.conductor.agent_call_timeout_s * 2)
+    assert isinstance(reply, InstanceState)
+    run.events.add("compute_rebuild_instance", t0, env.clock.now(), "Success")
+    values = {"name": run.args.name} if run.args.name else {}
+    await mob.finish(env, run, vm_state=states.ACTIVE if power_on else states.STOPPED, image_ref=image_id,
+                     power_state=reply.power_state, launched_at=env.clock.now(), **values)
 
 

@@ -9,13 +9,14 @@ import time
 import uuid as uuidlib
 from typing import Any
 
-from canopy import __version__, context, states
+from canopy import __version__, context
 from canopy.clock import Clock
-from canopy.conductor import build, hostsync, power, records
-from canopy.conductor.dispatch_mobility import auto_confirm_loop, run_mobility
+from canopy.conductor import hostsync, records
+from canopy.conductor.env import TaskEnv
 from canopy.conductor.netsync import NetSync
 from canopy.conductor.records import EventLog
 from canopy.conductor.relay import relay_to_agent
+from canopy.conductor.runners import auto_confirm_loop, dispatch
 from canopy.conductor.sweeper import StuckSweeper
 from canopy.conductor.taskrun import TaskRun, keep_lease
 from canopy.observability.metrics import HEARTBEATS
@@ -35,12 +36,11 @@ from canopy.rpc.calls import (
 )
 from canopy.rpc.calls_relay import AbortLiveMigration, ReadConsole
 from canopy.rpc.messages import Ack, Message
+from canopy.rpc.tasks import TaskRecord
 from canopy.runtime import Cloud
 
 log = logging.getLogger("canopy.conductor")
 CONDUCTOR_BINARY = "canopy-conductor"
-POWER_KINDS = ("start", "stop", "stop_soft", "stop_hard", "reboot_soft", "reboot_hard", "pause", "unpause",
-               "suspend", "resume")
 PING_TIMEOUT_S = 5.0
 
 
@@ -62,9 +62,12 @@ class Conductor:
         obs = self.settings.observability
         self.notifier = Notifier(self.bus, f"{CONDUCTOR_BINARY}:{self.name}", enabled=obs.notifications,
                                  topic=obs.notification_topic)
-        self.active_runs: dict[int, asyncio.Task[Any]] = {}  # task id → the run driving it (the sweeper's)
         self._services_seen: set[tuple[str, str]] = set()
-        self.netsync = NetSync(self)  # delivers hosts' desired network state to their agents
+        # what the task runners get: the conductor's parts, not the conductor
+        self.env = TaskEnv(settings=self.settings, dbs=self.dbs, db=self.db, cell_name=cloud.cell_name,
+                           bus=self.bus, clock=self.clock, notifier=self.notifier, name=self.name)
+        self.active_runs = self.env.active_runs  # task id → the run driving it (the sweeper's)
+        self.netsync = self.env.netsync = NetSync(self.env)  # delivers hosts' desired network state to agents
 
     async def start(self) -> None:
         await self.db.write(records.upsert_service, CONDUCTOR_BINARY, self.name, __version__, self.clock.now())
@@ -72,8 +75,8 @@ class Conductor:
         self.bus.serve(Target("conductor", self.name), self.handle)
         self._loops = [asyncio.create_task(self._flush_loop(), name="heartbeat-flush"),
                        asyncio.create_task(self._sweep_loop(), name="task-sweeper"),
-                       asyncio.create_task(StuckSweeper(self).loop(), name="stuck-task-sweeper"),
-                       asyncio.create_task(auto_confirm_loop(self), name="resize-auto-confirm")]
+                       asyncio.create_task(StuckSweeper(self.env).loop(), name="stuck-task-sweeper"),
+                       asyncio.create_task(auto_confirm_loop(self.env), name="resize-auto-confirm")]
         await self.netsync.start()
 
     async def stop(self) -> None:
@@ -106,9 +109,9 @@ class Conductor:
         if isinstance(msg, Ping):
             return await self.ping(msg)
         if isinstance(msg, ListHostInstances):  # an agent reconciling its host
-            return await hostsync.list_host_instances(self, msg.host)
+            return await hostsync.list_host_instances(self.env, msg.host)
         if isinstance(msg, PowerStateSync):
-            await hostsync.sync_power_states(self, msg)
+            await hostsync.sync_power_states(self.env, msg)
             return None
         if isinstance(msg, (RequestNetworkSync, PortsChanged)):
             return await self.netsync.handle(msg)
@@ -142,16 +145,14 @@ class Conductor:
         await self.db.write(write)
         await self.dbs.global_db.write(records.map_host, msg.host, self.cloud.cell_name)
 
-    async def run_task(self, task_id: int, task: dict[str, Any] | None = None) -> None:
+    async def run_task(self, task_id: int, task: TaskRecord | None = None) -> None:
         """Lease a task and drive it; if another conductor holds it, do nothing."""
         lease_s = self.settings.conductor.lease_s
         if not await self.db.write(records.lease_task, task_id, self.name, self.clock.now(), lease_s):
             return
-        if task is None:
-            task = await self.db.read_fresh(records.load_task, task_id)
-            if task is None:
-                return
-        run = TaskRun(task, EventLog(task.get("action_id")))
+        run = await self._task_run(task_id, task)
+        if run is None:
+            return
         woken_by = context.peek()  # the api's context, when its WakeTask woke us: keeps the global ID and user
         if woken_by is None or woken_by.request_id != run.request_id:
             woken_by = context.RequestContext(request_id=run.request_id)
@@ -166,10 +167,17 @@ class Conductor:
         try:
             async with keep_lease(renew, lease_s / 3):
                 await self._wait_for_earlier_tasks(run)
-                await self._dispatch(run)
+                await dispatch(self.env, run)
         finally:
             self.active_runs.pop(task_id, None)
             context.reset(token)
+
+    async def _task_run(self, task_id: int, task: TaskRecord | None) -> TaskRun | None:
+        """The run of a task: from the record its wake-up carried, else from its row (None: it is gone)."""
+        if task is not None:
+            return TaskRun(task.columns(), EventLog(task.action_id), payload=task.payload)
+        row = await self.db.read_fresh(records.load_task, task_id)
+        return TaskRun(row, EventLog(row.get("action_id"))) if row is not None else None
 
     async def _wait_for_earlier_tasks(self, run: TaskRun) -> None:
         """A delete (or any action) waits while an earlier task of its instance, e.g. its build, runs."""
@@ -177,36 +185,6 @@ class Conductor:
             return  # always an instance's first task
         while await self.db.read_fresh(records.older_task_exists, run.id, run.instance_uuid):
             await asyncio.sleep(0.1)
-
-    async def _dispatch(self, run: TaskRun) -> None:
-        kind = run.task["kind"]
-        if kind == "build":
-            if run.task.get("attempts", 1) > 1 or run.task.get("resumed"):
-                await self._resume_build(run)
-            else:
-                await build.run_build(self, run)
-        elif kind in POWER_KINDS:
-            await power.run_power(self, run, kind)
-        elif kind == "delete":
-            await power.run_delete(self, run)
-        elif kind in states.MOBILITY_KINDS:
-            await run_mobility(self, run, kind)
-        else:
-            raise ValueError(f"unknown task kind {kind!r}")
-
-    async def _resume_build(self, run: TaskRun) -> None:
-        """A build another conductor lost: start over if it never got past scheduling, else fail it."""
-        instance = await self.db.read_fresh(records.load_instance, run.instance_uuid)
-        if instance is None or instance["deleted"]:
-            await self.db.write(records.delete_task, run.id)
-            return
-        if instance["task_state"] == "scheduling" and not instance["host"]:
-            await build.run_build(self, run)
-            return
-        run.step = instance["task_state"] or ""
-        run.host = instance["host"]
-        await build.fail_build(self, run, RuntimeError(
-            f"the conductor driving this build stopped during {run.step}; the build was abandoned"))
 
     async def flush_heartbeats(self) -> None:
         """Write every heartbeat received since the last flush, in one statement."""

@@ -13,27 +13,29 @@ from canopy.image import store
 from canopy.rpc.calls_mobility import SnapshotInstance
 
 if TYPE_CHECKING:
-    from canopy.conductor.service import Conductor
+    from canopy.conductor.env import TaskEnv
 
 UPLOAD_TIMEOUT_S = 3600.0
 
 
-async def run_snapshot(cond: Conductor, run: TaskRun) -> None:
+async def run_snapshot(env: TaskEnv, run: TaskRun) -> None:
     """Snapshot the server's disk into the image the API created."""
-    image_id = run.payload["image_id"]
-    try:
-        inst = await mob.load(cond, run)
-        run.step = states.IMAGE_SNAPSHOT
-        if not inst["host"]:
-            raise mob.TaskFailed("the instance has no host")
-        await mob.set_step(cond, run, states.IMAGE_PENDING_UPLOAD)
-        await mob.set_step(cond, run, states.IMAGE_UPLOADING)
-        t0 = cond.clock.now()
-        await mob.agent_call(cond, inst["host"], SnapshotInstance(instance_uuid=run.instance_uuid,
-                                                                  image_id=image_id), UPLOAD_TIMEOUT_S)
-        run.events.add("compute_snapshot_instance", t0, cond.clock.now(), "Success")
-    except Exception as exc:
-        await cond.dbs.global_db.write(store.delete_image, image_id)
-        await mob.fail(cond, run, "snapshot", exc)
-        return
-    await mob.finish(cond, run)
+    image_id = run.args.image_id
+    inst = await mob.load(env, run)
+    run.step = states.IMAGE_SNAPSHOT
+    if not inst["host"]:
+        raise mob.TaskFailed("the instance has no host")
+    await mob.set_step(env, run, states.IMAGE_PENDING_UPLOAD)
+    await mob.set_step(env, run, states.IMAGE_UPLOADING)
+    t0 = env.clock.now()
+    await mob.agent_call(env, inst["host"], SnapshotInstance(instance_uuid=run.instance_uuid,
+                                                             image_id=image_id or ""), UPLOAD_TIMEOUT_S)
+    run.events.add("compute_snapshot_instance", t0, env.clock.now(), "Success")
+    await mob.finish(env, run)
+
+
+async def snapshot_failed(env: TaskEnv, run: TaskRun, exc: Exception) -> None:
+    """The queued image the API created goes, as in Nova; the server gets a fault."""
+    if run.args.image_id:
+        await env.dbs.global_db.write(store.delete_image, run.args.image_id)
+    await mob.fail(env, run, "snapshot", exc)

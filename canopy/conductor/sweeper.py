@@ -31,7 +31,7 @@ from canopy.observability.notifications import EVENTS, exception_payload, instan
 from canopy.periodic import pace
 
 if TYPE_CHECKING:
-    from canopy.conductor.service import Conductor
+    from canopy.conductor.env import TaskEnv
 
 log = logging.getLogger("canopy.conductor.sweeper")
 BATCH = 100
@@ -145,21 +145,21 @@ def _action_of(conn: Connection, uuid: str, task: dict[str, Any] | None) -> dict
 class StuckSweeper:
     """Runs in every conductor; see the module docstring for who sweeps what."""
 
-    def __init__(self, cond: Conductor, clock: Clock | None = None) -> None:
-        self.cond = cond
-        self.obs = cond.settings.observability
-        self.clock = clock or cond.clock  # its own, so that a test can move the sweeper's time alone
+    def __init__(self, env: TaskEnv, clock: Clock | None = None) -> None:
+        self.env = env
+        self.obs = env.settings.observability
+        self.clock = clock or env.clock  # its own, so that a test can move the sweeper's time alone
 
     async def sweep(self) -> int:
         """Move every overdue server this conductor may take to ERROR; returns how many it moved."""
-        cond, obs = self.cond, self.obs
+        env, obs = self.env, self.obs
         now = self.clock.now()
         shortest = min([*obs.task_deadlines_s.values(), obs.default_task_deadline_s])
-        rows = await cond.db.read_fresh(candidates, now - dt.timedelta(seconds=shortest))
+        rows = await env.db.read_fresh(candidates, now - dt.timedelta(seconds=shortest))
         stuck = overdue(rows, now, obs.task_deadlines_s, obs.default_task_deadline_s)
         if not stuck:
             return 0
-        tasks = await cond.db.read_fresh(first_tasks, [s.uuid for s in stuck])
+        tasks = await env.db.read_fresh(first_tasks, [s.uuid for s in stuck])
         moved = 0
         for s in stuck:
             if await self._take(s, tasks.get(s.uuid), now):
@@ -167,16 +167,16 @@ class StuckSweeper:
         return moved
 
     async def _take(self, stuck: Stuck, task: dict[str, Any] | None, now: dt.datetime) -> bool:
-        cond = self.cond
+        env = self.env
         if task is not None:
-            running = cond.active_runs.get(task["id"])
-            if task["lease_owner"] != cond.name or running is None:
+            running = env.active_runs.get(task["id"])
+            if task["lease_owner"] != env.name or running is None:
                 return False  # unleased, another conductor's, or an expired lease the lease sweep takes over
             await self._cancel(running)
-        details = (f"Swept by {cond.name} at {now.isoformat()}Z. "
+        details = (f"Swept by {env.name} at {now.isoformat()}Z. "
                    + (f"Task {task['id']} ({task['kind']}), attempt {task['attempts']}, leased by "
                       f"{task['lease_owner']}." if task else "No task was driving it (an orphaned task state)."))
-        request_id = await cond.db.write(move_to_error, stuck, task, self.clock.now(), details)
+        request_id = await env.db.write(move_to_error, stuck, task, self.clock.now(), details)
         if request_id is None:
             return False
         # logged under the stuck request's ID, so that `canopy trace` shows how its story ended
@@ -202,7 +202,7 @@ class StuckSweeper:
         view = {**stuck.row, "vm_state": states.ERROR, "task_state": None}
         payload = instance_payload(view, request_id=request_id or None,
                                    fault=exception_payload("TaskStuck", describe(stuck), "sweep", __name__))
-        await self.cond.notifier.emit(f"{event}.error", payload, self.clock.now(), "ERROR")
+        await self.env.notifier.emit(f"{event}.error", payload, self.clock.now(), "ERROR")
 
     async def loop(self) -> None:
         """Sweep every `stuck_sweep_interval_s`; an error is logged and the next sweep tries again."""

@@ -11,17 +11,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from canopy.conductor.records import EventLog
+from canopy.rpc.tasks import ActionPayload, BuildPayload, TaskPayload, parse_payload
 
 
 @dataclass
 class TaskRun:
     """The state of one task while a conductor drives it."""
 
-    task: dict[str, Any]
+    task: dict[str, Any]  # the task row's columns (kind, attempts, request_id…); its payload is `payload`
     events: EventLog
     step: str = ""
     host: str | None = None
     started: dict[str, dt.datetime] = field(default_factory=dict)
+    payload: TaskPayload | None = None  # parsed from the row's when not given
+    instance: dict[str, Any] | None = None  # the instance row, once a runner read it (its failure reports it)
+
+    def __post_init__(self) -> None:
+        if self.payload is None:
+            self.payload = parse_payload(self.task["kind"], self.task.get("payload"))
 
     @property
     def id(self) -> int:
@@ -32,8 +39,20 @@ class TaskRun:
         return str(self.task["instance_uuid"])
 
     @property
-    def payload(self) -> dict[str, Any]:
-        return self.task["payload"]  # type: ignore[no-any-return]
+    def kind(self) -> str:
+        return str(self.task["kind"])
+
+    @property
+    def build(self) -> BuildPayload:
+        """The payload of a build task."""
+        assert isinstance(self.payload, BuildPayload), f"a {self.kind} task has no build payload"
+        return self.payload
+
+    @property
+    def args(self) -> ActionPayload:
+        """The payload of a task on an existing server (power, delete, mobility)."""
+        assert isinstance(self.payload, ActionPayload), f"a {self.kind} task has no action payload"
+        return self.payload
 
     @property
     def request_id(self) -> str:

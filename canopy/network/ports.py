@@ -34,6 +34,7 @@ from canopy.network.errors import (
     PortNotFound,
     invalid,
 )
+from canopy.network.port_record import PortRecord
 from canopy.network.port_views import (
     address_pairs,
     get_port,
@@ -137,9 +138,9 @@ def create_port(
     port_security_enabled: bool = True,
     policy: limits.AddressPolicy = limits.NO_LIMITS,
     qos_policy_id: str | None = None,
-) -> dict[str, Any]:
+) -> PortRecord:
     """Create a port on `network` (a row from networks.load_network, with its subnet rows) and allocate
-    its addresses; its view. A host binds it (an OpenFlow number there); `policy` is the project's
+    its addresses; its record. A host binds it (an OpenFlow number there); `policy` is the project's
     quotas and the hold time of public addresses. Raises NetworkError (pool exhausted, address taken,
     over quota, bad request)."""
     plan = plan_fixed_ips(network, subnets, fixed_ips, device_owner)
@@ -158,8 +159,8 @@ def create_port(
     ofport = bindings.bind(conn, row["id"], host_id) if host_id else None
     if qos_policy_id:
         conn.execute(c.port_qos.insert().values(port_id=row["id"], policy_id=qos_policy_id))
-    return port_view({**row, "qos_policy_id": qos_policy_id, "ofport": ofport},
-                     sort_fixed_ips(ips) if len(ips) > 1 else ips)
+    return PortRecord.of_row({**row, "qos_policy_id": qos_policy_id, "ofport": ofport},
+                             sort_fixed_ips(ips) if len(ips) > 1 else ips)
 
 
 def _insert_port(conn: Connection, row: dict[str, Any], mac_requested: bool) -> None:

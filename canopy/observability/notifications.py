@@ -13,13 +13,17 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import uuid as uuidlib
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from canopy import context
 from canopy.clock import Clock, isotime
 from canopy.observability.metrics import NOTIFICATIONS, TASK_DURATION
 from canopy.rpc.base import Target, Transport
 from canopy.rpc.messages import Message
+from canopy.rpc.tasks import BuildPayload
+
+if TYPE_CHECKING:
+    from canopy.network.port_record import PortRecord
 
 log = logging.getLogger("canopy.conductor.notifications")
 tasklog = logging.getLogger("canopy.conductor.tasks")
@@ -161,7 +165,7 @@ class RunningTask(Protocol):
     def instance_uuid(self) -> str: ...
 
     @property
-    def payload(self) -> dict[str, Any]: ...
+    def build(self) -> BuildPayload: ...
 
     @property
     def request_id(self) -> str: ...
@@ -169,24 +173,23 @@ class RunningTask(Protocol):
 
 def build_view(run: RunningTask) -> dict[str, Any]:
     """A building server as its task payload describes it (a build has no row read yet)."""
-    p = run.payload
-    return {"uuid": run.instance_uuid, "project_id": p.get("project_id"), "user_id": p.get("user_id"),
-            "name": p.get("name"), "hostname": p.get("hostname"), "flavor": p.get("flavor"),
-            "image_ref": p.get("image_id"), "availability_zone": p.get("availability_zone"),
-            "metadata": p.get("metadata") or {}, "host": run.host, "vm_state": "building",
+    p = run.build
+    return {"uuid": run.instance_uuid, "project_id": p.project_id, "user_id": p.user_id,
+            "name": p.name, "hostname": p.hostname, "flavor": p.flavor.instance_view(),
+            "image_ref": p.image_id, "availability_zone": p.availability_zone,
+            "metadata": p.metadata, "host": run.host, "vm_state": "building",
             "task_state": run.step or "scheduling", "power_state": 0}
 
 
-def addresses_of(run: RunningTask, ports: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+def addresses_of(run: RunningTask, ports: list[PortRecord]) -> dict[str, list[dict[str, Any]]]:
     """The server's addresses by network name, from the ports its build created."""
-    names = {n["network"]["id"]: n["network"].get("name") or n["network"]["id"]
-             for n in run.payload.get("networks", [])}
+    names = {n.network["id"]: n.network.get("name") or n.network["id"] for n in run.build.networks}
     out: dict[str, list[dict[str, Any]]] = {}
     for port in ports:
-        label = names.get(port["network_id"], port["network_id"])
+        label = names.get(port.network_id, port.network_id)
         out.setdefault(label, []).extend(
-            {"version": 6 if ":" in ip["ip_address"] else 4, "addr": ip["ip_address"], "mac": port["mac_address"],
-             "port_id": port["id"]} for ip in port["fixed_ips"])
+            {"version": 6 if ":" in ip["ip_address"] else 4, "addr": ip["ip_address"], "mac": port.mac_address,
+             "port_id": port.id} for ip in port.fixed_ips)
     return out
 
 

@@ -7,19 +7,24 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from canopy.rpc.messages import Message
+from canopy.rpc.tasks import TaskRecord
 
 # -- to conductors ---------------------------------------------------------------------------------
 
 
 class WakeTask(Message):
-    """A durable task row is waiting; the conductor that leases it runs it."""
+    """A durable task row is waiting; the conductor that leases it runs it.
+
+    Version 2 types `task` (a TaskRecord with a versioned payload); a version-1 body's dict is read
+    into the same record, its payload upgraded from version 1."""
 
     kind: ClassVar[str] = "wake_task"
+    version: ClassVar[int] = 2
     task_id: int
     instance_uuid: str
     task_kind: str
     # The task row as written, so the conductor need not read it back; the row stays the truth.
-    task: dict[str, Any] | None = None
+    task: TaskRecord | None = None
 
 
 class RegisterHost(Message):

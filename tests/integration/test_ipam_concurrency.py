@@ -60,7 +60,7 @@ def allocate_until_exhausted(url: str, network_id: str, same_start: bool, barrie
         while True:
             try:
                 with dbs.cell("cell1").writer() as conn:
-                    view = pt.create_port(conn, network=network, subnets=subnets, project_id="p",
+                    port = pt.create_port(conn, network=network, subnets=subnets, project_id="p",
                                           device_id=f"race-{uuid.uuid4()}", device_owner="compute:nova",
                                           now=Clock().now())
             except IpAddressGenerationFailure:
@@ -70,7 +70,7 @@ def allocate_until_exhausted(url: str, network_id: str, same_start: bool, barrie
                 if retries > 50:
                     raise
                 continue
-            got.extend((view["id"], f["ip_address"]) for f in view["fixed_ips"])
+            got.extend((port.id, f["ip_address"]) for f in port.fixed_ips)
         out.put(("ok", got, (retries, dbs.cell("cell1").counter.total)))
     except BaseException as exc:  # reported to the parent, which fails the test
         out.put(("error", repr(exc), (retries, 0)))

@@ -13,6 +13,7 @@ from canopy.agent.net import tables as t
 from canopy.network import desired, limits
 from canopy.network import networks as nets
 from canopy.network import ports as pt
+from canopy.network.port_record import PortRecord
 from canopy.seed import PUBLIC_NETWORK_ID
 from tests.clouds import UPLINK, node_of, ping, switch_of
 from tests.clouds import boot_port as boot
@@ -26,12 +27,12 @@ async def test_concurrent_bindings_on_one_host_get_distinct_ofports(stack: Any) 
     network, subnets = await gdb.read(nets.load_network, PUBLIC_NETWORK_ID)
     now = cloud.clock.now()
 
-    async def one(n: int) -> dict[str, Any]:
+    async def one(n: int) -> PortRecord:
         return await cdb.write(lambda conn: pt.create_port(conn, network=network, subnets=subnets, project_id="p",
                                                            host_id="hv-race", now=now, device_id=f"d{n}"))
 
-    views = await asyncio.gather(*(one(n) for n in range(24)))
-    numbers = [v["binding:vif_details"]["ofport"] for v in views]
+    made = await asyncio.gather(*(one(n) for n in range(24)))
+    numbers = [p.ofport for p in made]
     assert len(set(numbers)) == 24 and min(numbers) >= t.FIRST_VM_OFPORT
 
     sync = await desired.full_state(cloud.dbs, cloud.cell_name, "hv-race")
@@ -42,7 +43,7 @@ async def test_concurrent_bindings_on_one_host_get_distinct_ofports(stack: Any) 
     topo = desired.Topology()
     await gdb.read(desired.load_topology, topo, [PUBLIC_NETWORK_ID])
     (ports,) = (await cdb.read(desired.network_ports, [PUBLIC_NETWORK_ID], topo)).values()
-    assert sorted(n.port_id for n in ports) == sorted(v["id"] for v in views)
+    assert sorted(n.port_id for n in ports) == sorted(p.id for p in made)
     assert all(n.host == "hv-race" and len(n.ips) == 1 for n in ports)
 
 
@@ -54,18 +55,18 @@ async def test_quota_and_hold_on_this_database(stack: Any) -> None:
     quota = limits.AddressPolicy("q", port_limit=3, public_ip_limit=3, public_networks=frozenset({network["id"]}),
                                  hold_s=600)
 
-    async def create(project: str = "q") -> dict[str, Any]:
+    async def create(project: str = "q") -> PortRecord:
         policy = quota if project == "q" else limits.AddressPolicy(project, public_networks=quota.public_networks,
                                                                    hold_s=600)
         return await cdb.write(lambda conn: pt.create_port(conn, network=network, subnets=subnets, project_id=project,
                                                            now=now, policy=policy))
 
     results = await asyncio.gather(*(create() for _ in range(6)), return_exceptions=True)
-    made = [r for r in results if isinstance(r, dict)]
+    made = [r for r in results if isinstance(r, PortRecord)]
     refused = [r for r in results if isinstance(r, limits.OverQuota)]
     assert len(made) == 3 and len(refused) == 3, results
-    freed = made[0]["fixed_ips"][0]
-    await cdb.write(lambda conn: pt.delete_port(conn, made[0]["id"], policy=quota, now=now))
+    freed = made[0].fixed_ips[0]
+    await cdb.write(lambda conn: pt.delete_port(conn, made[0].id, policy=quota, now=now))
 
     def held(conn: Any) -> bool:
         other = limits.AddressPolicy("other", hold_s=600)

@@ -10,6 +10,7 @@ import pytest
 
 from canopy.network import networks as nets
 from canopy.network import ports as pt
+from canopy.network.port_views import port_view
 from canopy.seed import PUBLIC_NETWORK_ID, PUBLIC_SUBNET_ID
 
 N = "/network/v2.0"
@@ -417,12 +418,14 @@ async def test_conductor_entry_points(api: Any, cloud: Any) -> None:
     assert await gdb.read(nets.load_network, "00000000-0000-0000-0000-000000000000") is None
     now = cloud.clock.now()
     before = cdb.counter.total
-    view = await cdb.write(lambda conn: pt.create_port(
+    port = await cdb.write(lambda conn: pt.create_port(
         conn, network=network, subnets=subnets, project_id="p1", device_id="srv-1", device_owner="compute:nova",
         host_id="host-1", name="eth0", now=now, port_id="11111111-2222-3333-4444-555555555555"))
     assert cdb.counter.total - before == 3  # the port INSERT, one ip_allocations INSERT, the binding INSERT
-    assert view["id"] == "11111111-2222-3333-4444-555555555555" and view["status"] == "ACTIVE"
-    assert view["binding:host_id"] == "host-1" and len(view["fixed_ips"]) == 1
+    assert port.id == "11111111-2222-3333-4444-555555555555" and port.status == "ACTIVE"
+    assert port.host_id == "host-1" and len(port.fixed_ips) == 1
+    view = port_view(port.row(), port.fixed_ips)  # the API's rendering of the record
+    assert view["binding:host_id"] == "host-1" and view["created_at"].endswith("Z")
     await cdb.write(lambda conn: pt.create_port(conn, network=network, subnets=subnets, project_id="p1",
                                                 device_id="srv-1", now=now, fixed_ips=[]))
     with pytest.raises(pt.NetworkError) as info:
@@ -437,4 +440,4 @@ async def test_conductor_entry_points(api: Any, cloud: Any) -> None:
     assert await cdb.read(pt.ports_of_devices, ["srv-1"]) == {"srv-1": []}
     again = await cdb.write(lambda conn: pt.create_port(conn, network=network, subnets=subnets, project_id="p1",
                                                         now=now, fixed_ips=view["fixed_ips"]))
-    assert again["fixed_ips"] == view["fixed_ips"]
+    assert again.fixed_ips == view["fixed_ips"]

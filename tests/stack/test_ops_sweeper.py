@@ -73,7 +73,7 @@ async def test_a_build_stuck_in_spawning_goes_to_error_with_a_fault(stack: Any, 
     sid, request_id = resp.json()["server"]["id"], resp.headers["x-openstack-request-id"]
     await wait_until(lambda: spawning(stack, sid), what="the build spawning")
     clock = FakeClock(stack.cloud.clock.now())  # the sweeper's time moves only when the test says so
-    sweeper = StuckSweeper(stack.conductor, clock)
+    sweeper = StuckSweeper(stack.conductor.env, clock)
     assert await sweeper.sweep() == 0, "not yet past the deadline"
     clock.advance(601)
     assert await sweeper.sweep() == 1
@@ -105,7 +105,7 @@ async def test_an_orphaned_task_state_is_swept_by_any_conductor(stack: Any) -> N
     sid = (await stack.api.post("/compute/v2.1/servers", json=server_body(), headers=V)).json()["server"]["id"]
     await wait_for_server(stack.api, sid, {"ACTIVE"})
     await _age(stack, sid, 7200, task_state="powering-on")  # no task row drives it
-    assert await StuckSweeper(stack.conductor).sweep() == 1
+    assert await StuckSweeper(stack.conductor.env).sweep() == 1
     server = await wait_for_server(stack.api, sid, {"ERROR"})
     assert "Stuck in task state powering-on" in server["fault"]["message"]
     assert "orphaned task state" in server["fault"]["details"]
@@ -122,6 +122,6 @@ async def test_a_task_this_conductor_does_not_drive_is_left_alone(stack: Any, le
         instance_uuid=sid, kind="stop", payload={}, request_id="req-x", lease_owner=owner, lease_expires_at=until,
         attempts=1, created_at=now)))
     await _age(stack, sid, 7200, task_state="powering-off")
-    assert await StuckSweeper(stack.conductor).sweep() == 0
+    assert await StuckSweeper(stack.conductor.env).sweep() == 0
     server = (await stack.api.get(f"/compute/v2.1/servers/{sid}")).json()["server"]
     assert server["status"] == "ACTIVE" and server["OS-EXT-STS:task_state"] == "powering-off"

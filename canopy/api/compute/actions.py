@@ -18,6 +18,7 @@ from canopy.db import tables_cell as c
 from canopy.rpc.base import BusError, Target
 from canopy.rpc.calls import ConsoleText
 from canopy.rpc.calls_relay import RELAY_TIMEOUT_S, ReadConsole, relay_failure
+from canopy.rpc.tasks import ActionPayload
 
 
 async def _reboot(request: Request, uuid: str, arg: Any) -> None:
@@ -37,7 +38,7 @@ async def _stop_soft(request: Request, uuid: str, arg: Any) -> None:
                               "It must be a number of seconds between 1 and 3600.")
     elif arg is not None and not isinstance(arg, dict):
         raise bad_request("Invalid input for field/attribute canopy-stopSoft. It must be null or an object.")
-    await start_action(request, uuid, "stop_soft", {"timeout_s": timeout} if timeout else None)
+    await start_action(request, uuid, "stop_soft", ActionPayload(timeout_s=timeout or None))
 
 
 async def _reset_state(request: Request, uuid: str, arg: Any) -> None:

@@ -16,12 +16,13 @@ from starlette.responses import Response
 
 from canopy.api.compute.common import cloud_of
 from canopy.api.compute.server_create import find_flavor
-from canopy.api.compute.server_groups import scheduling_extras
+from canopy.api.compute.server_groups import parse_hints, resolve_hints
 from canopy.api.errors import ApiError, bad_request
 from canopy.api.http import is_uuid, json_response, read_object, require_admin, route
 from canopy.db import tables_global as g
 from canopy.rpc.base import BusError, Target
 from canopy.rpc.calls import ExplainPlacement, PlacementExplained, SelectHost
+from canopy.rpc.tasks import BuildPayload, FlavorSnapshot, NetworkChoice
 from canopy.scheduler.client import select_host_message
 
 
@@ -37,6 +38,7 @@ async def _request(request: Request, body: dict[str, Any]) -> SelectHost:
     server = body.get("server")
     if not isinstance(server, dict) or "flavorRef" not in server:
         raise bad_request("Invalid input for field/attribute server. 'flavorRef' is a required property")
+    asked = parse_hints(body)  # checked before anything is looked up
     cloud = cloud_of(request)
     flavor = await find_flavor(cloud, str(server["flavorRef"]))
     image = None
@@ -47,12 +49,13 @@ async def _request(request: Request, body: dict[str, Any]) -> SelectHost:
             raise bad_request(f"Image {server['imageRef']} could not be found.")
     networks: list[Any] = server["networks"] if isinstance(server.get("networks"), list) else []
     zone, _, host = str(server.get("availability_zone") or "").partition(":")
-    payload = {"flavor": {"vcpus": flavor["vcpus"], "ram": flavor["ram_mb"], "disk": flavor["disk_gb"],
-                          "extra_specs": flavor["extra_specs"] or {}},
-               "project_id": str(body.get("project_id") or rc.project_id or ""), "availability_zone": zone or None,
-               "force_host": host.split(":")[0] or server.get("host") or None,
-               "networks": [{"network": {"id": n["uuid"]}} for n in networks if isinstance(n, dict) and n.get("uuid")],
-               **await scheduling_extras(request, image)}
+    hints = await resolve_hints(request, asked)
+    payload = BuildPayload(
+        flavor=FlavorSnapshot.of_row(flavor), image_id="", name="", hostname="",
+        project_id=str(body.get("project_id") or rc.project_id or ""), availability_zone=zone or None,
+        force_host=host.split(":")[0] or server.get("host") or None,
+        networks=[NetworkChoice(network={"id": n["uuid"]}) for n in networks if isinstance(n, dict) and n.get("uuid")],
+        scheduler_hints=hints, image_properties=dict((image or {}).get("properties") or {}))
     return select_host_message("", payload)
 
 

@@ -16,6 +16,7 @@ from canopy.db import tables_cell as c
 from canopy.db.records import inserted_id
 from canopy.rpc.base import Target
 from canopy.rpc.calls import WakeTask
+from canopy.rpc.tasks import ActionPayload, TaskRecord, dump_payload
 
 i = c.instances.c
 
@@ -25,13 +26,14 @@ API_NAMES = {"start": "start", "stop": "stop", "stop_soft": "canopy-stopSoft", "
              "unpause": "unpause", "suspend": "suspend", "resume": "resume"}
 
 
-async def start_action(request: Request, uuid: str, action: str, payload: dict[str, Any] | None = None) -> None:
+async def start_action(request: Request, uuid: str, action: str, payload: ActionPayload | None = None) -> None:
     """Move the server into the action's task state and queue the task; 409 if its state forbids it."""
     rule = states.ACTIONS[action]
     cloud, rc = cloud_of(request), ctx(request)
     now = cloud.clock.now()
+    args = payload or ActionPayload()
 
-    def write(conn: Connection) -> dict[str, Any] | None:
+    def write(conn: Connection) -> TaskRecord | None:
         inst = load_visible_instance(conn, uuid, rc.project_id, rc.is_admin)
         if action == "delete" and inst["task_state"] == states.DELETING:
             return None  # already being deleted: deleting again is a no-op, as in Nova
@@ -44,14 +46,15 @@ async def start_action(request: Request, uuid: str, action: str, payload: dict[s
         action_id = inserted_id(conn.execute(insert(c.instance_actions).values(
             instance_uuid=uuid, request_id=rc.request_id, action=states.ACTION_NAMES[action], user_id=rc.user_id,
             project_id=rc.project_id, start_time=now, updated_at=now)))
-        task = {"instance_uuid": uuid, "kind": action, "action_id": action_id, "payload": payload or {},
+        task = {"instance_uuid": uuid, "kind": action, "action_id": action_id, "payload": dump_payload(args),
                 "request_id": rc.request_id, "attempts": 0, "created_at": now}
         task_id = inserted_id(conn.execute(insert(c.tasks).values(**task)))
-        return {**task, "id": task_id, "created_at": None}
+        return TaskRecord(id=task_id, instance_uuid=uuid, kind=action, action_id=action_id,
+                          request_id=rc.request_id, payload=args)
 
     task = await cell_db(request).write(write)
     if task is not None:
-        await cloud.bus.cast(Target("conductor"), WakeTask(task_id=task["id"], instance_uuid=uuid, task_kind=action,
+        await cloud.bus.cast(Target("conductor"), WakeTask(task_id=task.id, instance_uuid=uuid, task_kind=action,
                                                            task=task))
 
 

@@ -9,6 +9,7 @@ import ipaddress
 import re
 import time
 import uuid as uuidlib
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -18,12 +19,22 @@ from starlette.requests import Request
 from canopy import states
 from canopy.api.compute.common import cloud_of
 from canopy.api.compute.quota_store import QuotaExceeded, reserve
-from canopy.api.compute.server_groups import add_group_members, scheduling_extras
+from canopy.api.compute.server_groups import HintsRequest, add_group_members, parse_hints, resolve_hints
 from canopy.api.errors import ApiError, bad_request
 from canopy.api.http import ctx, is_uuid, validate
 from canopy.context import RequestContext
 from canopy.db import tables_cell as c
 from canopy.db import tables_global as g
+from canopy.rpc.base import Target
+from canopy.rpc.calls import WakeTask
+from canopy.rpc.tasks import (
+    BuildPayload,
+    FlavorSnapshot,
+    NetworkChoice,
+    SchedulerHints,
+    TaskRecord,
+    dump_payload,
+)
 from canopy.runtime import Cloud
 
 _INSERT_INSTANCE = insert(c.instances)
@@ -253,10 +264,9 @@ def pick_networks(server: ServerCreate, found: dict[str, Any], rc: RequestContex
     return [{**next(iter(nets.values())), "fixed_ip": None}]
 
 
-def flavor_snapshot(flavor: dict[str, Any]) -> dict[str, Any]:
-    return {"id": flavor["id"], "name": flavor["name"], "vcpus": flavor["vcpus"], "ram": flavor["ram_mb"],
-            "disk": flavor["disk_gb"], "ephemeral": flavor["ephemeral_gb"], "swap": flavor["swap_mb"],
-            "extra_specs": flavor["extra_specs"] or {}}
+def flavor_snapshot(flavor: dict[str, Any]) -> FlavorSnapshot:
+    """The snapshot a task and an instance keep of a flavor row."""
+    return FlavorSnapshot.of_row(flavor)
 
 
 def placement_hints(server: ServerCreate, rc: RequestContext) -> tuple[str | None, str | None]:
@@ -271,9 +281,59 @@ def placement_hints(server: ServerCreate, rc: RequestContext) -> tuple[str | Non
     return zone, force
 
 
-async def create_servers(request: Request, server: ServerCreate) -> tuple[list[str], str]:
+@dataclass(frozen=True)
+class CreateRequest:
+    """A server create's body, parsed once: the server and the scheduler hints."""
+
+    server: ServerCreate
+    hints: HintsRequest
+
+
+def parse_create(body: dict[str, Any], mv: tuple[int, int]) -> CreateRequest:
+    """Validate a whole create body (the server and its hints) before anything is looked up."""
+    if "server" not in body:
+        raise bad_request("Invalid input for field/attribute server. 'server' is a required property")
+    extra = set(body) - {"server", "os:scheduler_hints", "OS-SCH-HNT:scheduler_hints"}
+    if extra:
+        raise bad_request(f"Additional properties are not allowed ({', '.join(sorted(extra))} was unexpected)")
+    raw = body["server"]
+    if not isinstance(raw, dict):
+        raise bad_request("Invalid input for field/attribute server. Value must be an object.")
+    return CreateRequest(server=parse_server(raw, mv), hints=parse_hints(body))
+
+
+@dataclass
+class PlannedServer:
+    """One server of a create: its identity, its build payload and (once written) its task."""
+
+    uuid: str
+    name: str
+    launch_index: int
+    payload: BuildPayload
+    task: TaskRecord | None = None
+
+
+@dataclass
+class Plan:
+    """What a create writes: the servers (a multi-create's batch) and what they share."""
+
+    servers: list[PlannedServer]
+    flavor: FlavorSnapshot
+    image_id: str
+    min_count: int
+    reservation_id: str
+    zone: str | None
+    key_data: str | None
+    hints: SchedulerHints
+
+    @property
+    def count(self) -> int:
+        return len(self.servers)
+
+
+async def create_servers(request: Request, req: CreateRequest) -> tuple[list[str], str]:
     """Validate against the database, write everything, wake conductors; the new UUIDs and reservation id."""
-    cloud, rc = cloud_of(request), ctx(request)
+    cloud, rc, server = cloud_of(request), ctx(request), req.server
     flavor = await find_flavor(cloud, str(server.flavorRef))
     if not server.imageRef:
         raise bad_request("Missing imageRef attribute")
@@ -285,41 +345,38 @@ async def create_servers(request: Request, server: ServerCreate) -> tuple[list[s
         raise bad_request("Invalid key_name provided.")
     networks = pick_networks(server, found, rc)
     zone, force_host = placement_hints(server, rc)
-    extras = await scheduling_extras(request, found["image"])
-    plan = _plan(server, rc, flavor, image_id, networks, found["key"], zone, force_host)
-    for item in plan["instances"]:  # what the scheduler needs: hints, image properties, the multi-create batch
-        item["payload"].update(extras, reservation_id=plan["reservation_id"], count=plan["count"])
-    plan["extras"] = extras
+    hints = await resolve_hints(request, req.hints)
+    plan = _plan(server, rc, flavor_snapshot(flavor), image_id, networks, found["key"], zone, force_host, hints,
+                 dict(found["image"].get("properties") or {}))
     await _write(cloud, rc, plan, server)
-    from canopy.rpc.base import Target
-    from canopy.rpc.calls import WakeTask
-
-    for item in plan["instances"]:
+    for item in plan.servers:
+        assert item.task is not None
         await cloud.bus.cast(Target("conductor"), WakeTask(
-            task_id=item["task"]["id"], instance_uuid=item["uuid"], task_kind="build", task=item["task"]))
-    return [i["uuid"] for i in plan["instances"]], plan["reservation_id"]
+            task_id=item.task.id, instance_uuid=item.uuid, task_kind="build", task=item.task))
+    return [i.uuid for i in plan.servers], plan.reservation_id
 
 
-def _plan(server: ServerCreate, rc: RequestContext, flavor: dict[str, Any], image_id: str,
-          networks: list[dict[str, Any]], key_data: str | None, zone: str | None,
-          force_host: str | None) -> dict[str, Any]:
+def _plan(server: ServerCreate, rc: RequestContext, flavor: FlavorSnapshot, image_id: str,
+          networks: list[dict[str, Any]], key_data: str | None, zone: str | None, force_host: str | None,
+          hints: SchedulerHints, image_properties: dict[str, Any]) -> Plan:
     count = server.max_count or server.min_count
-    snap = flavor_snapshot(flavor)
-    instances = []
+    reservation_id = f"r-{uuidlib.uuid4().hex[:8]}"
+    choices = [NetworkChoice.model_validate(n) for n in networks]
+    servers = []
     for i in range(count):
         uuid = str(uuidlib.uuid4())
         name = server.name if count == 1 else f"{server.name}-{i + 1}"
-        payload = {"flavor": snap, "image_id": image_id, "networks": networks, "availability_zone": zone,
-                   "force_host": force_host, "key_data": key_data, "user_data": server.user_data,
-                   "metadata": server.metadata or {}, "name": name, "hostname": hostname_of(name, uuid),
-                   "project_id": rc.project_id, "user_id": rc.user_id}
-        instances.append({"uuid": uuid, "name": name, "launch_index": i, "payload": payload})
-    return {"instances": instances, "flavor": snap, "image_id": image_id, "count": count,
-            "min_count": server.min_count, "reservation_id": f"r-{uuidlib.uuid4().hex[:8]}", "zone": zone,
-            "key_data": key_data}
+        payload = BuildPayload(
+            flavor=flavor, image_id=image_id, networks=choices, availability_zone=zone, force_host=force_host,
+            key_data=key_data, user_data=server.user_data, metadata=server.metadata or {}, name=name,
+            hostname=hostname_of(name, uuid), project_id=rc.project_id or "", user_id=rc.user_id,
+            scheduler_hints=hints, image_properties=image_properties, reservation_id=reservation_id, count=count)
+        servers.append(PlannedServer(uuid=uuid, name=name, launch_index=i, payload=payload))
+    return Plan(servers=servers, flavor=flavor, image_id=image_id, min_count=server.min_count,
+                reservation_id=reservation_id, zone=zone, key_data=key_data, hints=hints)
 
 
-async def _write(cloud: Cloud, rc: RequestContext, plan: dict[str, Any], server: ServerCreate) -> None:
+async def _write(cloud: Cloud, rc: RequestContext, plan: Plan, server: ServerCreate) -> None:
     """Quota and mappings (global), instances/actions/tasks (cell): one transaction when one database."""
     gdb, cdb = cloud.dbs.global_db, cloud.dbs.cell(cloud.cell_name)
     now = cloud.clock.now()
@@ -327,16 +384,20 @@ async def _write(cloud: Cloud, rc: RequestContext, plan: dict[str, Any], server:
     def write_global(conn: Connection) -> None:
         _reserve(conn, cloud, rc, plan)
         conn.execute(_INSERT_MAPPING, [
-            {"instance_uuid": i["uuid"], "cell_name": cloud.cell_name, "project_id": rc.project_id}
-            for i in plan["instances"]])
-        add_group_members(conn, plan["extras"], [i["uuid"] for i in plan["instances"]])
+            {"instance_uuid": i.uuid, "cell_name": cloud.cell_name, "project_id": rc.project_id}
+            for i in plan.servers])
+        add_group_members(conn, plan.hints, [i.uuid for i in plan.servers])
 
     def write_cell(conn: Connection) -> None:
-        for item in plan["instances"]:
+        for item in plan.servers:
             _insert_instance(conn, rc, plan, server, item, now)
 
+    def write_both(conn: Connection) -> None:
+        write_global(conn)
+        write_cell(conn)
+
     if gdb is cdb:
-        await gdb.write(lambda conn: (write_global(conn), write_cell(conn)))
+        await gdb.write(write_both)
         return
     await gdb.write(write_global)
     try:
@@ -346,46 +407,48 @@ async def _write(cloud: Cloud, rc: RequestContext, plan: dict[str, Any], server:
         raise
 
 
-def _reserve(conn: Connection, cloud: Cloud, rc: RequestContext, plan: dict[str, Any]) -> None:
-    f = plan["flavor"]
+def _reserve(conn: Connection, cloud: Cloud, rc: RequestContext, plan: Plan) -> None:
+    f, n = plan.flavor, plan.count
     try:
-        reserve(conn, rc.project_id or "", {"instances": plan["count"], "cores": f["vcpus"] * plan["count"],
-                                            "ram": f["ram"] * plan["count"]}, cloud.settings.quota)
+        reserve(conn, rc.project_id or "", {"instances": n, "cores": f.vcpus * n, "ram": f.memory_mb * n},
+                cloud.settings.quota)
     except QuotaExceeded as exc:
-        if plan["min_count"] < plan["count"]:
-            plan["count"] = plan["min_count"]
-            plan["instances"] = plan["instances"][: plan["count"]]
+        if plan.min_count < n:
+            plan.servers = plan.servers[: plan.min_count]
             _reserve(conn, cloud, rc, plan)
             return
         raise ApiError(403, str(exc)) from None
 
 
-def _undo_global(conn: Connection, plan: dict[str, Any], rc: RequestContext) -> None:
+def _undo_global(conn: Connection, plan: Plan, rc: RequestContext) -> None:
     from canopy.db.records import release_quota
 
-    f, n = plan["flavor"], plan["count"]
-    release_quota(conn, rc.project_id or "", n, f["vcpus"] * n, f["ram"] * n)
+    f, n = plan.flavor, plan.count
+    release_quota(conn, rc.project_id or "", n, f.vcpus * n, f.memory_mb * n)
     conn.execute(g.instance_mappings.delete().where(
-        g.instance_mappings.c.instance_uuid.in_([i["uuid"] for i in plan["instances"]])))
+        g.instance_mappings.c.instance_uuid.in_([i.uuid for i in plan.servers])))
 
 
-def _insert_instance(conn: Connection, rc: RequestContext, plan: dict[str, Any], server: ServerCreate,
-                     item: dict[str, Any], now: Any) -> None:
-    p = item["payload"]
+def _insert_instance(conn: Connection, rc: RequestContext, plan: Plan, server: ServerCreate,
+                     item: PlannedServer, now: Any) -> None:
+    p = item.payload
     conn.execute(_INSERT_INSTANCE, dict(
-        uuid=item["uuid"], project_id=rc.project_id, user_id=rc.user_id, name=item["name"],
-        hostname=p["hostname"], description=server.description, flavor_id=plan["flavor"]["id"],
-        flavor=plan["flavor"], image_ref=plan["image_id"], host=None, availability_zone=plan["zone"],
+        uuid=item.uuid, project_id=rc.project_id, user_id=rc.user_id, name=item.name,
+        hostname=p.hostname, description=server.description, flavor_id=plan.flavor.id,
+        flavor=plan.flavor.instance_view(), image_ref=plan.image_id, host=None, availability_zone=plan.zone,
         vm_state=states.BUILDING, task_state=states.SCHEDULING, power_state=0, key_name=server.key_name,
-        key_data=plan["key_data"], user_data=server.user_data,
+        key_data=plan.key_data, user_data=server.user_data,
         config_drive="True" if server.config_drive in (True, "True", "true", "1") else "",
-        metadata=server.metadata or {}, networks=[n["network"]["id"] for n in p["networks"]], addresses={},
-        reservation_id=plan["reservation_id"], launch_index=item["launch_index"], locked=False, progress=0,
+        metadata=server.metadata or {}, networks=[n.network["id"] for n in p.networks], addresses={},
+        reservation_id=plan.reservation_id, launch_index=item.launch_index, locked=False, progress=0,
         created_at=now, updated_at=now, deleted=False))
     action_id = conn.execute(_INSERT_ACTION, dict(
-        instance_uuid=item["uuid"], request_id=rc.request_id, action="create", user_id=rc.user_id,
-        project_id=rc.project_id, start_time=now, updated_at=now)).inserted_primary_key[0]
-    task = {"instance_uuid": item["uuid"], "kind": "build", "action_id": action_id, "payload": p,
+        instance_uuid=item.uuid, request_id=rc.request_id, action="create", user_id=rc.user_id,
+        project_id=rc.project_id, start_time=now, updated_at=now)).inserted_primary_key
+    assert action_id is not None
+    task = {"instance_uuid": item.uuid, "kind": "build", "action_id": action_id[0], "payload": dump_payload(p),
             "request_id": rc.request_id, "attempts": 0, "created_at": now}
-    task_id = conn.execute(_INSERT_TASK, task).inserted_primary_key[0]
-    item["task"] = {**task, "id": task_id, "created_at": None}
+    task_id = conn.execute(_INSERT_TASK, task).inserted_primary_key
+    assert task_id is not None
+    item.task = TaskRecord(id=task_id[0], instance_uuid=item.uuid, kind="build", action_id=action_id[0],
+                           request_id=rc.request_id, payload=p)

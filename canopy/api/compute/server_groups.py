@@ -8,6 +8,7 @@ several schedulers)."""
 from __future__ import annotations
 
 import uuid as uuidlib
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select
@@ -17,10 +18,11 @@ from starlette.responses import Response
 from canopy.api.compute.common import cell_db, cloud_of
 from canopy.api.compute.microversion import mv
 from canopy.api.errors import ApiError, bad_request
-from canopy.api.http import bool_param, ctx, empty_response, is_uuid, json_response, read_json, read_object, route
+from canopy.api.http import bool_param, ctx, empty_response, is_uuid, json_response, read_object, route
 from canopy.context import RequestContext
 from canopy.db import tables_cell as c
 from canopy.db import tables_global as g
+from canopy.rpc.tasks import GroupHint, SchedulerHints
 from canopy.scheduler.request import POLICIES
 
 sg, sm = g.server_groups.c, g.server_group_members.c
@@ -208,35 +210,44 @@ def _find_group(conn: Connection, group_id: str) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
-async def scheduling_extras(request: Request, image: dict[str, Any] | None) -> dict[str, Any]:
-    """What the scheduler needs from a create request beyond the flavor: the `os:scheduler_hints`
-    (the group resolved to its policy and rules) and the image's properties."""
-    body = await read_json(request)  # Starlette keeps the body: this parses what the handler already read
+@dataclass(frozen=True)
+class HintsRequest:
+    """The `os:scheduler_hints` of a create as the body gives them, checked but not yet looked up."""
+
+    group: str | None = None
+    same_host: list[str] = field(default_factory=list)
+    different_host: list[str] = field(default_factory=list)
+
+
+def parse_hints(body: dict[str, Any]) -> HintsRequest:
+    """The scheduler hints of a create body (either key); 400 names a wrong one. Reads no database."""
     hints = body.get("os:scheduler_hints", body.get("OS-SCH-HNT:scheduler_hints"))
     hints = {} if hints is None else hints
     if not isinstance(hints, dict):
         raise _invalid("os:scheduler_hints", hints, f"{hints!r} is not of type 'object'")
-    out: dict[str, Any] = {}
-    for key in ("same_host", "different_host"):
-        if key in hints:
-            out[key] = _uuid_list(key, hints[key])
-    if "group" in hints:
-        group_id = hints["group"]
-        if not isinstance(group_id, str) or not is_uuid(group_id):
-            raise _invalid("group", group_id, f"'{group_id}' is not a 'uuid'")
-        row = await cloud_of(request).dbs.global_db.read(_find_group, group_id)
+    lists = {key: _uuid_list(key, hints[key]) for key in ("same_host", "different_host") if key in hints}
+    group_id = hints.get("group")
+    if "group" in hints and (not isinstance(group_id, str) or not is_uuid(group_id)):
+        raise _invalid("group", group_id, f"'{group_id}' is not a 'uuid'")
+    return HintsRequest(group=group_id, **lists)
+
+
+async def resolve_hints(request: Request, asked: HintsRequest) -> SchedulerHints:
+    """The hints the scheduler gets: the group (if any) looked up and resolved to its policy and rules."""
+    group = None
+    if asked.group is not None:
+        row = await cloud_of(request).dbs.global_db.read(_find_group, asked.group)
         if not _visible(row, ctx(request)):
-            raise bad_request(f"Instance group {group_id} could not be found.")
+            raise bad_request(f"Instance group {asked.group} could not be found.")
         assert row is not None
-        out["group"] = {"uuid": row["uuid"], "policy": row["policy"], "rules": row["rules"] or {}, "id": row["id"]}
-    return {"scheduler_hints": out, "image_properties": dict((image or {}).get("properties") or {})}
+        group = GroupHint(id=row["id"], uuid=row["uuid"], policy=row["policy"], rules=row["rules"] or {})
+    return SchedulerHints(group=group, same_host=asked.same_host, different_host=asked.different_host)
 
 
-def add_group_members(conn: Connection, extras: dict[str, Any], instance_uuids: list[str]) -> None:
+def add_group_members(conn: Connection, hints: SchedulerHints, instance_uuids: list[str]) -> None:
     """Make new instances members of the group their create named (in the create's transaction)."""
-    group = extras.get("scheduler_hints", {}).get("group")
-    if group and instance_uuids:
-        conn.execute(insert(g.server_group_members), [{"group_id": group["id"], "instance_uuid": u}
+    if hints.group is not None and instance_uuids:
+        conn.execute(insert(g.server_group_members), [{"group_id": hints.group.id, "instance_uuid": u}
                                                      for u in instance_uuids])
 
 

@@ -27,6 +27,7 @@ from canopy.db import tables_cell as c
 from canopy.image import store
 from canopy.rpc.base import BusError, Target
 from canopy.rpc.calls_relay import RELAY_TIMEOUT_S, AbortLiveMigration, relay_failure
+from canopy.rpc.tasks import ActionPayload
 
 server_actions.API_NAMES.update({a: n for a, n in states.ACTION_NAMES.items() if a in states.MOBILITY_KINDS})
 m = c.migrations.c
@@ -61,12 +62,12 @@ async def _resize(request: Request, uuid: str, arg: Any) -> None:
     flavor = flavor_snapshot(await find_flavor(cloud_of(request), str(ref)))
     inst = await _instance(request, uuid)
     old = inst["flavor"]
-    if flavor["id"] == old["id"]:
+    if flavor.id == old["id"]:
         raise bad_request("When resizing, instances must change flavor!")
-    if flavor["disk"] < old["disk"]:
-        raise bad_request(f"Resize to a flavor with a smaller disk ({flavor['disk']} GB < {old['disk']} GB) "
+    if flavor.disk_gb < old["disk"]:
+        raise bad_request(f"Resize to a flavor with a smaller disk ({flavor.disk_gb} GB < {old['disk']} GB) "
                           "is not allowed: disks only grow.")
-    await start_action(request, uuid, "resize", {"flavor": flavor})
+    await start_action(request, uuid, "resize", ActionPayload(flavor=flavor))
 
 
 async def _migrate(request: Request, uuid: str, arg: Any) -> None:
@@ -74,7 +75,7 @@ async def _migrate(request: Request, uuid: str, arg: Any) -> None:
     body = _obj(arg, "migrate")
     host = _host_arg(body, "migrate") if mv(request) >= (2, 56) else None
     await _check_target(request, uuid, host)
-    await start_action(request, uuid, "migrate", {"host": host} if host else {})
+    await start_action(request, uuid, "migrate", ActionPayload(host=host))
 
 
 async def _live(request: Request, uuid: str, arg: Any) -> None:
@@ -84,7 +85,7 @@ async def _live(request: Request, uuid: str, arg: Any) -> None:
         raise bad_request("Invalid input for field/attribute os-migrateLive. 'host' is a required property")
     host = _host_arg(body, "os-migrateLive")
     await _check_target(request, uuid, host)
-    await start_action(request, uuid, "live_migrate", {"host": host} if host else {})
+    await start_action(request, uuid, "live_migrate", ActionPayload(host=host))
 
 
 async def _check_target(request: Request, uuid: str, host: str | None) -> None:
@@ -112,7 +113,7 @@ async def _evacuate(request: Request, uuid: str, arg: Any) -> Response:
         raise ApiError(409, f"Cannot 'evacuate' instance {uuid}: compute service {inst['host']} is still in use "
                             "(it is up).")
     await _check_target(request, uuid, host)
-    await start_action(request, uuid, "evacuate", {"host": host} if host else {})
+    await start_action(request, uuid, "evacuate", ActionPayload(host=host))
     return json_response({"adminPass": secrets.token_urlsafe(9)}) if mv(request) < (2, 14) else empty_response(200)
 
 
@@ -133,7 +134,7 @@ async def _rebuild(request: Request, uuid: str, arg: Any) -> Response:
     if name is not None and (not isinstance(name, str) or not 1 <= len(name.strip()) <= 255):
         raise bad_request("Invalid input for field/attribute name. It must be a string of 1-255 characters.")
     image_id = await _usable_image(request, body["imageRef"])
-    await start_action(request, uuid, "rebuild", {"image_id": image_id, **({"name": name} if name else {})})
+    await start_action(request, uuid, "rebuild", ActionPayload(image_id=image_id, name=name or None))
     from canopy.api.compute.servers import show_server_body
 
     return json_response(await show_server_body(request, uuid), status=202)
@@ -151,9 +152,9 @@ async def _usable_image(request: Request, ref: str) -> str:
 
 async def _rescue(request: Request, uuid: str, arg: Any) -> Response:
     body = _obj(arg, "rescue")
-    payload: dict[str, Any] = {}
+    payload = ActionPayload()
     if body.get("rescue_image_ref") is not None:
-        payload["rescue_image_ref"] = await _usable_image(request, str(body["rescue_image_ref"]))
+        payload = ActionPayload(rescue_image_ref=await _usable_image(request, str(body["rescue_image_ref"])))
     await start_action(request, uuid, "rescue", payload)
     return json_response({"adminPass": body.get("adminPass") or secrets.token_urlsafe(9)})
 
@@ -189,7 +190,7 @@ async def _create_image(request: Request, uuid: str, arg: Any) -> Response:
                              "base_image_ref": inst["image_ref"]}, "created_at": now, "updated_at": now}
     await cloud.dbs.global_db.write(store.create_image, record)
     try:
-        await start_action(request, uuid, "snapshot", {"image_id": image_id})
+        await start_action(request, uuid, "snapshot", ActionPayload(image_id=image_id))
     except ApiError:
         await cloud.dbs.global_db.write(store.delete_image, image_id)  # nothing half-written
         raise

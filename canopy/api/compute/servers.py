@@ -12,7 +12,7 @@ from canopy import states
 from canopy.api.compute import server_actions
 from canopy.api.compute.common import cell_db, cloud_of, load_visible_instance
 from canopy.api.compute.microversion import mv
-from canopy.api.compute.server_create import create_servers, parse_server
+from canopy.api.compute.server_create import create_servers, parse_create
 from canopy.api.compute.server_views import render_brief, render_server
 from canopy.api.errors import bad_request
 from canopy.api.http import bool_param, ctx, empty_response, json_response, page_params, read_object, route
@@ -29,17 +29,9 @@ def compute_base(request: Request) -> str:
 
 
 async def create(request: Request) -> Response:
-    body = await read_object(request)
-    if "server" not in body:
-        raise bad_request("Invalid input for field/attribute server. 'server' is a required property")
-    extra = set(body) - {"server", "os:scheduler_hints", "OS-SCH-HNT:scheduler_hints"}
-    if extra:
-        raise bad_request(f"Additional properties are not allowed ({', '.join(sorted(extra))} was unexpected)")
-    raw = body["server"]
-    if not isinstance(raw, dict):
-        raise bad_request("Invalid input for field/attribute server. Value must be an object.")
-    server = parse_server(raw, mv(request))
-    uuids, reservation_id = await create_servers(request, server)
+    req = parse_create(await read_object(request), mv(request))
+    server = req.server
+    uuids, reservation_id = await create_servers(request, req)
     if server.return_reservation_id:
         return json_response({"reservation_id": reservation_id}, status=202)
     base = compute_base(request)
@@ -111,7 +103,7 @@ def _sorted(q: Any, request: Request, limit: int, marker_row: dict[str, Any] | N
 
 
 def _list(conn: Connection, request: Request, limit: int, marker: str | None, detail: bool) -> dict[str, Any]:
-    marker_row = None
+    marker_row: dict[str, Any] | None = None
     if marker:
         found = conn.execute(select(c.instances).where(i.uuid == marker)).mappings().first()
         marker_row = dict(found) if found is not None else None

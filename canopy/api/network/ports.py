@@ -16,7 +16,7 @@ from canopy.context import RequestContext
 from canopy.network import networks as nets
 from canopy.network import ports as pt
 from canopy.network.port_views import list_ports as query_ports
-from canopy.network.port_views import public_view
+from canopy.network.port_views import port_view, public_view
 from canopy.rpc.calls import PortChange
 
 FILTERS: dict[str, tuple[str, cm.Converter]] = {
@@ -145,13 +145,13 @@ async def create_port(request: Request) -> Response:
     qos = await usable_qos_policy(request, body)
     policy = await cm.address_policy(request, project_id)
     now = cm.cloud_of(request).clock.now()
-    view = await cm.cell_db(request).write(
+    port = await cm.cell_db(request).write(
         lambda conn: pt.create_port(conn, network=network, subnets=subnets, project_id=project_id,
                                     fixed_ips=body.get("fixed_ips"), now=now, mac_address=mac, policy=policy,
                                     qos_policy_id=qos, **values))
-    if view["binding:host_id"]:
-        await cm.announce(request, [PortChange(port_id=view["id"], network_id=network["id"])])
-    return cm.item(request, "port", shown(c, view), status=201)
+    if port.host_id:
+        await cm.announce(request, [PortChange(port_id=port.id, network_id=network["id"])])
+    return cm.item(request, "port", shown(c, port_view(port.row(), port.fixed_ips)), status=201)
 
 
 @cm.neutron_errors
