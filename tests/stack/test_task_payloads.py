@@ -12,8 +12,7 @@ from canopy.rpc.base import Envelope
 from canopy.rpc.calls import WakeTask
 from canopy.rpc.messages import UnsupportedVersion, decode_message
 from canopy.rpc.tasks import PAYLOAD_VERSION, ActionPayload, BuildPayload, FlavorSnapshot, parse_payload
-from tests.conftest import wait_for_server
-from tests.unit.test_boot_flow import V, server_body
+from tests.clouds import V, server_body, wait_for_server
 
 FLAVOR_V1 = {"id": "1", "name": "m1.tiny", "vcpus": 1, "ram": 512, "disk": 1, "ephemeral": 0, "swap": 0,
              "extra_specs": {}}
