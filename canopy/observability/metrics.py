@@ -111,11 +111,13 @@ SWEPT = Counts("canopy_sweeper_stuck_instances", "Servers moved to ERROR for sta
                ("task_state",))
 NOTIFICATIONS = Counts("canopy_notifications_sent", "Versioned notifications published, by event type.",
                        ("event_type",))
+BUS_BYTES = Counts("canopy_bus_bytes_received", "Bytes a process received from the bus, by frame kind (ZeroMQ).",
+                   ("frame",))
 HEARTBEATS = Counts("canopy_heartbeats_received", "Heartbeats a conductor received, by service binary.",
                     ("binary",))
 
 FAMILIES: list[Counts | Hist] = [API_REQUESTS, API_LATENCY, SCHED_DECISIONS, SCHED_LATENCY, BUS_HANDLER_LATENCY,
-                                 BUS_RPC_LATENCY, TASK_DURATION, SWEPT, NOTIFICATIONS, HEARTBEATS]
+                                 BUS_RPC_LATENCY, TASK_DURATION, SWEPT, NOTIFICATIONS, HEARTBEATS, BUS_BYTES]
 
 
 _OUTCOMES = {"RemoteError": "remote_error", "CallTimeout": "timeout", "NoRoute": "no_route",
