@@ -34,7 +34,8 @@ def count_statements() -> None:
 
     def before(conn: Any, cursor: Any, statement: str, params: Any, ctx: Any, many: bool) -> None:
         url = conn.engine.url
-        STATEMENTS[(context.statement_origin.get() or "other", f"{url.host or ''}:{url.port or ''}/{url.database}")] += 1
+        where = f"{url.host or ''}:{url.port or ''}/{url.database}"
+        STATEMENTS[(context.statement_origin.get() or "other", where)] += 1
 
     event.listen(Engine, "before_cursor_execute", before)
 

@@ -27,10 +27,11 @@ def series_of(samples: list[Sample], driver_series: list[dict[str, float]]) -> d
         out["control CPU (cores)"].append((t, sum(b.procs[r].get("cpu_s", 0) - a.procs.get(r, {}).get("cpu_s", 0)
                                                   for r in ctrl) / dt))
         out["agent CPU (cores)"].append((t, (b.total("cpu_s", "agents") - a.total("cpu_s", "agents")) / dt))
-        out["DB statements/s"].append((t, (sum(b.counts("statements").values()) - sum(a.counts("statements").values())) / dt))
-        out["bus messages/s"].append((t, (sum(b.counts("bus_handled").values()) - sum(a.counts("bus_handled").values())) / dt))
-        out["scheduler decisions/s"].append((t, (sum(b.counts("sched").values()) - sum(a.counts("sched").values())) / dt))
-        out["heartbeats/s"].append((t, (b.total("heartbeats_sent", "agents") - a.total("heartbeats_sent", "agents")) / dt))
+        for name, key in (("DB statements/s", "statements"), ("bus messages/s", "bus_handled"),
+                          ("scheduler decisions/s", "sched")):
+            out[name].append((t, (sum(b.counts(key).values()) - sum(a.counts(key).values())) / dt))
+        beats = b.total("heartbeats_sent", "agents") - a.total("heartbeats_sent", "agents")
+        out["heartbeats/s"].append((t, beats / dt))
         held = max(b.total("agents_held", "agents"), 1)
         out["agent PSS per agent (KiB)"].append((t, b.total("pss_kib", "agents") / held))
         out["control RSS (MiB)"].append((t, sum(b.procs[r].get("rss_kib", 0) for r in ctrl) / 1024))

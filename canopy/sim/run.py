@@ -160,7 +160,7 @@ def _figures(cloud: SimCloud, driver: Driver, samples: list[Sample], offer_end: 
     c2a = [(r.launched_at - r.created_at).total_seconds() for r in rows if r.launched_at is not None]
     launched_in_window = [r for r in rows if r.launched_at is not None]
     held = int(last.total("agents_held", "agents"))
-    control_cpu = (last.total("cpu_s") - last.total("cpu_s", "agents")) - (first.total("cpu_s") - first.total("cpu_s", "agents"))
+    control_cpu = _control_cpu(last) - _control_cpu(first)
     statements = delta(first, mid, "statements")
     handled = delta(first, mid, "bus_handled", part=0)
     boots = len(rows)
@@ -209,6 +209,10 @@ def _figures(cloud: SimCloud, driver: Driver, samples: list[Sample], offer_end: 
         "errors": dict(driver.stats.errors), "actions": dict(driver.stats.actions),
         "processes": per_proc,
     }
+
+
+def _control_cpu(s: Sample) -> float:
+    return s.total("cpu_s") - s.total("cpu_s", "agents")
 
 
 def _check(cloud: SimCloud, report: dict[str, Any]) -> dict[str, Any]:

@@ -46,6 +46,7 @@ class Tracked:
     due_at: float = 0.0
     waiting_for: str = "ACTIVE"
     busy: bool = False
+    flavor: str = ""
 
 
 @dataclass
@@ -197,7 +198,7 @@ class Driver:
             return
         self.stats.boots_requested += count
         sid = r.json()["server"]["id"]
-        self.servers.setdefault(sid, Tracked(sid, n_user, self._plan(), posted_at=posted))
+        self.servers.setdefault(sid, Tracked(sid, n_user, self._plan(), posted_at=posted, flavor=flavor))
         if count > 1:  # the other members appear in the poller's lists; they were posted at the same time
             self._pending_members[r.json()["server"].get("reservation_id", sid)] = (n_user, posted)
 
@@ -251,7 +252,8 @@ class Driver:
             owner = next((n for n, u in enumerate(self.users) if u["project_id"] == srv.get("tenant_id")), None)
             if owner is None:
                 return  # not one of ours
-            s = self.servers[srv["id"]] = Tracked(srv["id"], owner, self._plan(), posted_at=time.monotonic())
+            s = self.servers[srv["id"]] = Tracked(srv["id"], owner, self._plan(), posted_at=time.monotonic(),
+                                                  flavor=str(srv.get("flavor", {}).get("id", "")))
             member = self._pending_members.get(srv.get("OS-EXT-SRV-ATTR:reservation_id", ""))
             if member is not None:
                 s.posted_at = member[1]
@@ -281,6 +283,9 @@ class Driver:
         body, settles = STEPS[step]
         user = self.users[s.user]
         self.stats.actions[step] += 1
+        if step == "resize":  # to another flavor than the one it has (the same one is a 400)
+            body = {"resize": {"flavorRef": "3" if s.flavor == "2" else "2"}}
+            s.flavor = body["resize"]["flavorRef"]
         if body is None:
             r = await self._request("DELETE", f"/compute/v2.1/servers/{s.id}", "servers:delete", user)
         else:
