@@ -10,8 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 
 def pss_kib(pid: int) -> int:
     """Proportional set size of a process (pages shared with others counted by share), KiB."""
@@ -47,6 +45,8 @@ class Sample:
 
 def sample(cloud: Any) -> Sample:
     """Read every process's stats file and /proc figures now."""
+    import psutil  # the test extra's (or `pip install psutil`): only the simulator needs it
+
     s = Sample(time.time())
     for p in cloud.procs:
         try:
