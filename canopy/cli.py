@@ -23,6 +23,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(__import__("canopy.cli_scheduler", fromlist=["app"]).app, name="scheduler-explain")
 app.add_typer(__import__("canopy.cli_ops", fromlist=["ops_app"]).ops_app)  # `canopy trace`, `canopy service ping`
 app.add_typer(__import__("canopy.cli_network", fromlist=["app"]).app, name="network")  # flows, trace (issue 4)
+app.add_typer(__import__("canopy.sim.cli", fromlist=["app"]).app, name="sim")  # the scale simulator (issue 17)
 console = Console()
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML configuration file (or CANOPY_CONFIG).")]

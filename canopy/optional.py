@@ -31,3 +31,6 @@ LIBVIRT_INSTALL = "install it with `.venv/bin/pip install -e '.[libvirt]'` (libv
 def require_libvirt() -> ModuleType:
     """libvirt-python, for the libvirt driver (`canopy agent --driver libvirt`)."""
     return require("libvirt", install=LIBVIRT_INSTALL, needed_for="the libvirt driver")
+
+
+SIM_INSTALL = "install them with `.venv/bin/pip install -e '.[sim]'` (psutil, matplotlib)"

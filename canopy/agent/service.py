@@ -62,6 +62,7 @@ class Agent:
         health_disks: dict[str, Path] | None = None,
         min_free_disk_gb: float = 5.0,
         scratch_dir: Path | None = None,
+        own_heartbeat: bool = True,
     ) -> None:
         self.host = host
         self.driver = driver
@@ -88,6 +89,9 @@ class Agent:
         self.health = HostHealth(timeout_s=heartbeat_s / 2)
         self.health_disks = dict(health_disks or {})
         self.min_free_disk_gb = min_free_disk_gb
+        # False: something else calls `beat()` on a timer (the simulator beats for thousands of agents
+        # of one process from one task, instead of a sleeping task per agent).
+        self.own_heartbeat = own_heartbeat
 
     async def start(self, register_timeout_s: float = 60.0) -> None:
         """Register with a conductor (retrying with backoff), then serve and heartbeat."""
@@ -98,7 +102,8 @@ class Agent:
         if not self.health.probes:
             self.health.probes = agent_probes(self.driver, self.net, self.reconciler.net if self.reconciler else None,
                                               self.health_disks, self.min_free_disk_gb)
-        self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name=f"heartbeat-{self.host}")
+        if self.own_heartbeat:
+            self._heartbeat = asyncio.create_task(self._heartbeat_loop(), name=f"heartbeat-{self.host}")
         await self.net.start()
         if self.reconciler is not None:
             self.reconcile_report = await self.reconciler.start()
@@ -138,11 +143,15 @@ class Agent:
         # Start at a random point of the interval so that thousands of agents don't beat in step.
         await asyncio.sleep(self.rng.uniform(0, self.heartbeat_s))
         while True:
-            health = await self.health.summary()  # waits at most health.wait_s; else the last round's
-            await self.bus.cast(Target("conductor"), Heartbeat(binary=AGENT_BINARY, host=self.host,
-                                                               service_version=__version__, sent_at=time.time(),
-                                                               health=health))
+            await self.beat()
             await asyncio.sleep(next_delay(self.heartbeat_s, self.rng))
+
+    async def beat(self) -> None:
+        """Send one heartbeat with the host's failing health checks."""
+        health = await self.health.summary()  # waits at most health.wait_s; else the last round's
+        await self.bus.cast(Target("conductor"), Heartbeat(binary=AGENT_BINARY, host=self.host,
+                                                           service_version=__version__, sent_at=time.time(),
+                                                           health=health))
 
     async def handle(self, msg: Message) -> Message | None:
         """Run one operation a conductor asked for; its log lines carry this host and the request's ID."""

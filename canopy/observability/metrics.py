@@ -110,11 +110,13 @@ SWEPT = Counts("canopy_sweeper_stuck_instances", "Servers moved to ERROR for sta
                ("task_state",))
 NOTIFICATIONS = Counts("canopy_notifications_sent", "Versioned notifications published, by event type.",
                        ("event_type",))
+BUS_BYTES = Counts("canopy_bus_bytes_received", "Bytes a process received from the bus, by frame kind (ZeroMQ).",
+                   ("frame",))
 HEARTBEATS = Counts("canopy_heartbeats_received", "Heartbeats a conductor received, by service binary.",
                     ("binary",))
 
 FAMILIES: list[Counts | Hist] = [API_REQUESTS, API_LATENCY, SCHED_DECISIONS, SCHED_LATENCY, BUS_HANDLER_LATENCY,
-                                 BUS_RPC_LATENCY, TASK_DURATION, SWEPT, NOTIFICATIONS, HEARTBEATS]
+                                 BUS_RPC_LATENCY, TASK_DURATION, SWEPT, NOTIFICATIONS, HEARTBEATS, BUS_BYTES]
 
 
 class BusMetrics:
@@ -127,6 +129,10 @@ class BusMetrics:
     def called(self, kind: str, outcome: str, seconds: float) -> None:
         """One call's round trip as the caller saw it."""
         BUS_RPC_LATENCY.observe(seconds, kind, outcome)
+
+    def received(self, frame_kind: str, nbytes: int) -> None:
+        """Bytes of one frame received (ZeroMQ), by frame kind."""
+        BUS_BYTES.inc(frame_kind, amount=nbytes)
 
 
 BUS_METRICS = BusMetrics()

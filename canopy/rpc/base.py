@@ -40,6 +40,8 @@ class BusObserver(Protocol):
 
     def called(self, kind: str, outcome: str, seconds: float) -> None: ...
 
+    def received(self, frame_kind: str, nbytes: int) -> None: ...
+
 
 class Unobserved:
     """The observer of a transport that nobody watches."""
@@ -48,6 +50,9 @@ class Unobserved:
         """Nothing to record."""
 
     def called(self, kind: str, outcome: str, seconds: float) -> None:
+        """Nothing to record."""
+
+    def received(self, frame_kind: str, nbytes: int) -> None:
         """Nothing to record."""
 
 

@@ -52,6 +52,7 @@ T = TypeVar("T")
 _BATCH = 256  # messages read, or queued for sending, before the loop gets a turn
 _NOBLOCK, _MORE = int(zmq.NOBLOCK), int(zmq.NOBLOCK | zmq.SNDMORE)  # plain ints: enum flags are slow
 _SWEEP = 0.01  # call timeouts are checked at most this often, however many calls are in flight
+_FRAME_KINDS = {b"M": "message", b"F": "fanout", b"R": "reply", b"H": "hello", b"B": "bye", b"b": "bye"}
 # what to do if a frame cannot reach its link's peer: re-route a cast, or tell a call to; or nothing
 _Redo = Target | asyncio.Future[Envelope] | None
 
@@ -135,6 +136,7 @@ class ZmqTransport:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._grace_until = 0.0
+        self._announcing = False
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -216,6 +218,14 @@ class ZmqTransport:
         else:
             self._local_shared.setdefault(target.topic, []).append(handler)
         self._notify()
+        if self._running and not self._announcing and self._loop is not None:
+            # one hello per loop turn, however many targets were added in it: a process starting thousands
+            # of simulated agents would otherwise send thousands of ever-longer hellos (quadratic bytes)
+            self._announcing = True
+            self._loop.call_soon(self._announce)
+
+    def _announce(self) -> None:
+        self._announcing = False
         if self._running:
             hello = self._hello(answer=False)
             for link in [*self._dealers, *self._rlinks.values()]:
@@ -485,6 +495,7 @@ class ZmqTransport:
                 except zmq.Again:
                     break
             for frames in batch:
+                self.observer.received(_FRAME_KINDS.get(frames[-1][:1], "other"), len(frames[-1]))
                 try:
                     if router:  # the first frame is the peer's identity
                         peer = self._rlinks.get(frames[0]) or _Link(link.sock, link.raw, frames[0])
