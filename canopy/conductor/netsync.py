@@ -403,7 +403,8 @@ def row_of_view(view: dict[str, Any]) -> Row:
            "mac_address": view["mac_address"], "device_id": view["device_id"], "host_id": view["binding:host_id"],
            "admin_state_up": view["admin_state_up"], "port_security_enabled": view["port_security_enabled"],
            "allowed_address_pairs": view["allowed_address_pairs"], "qos_policy_id": view.get("qos_policy_id"),
-           "ofport": (view.get("binding:vif_details") or {}).get("ofport"), "updated_at": updated}
+           "ofport": (view.get("binding:vif_details") or {}).get("ofport"), "updated_at": updated,
+           "security_groups": view.get("security_groups") or []}
     return row, list(view["fixed_ips"])
 
 

@@ -30,6 +30,7 @@ from canopy.rpc.calls import (
     PowerStateSync,
     RegisterHost,
     RequestNetworkSync,
+    SecurityGroupsChanged,
     WakeTask,
 )
 from canopy.rpc.messages import Ack, Message
@@ -110,6 +111,11 @@ class Conductor:
             return None
         if isinstance(msg, (RequestNetworkSync, PortsChanged)):
             return await self.netsync.handle(msg)
+        if isinstance(msg, SecurityGroupsChanged):
+            from canopy.conductor import sgsync
+
+            await sgsync.handle(self, msg)
+            return None
         raise ValueError(f"conductor does not handle {msg.kind}")
 
     async def ping(self, msg: Ping) -> Pong:
