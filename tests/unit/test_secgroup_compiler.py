@@ -211,3 +211,15 @@ def test_every_firewall_flow_carries_a_canopy_cookie() -> None:
     used = {int(k.split(",")[0][6:]) for k in flows}
     assert sg_tables <= used
     assert not list(itertools.islice((k for k in flows if "conjunction" in flows[k][1] and "drop" in flows[k][1]), 1))
+
+
+def test_trace_names_the_group_and_the_missing_rule() -> None:
+    from canopy.agent.net.trace import explain
+
+    program = compile_host(STATE)
+    text = explain(program, inbound(A, "198.51.100.7", 23)).text()
+    assert "security group(s) web (sg-web) of port port-a have no ingress rule" in text
+    assert "--ingress --ethertype IPv4 --protocol tcp --dst-port 23 --remote-ip 198.51.100.7/32" in text
+    out = explain(program, tcp(102, C.mac, ROUTER, "203.0.113.12", "192.0.2.7", 80)).verdict
+    assert "empty (sg-empty) of port port-c have no egress rule" in out and "--dst-port 80" in out
+    assert "output to 100" in explain(program, inbound(A, "198.51.100.7", 22)).verdict

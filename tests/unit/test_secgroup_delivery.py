@@ -50,8 +50,8 @@ def test_the_agent_compiles_group_changes_as_a_diff_of_firewall_flows_only() -> 
     program, _ = builder.build(state, None)
     assert program.flows == compile_host(state.host_state()).flows
     table = FlowTable(program.flows)
-    ssh = (f"in_port={t.uplink_ofport('public')},tcp,dl_src=02:00:00:00:00:01,dl_dst=fa:16:3e:00:00:0a,nw_src=192.0.2.1,"
-           "nw_dst=203.0.113.10,tcp_src=4000,tcp_dst=22")
+    ssh = (f"in_port={t.uplink_ofport('public')},tcp,dl_src=02:00:00:00:00:01,dl_dst=fa:16:3e:00:00:0a,"
+           "nw_src=192.0.2.1,nw_dst=203.0.113.10,tcp_src=4000,tcp_dst=22")
     pg = ssh.replace("192.0.2.1", "203.0.113.21").replace("tcp_dst=22", "tcp_dst=5432")
     assert table.trace(ssh).ports == [100] and table.trace(pg).ports == []
     # 203.0.113.21 joins sg-db; the ssh rule goes: one message each, applied as diffs
