@@ -14,6 +14,8 @@ Figures (medians of repeated runs; the machine is shared, so they are noisy):
 - IPAM: ports with one address each from a /16, one transaction per port, on SQLite and MariaDB;
 - the all-in-one (in-process): POST /v2.0/ports with binding:host_id -> the host's agent has applied the
   port's flows, p50/p99, compile-only (the default) and applying to a private Open vSwitch.
+- security groups: 2,500 and 5,000 ports in 25 and 50 groups of 10 rules (3 remote-group rules each):
+  compile time and firewall flows (`--sg-only` runs just these).
 The last line is one JSON object.
 """
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import shutil
 import statistics
@@ -37,9 +40,20 @@ sys.path.insert(0, str(ROOT))
 from canopy.agent.net import tables as t  # noqa: E402
 from canopy.agent.net.applier import OvsApplier  # noqa: E402
 from canopy.agent.net.compiler import compile_host  # noqa: E402
-from canopy.agent.net.model import BandwidthLimit, HostNetState, Neighbor, Segment, VmPort, diff_programs  # noqa: E402
+from canopy.agent.net.model import (  # noqa: E402
+    BandwidthLimit,
+    Firewall,
+    HostNetState,
+    Neighbor,
+    SecGroup,
+    Segment,
+    SgRule,
+    VmPort,
+    diff_programs,
+)
 from canopy.agent.net.node import NetNode  # noqa: E402
 from canopy.agent.net.privateovs import PrivateOvs  # noqa: E402
+from canopy.agent.net.secgroups import firewall_flows  # noqa: E402
 from canopy.rpc.calls import NetPort, NetSegment, NetworkSync  # noqa: E402
 
 SEG = Segment("public", None, "flat", t.network_key("flat", 7, None), uplink=7, physical_network="public")
@@ -81,6 +95,56 @@ def bench_compile(reps: int) -> dict[int, tuple[float, int]]:
         out[n] = (median(times), len(program.flows))
         print(f"compile {n:>5} ports: {median(times):7.1f} ms (median of {reps})  {len(program.flows):>7,} flows, "
               f"{len(program.meters)} meters")
+    return out
+
+
+def sg_state(n: int, groups: int) -> HostNetState:
+    """`n` ports in `groups` security groups of 10 rules each (3 of them remote-group rules: the group
+    itself over IPv4 and IPv6, and the next group on a database port), every member on this host."""
+    base = host_state(n)
+    gids = [f"sg-{g:03d}" for g in range(groups)]
+    ports = tuple(dataclasses.replace(p, groups=(gids[i % groups],)) for i, p in enumerate(base.ports))
+    sgs = []
+    for g, gid in enumerate(gids):
+        m = 1000 + g * 10
+        sgs.append(SecGroup(gid, g + 1, (
+            SgRule(m, "egress", 4), SgRule(m + 1, "egress", 6),
+            SgRule(m + 2, "ingress", 4, 6, 22, 22, prefix="198.51.100.0/24"), SgRule(m + 3, "ingress", 4, 6, 80, 80),
+            SgRule(m + 4, "ingress", 6, 6, 443, 443), SgRule(m + 5, "ingress", 4, 6, 8000, 8099),
+            SgRule(m + 6, "ingress", 4, 1, 8), SgRule(m + 7, "ingress", 4, remote_group=gid),
+            SgRule(m + 8, "ingress", 6, remote_group=gid),
+            SgRule(m + 9, "ingress", 4, 6, 5432, 5432, remote_group=gids[(g + 1) % groups]))))
+    members = {gid: [] for gid in gids}
+    for p in ports:
+        members[p.groups[0]].extend([*p.ipv4, *p.ipv6])  # type: ignore[index]
+    return dataclasses.replace(base, ports=ports, firewall=Firewall(tuple(sgs), tuple(
+        (gid, tuple(ips)) for gid, ips in members.items())))
+
+
+def bench_sg(reps: int) -> dict[str, float]:
+    """Security groups: compile time and flows of 5,000 ports in 50 groups, and at half the size."""
+    out: dict[str, float] = {}
+    for n, groups in ((2500, 25), (5000, 50)):
+        state = sg_state(n, groups)
+        plain = len(compile_host(dataclasses.replace(state, firewall=Firewall(),
+                                                     ports=tuple(dataclasses.replace(p, groups=None)
+                                                                 for p in state.ports))).flows)
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            program = compile_host(state)
+            times.append((time.perf_counter() - t0) * 1000)
+        out[f"sg_compile_{n}_ms"] = median(times)
+        fw_times = []
+        for _ in range(reps):  # the firewall's own share: its flows alone, from the same state
+            t0 = time.perf_counter()
+            firewall_flows(state.ports, state.firewall)
+            fw_times.append((time.perf_counter() - t0) * 1000)
+        out[f"sg_firewall_only_{n}_ms"] = median(fw_times)
+        out[f"sg_flows_{n}"] = len(program.flows) - plain
+        print(f"security groups, {n} ports in {groups} groups of 10 rules: compile {median(times):.1f} ms "
+              f"(median of {reps}; the firewall's flows alone {median(fw_times):.1f} ms), "
+              f"{len(program.flows) - plain:,} firewall flows of {len(program.flows):,}")
     return out
 
 
@@ -261,8 +325,16 @@ async def bench_latency(samples: int, apply: str) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--sg-only", action="store_true", help="only the security group figures")
     args = parser.parse_args()
     reps = 3 if args.quick else 7
+    sg = bench_sg(reps)
+    sg_figures = {"sg_compile_5000_ms": round(sg["sg_compile_5000_ms"], 1), "sg_flows_5000": sg["sg_flows_5000"],
+                  "sg_compile_2500_ms": round(sg["sg_compile_2500_ms"], 1), "sg_flows_2500": sg["sg_flows_2500"],
+                  "sg_firewall_only_5000_ms": round(sg["sg_firewall_only_5000_ms"], 1)}
+    if args.sg_only:
+        print(json.dumps(sg_figures))
+        return
     compiled = bench_compile(reps)
     ovs = asyncio.run(bench_ovs(2 if args.quick else 5, wire=True))
     bare = asyncio.run(bench_ovs(2 if args.quick else 5, wire=False))
@@ -283,6 +355,7 @@ def main() -> None:
         "ipam_allocs_per_s_sqlite": round(ipam["sqlite"]),
         "port_to_flows_p50_ms": round(ovs50, 1), "port_to_flows_p99_ms": round(ovs99, 1),
         "port_to_flows_compile_only_p50_ms": round(fake50, 1), "port_to_flows_compile_only_p99_ms": round(fake99, 1),
+        **sg_figures,
     }))
 
 

@@ -259,9 +259,12 @@ class NetworkConfig(BaseModel):
     public_ip_hold_s: float = 0.0  # a freed public address goes to another project only after this long
     quota_port: int = -1  # per-project defaults (-1: unlimited)
     quota_public_ip: int = -1
+    quota_security_group: int = 10  # Neutron's defaults
+    quota_security_group_rule: int = 100
 
     def quota_defaults(self) -> dict[str, int]:
-        return {"port": self.quota_port, "public_ip": self.quota_public_ip}
+        return {"port": self.quota_port, "public_ip": self.quota_public_ip,
+                "security_group": self.quota_security_group, "security_group_rule": self.quota_security_group_rule}
 
 
 class Settings(BaseSettings):

@@ -11,7 +11,7 @@ from typing import Any
 
 from canopy import __version__, context
 from canopy.clock import Clock
-from canopy.conductor import hostsync, records
+from canopy.conductor import hostsync, records, sgsync
 from canopy.conductor.env import TaskEnv
 from canopy.conductor.netsync import NetSync
 from canopy.conductor.records import EventLog
@@ -32,6 +32,7 @@ from canopy.rpc.calls import (
     PowerStateSync,
     RegisterHost,
     RequestNetworkSync,
+    SecurityGroupsChanged,
     WakeTask,
 )
 from canopy.rpc.calls_relay import AbortLiveMigration, ReadConsole
@@ -117,6 +118,9 @@ class Conductor:
             return await self.netsync.handle(msg)
         if isinstance(msg, (ReadConsole, AbortLiveMigration)):  # the api's requests for an agent
             return await relay_to_agent(self.bus, msg)
+        if isinstance(msg, SecurityGroupsChanged):
+            await sgsync.handle(self.env, msg)
+            return None
         raise ValueError(f"conductor does not handle {msg.kind}")
 
     async def ping(self, msg: Ping) -> Pong:

@@ -262,6 +262,15 @@ port_qos = Table(
     Index("ix_port_qos_policy", "policy_id"),
 )
 
+# A port's security groups (the groups themselves are global).
+port_security_groups = Table(
+    "port_security_groups",
+    metadata,
+    Column("port_id", String(36), ForeignKey("ports.id", ondelete="CASCADE"), primary_key=True),
+    Column("security_group_id", String(36), primary_key=True),
+    Index("ix_port_security_groups_group", "security_group_id"),
+)
+
 # A public address freed recently: it goes to another project only once the hold time has passed.
 ip_holds = Table(
     "ip_holds",

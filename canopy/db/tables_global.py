@@ -321,6 +321,47 @@ network_quotas = Table(
     Column("project_id", String(32), primary_key=True),
     Column("port", Integer, nullable=True),
     Column("public_ip", Integer, nullable=True),
+    Column("security_group", Integer, nullable=True),
+    Column("security_group_rule", Integer, nullable=True),
+)
+
+# -- security groups (issue 15): global, as a project's groups span its cells ------------------------
+
+# `tag` names the group in the flows of every host (REG_GROUP): unique, drawn at random.
+security_groups = Table(
+    "security_groups",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("project_id", String(32), nullable=False),
+    Column("name", String(255), nullable=False, default=""),
+    Column("description", Text, nullable=False, default=""),
+    Column("tag", Integer, nullable=False, unique=True),
+    Column("is_default", Boolean, nullable=False, default=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_security_groups_project", "project_id", "name"),
+)
+
+# `mark` is the ct_mark of the connections the rule allows and its conjunction id: unique, random.
+security_group_rules = Table(
+    "security_group_rules",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("security_group_id", String(36), ForeignKey("security_groups.id", ondelete="CASCADE"), nullable=False),
+    Column("project_id", String(32), nullable=False),
+    Column("direction", String(8), nullable=False),
+    Column("ethertype", String(4), nullable=False),
+    Column("protocol", String(40), nullable=True),
+    Column("port_range_min", Integer, nullable=True),
+    Column("port_range_max", Integer, nullable=True),
+    Column("remote_ip_prefix", String(64), nullable=True),
+    Column("remote_group_id", String(36), nullable=True),
+    Column("description", Text, nullable=False, default=""),
+    Column("mark", Integer, nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_security_group_rules_group", "security_group_id"),
+    Index("ix_security_group_rules_remote", "remote_group_id"),
 )
 
 # -- db at scale: an index for every filter the API offers (issue 8) -------------------------------

@@ -98,7 +98,9 @@ def net_port(row: dict[str, Any], fixed_ips: list[dict[str, str]], topo: Topolog
                    allowed_address_pairs=row["allowed_address_pairs"],
                    port_security_enabled=row["port_security_enabled"], admin_state_up=row["admin_state_up"],
                    bandwidth_limits=rules.get(policy, []), device_id=row["device_id"],
-                   project_id=row["project_id"], rev=epoch(row["updated_at"]))
+                   project_id=row["project_id"], rev=epoch(row["updated_at"]),
+                   # a port in no group has no firewall (as ports booted before security groups)
+                   security_groups=list(row.get("security_groups") or []) or None)
 
 
 def host_ip(conn: Connection, host: str) -> str | None:
@@ -179,5 +181,11 @@ async def full_state(dbs: Databases, cell_name: str, host: str, topo: Topology |
     segments = {(row["network_id"], seg.segment_id): seg
                 for row, ips in rows for seg in (topo.segment(row["network_id"], ips),)}
     neighbors = await cell.read_fresh(neighbors_on, network_ids, host, topo) if network_ids else []
+    from canopy.network import sgstate
+
+    wanted = sorted({gid for p in ports for gid in p.security_groups or ()})
+    defs = await dbs.global_db.read_fresh(sgstate.group_defs, wanted) if wanted else []
+    remote = sgstate.remote_groups(defs)
+    members = await cell.read_fresh(sgstate.members, remote) if remote else {}
     return NetworkSync(host=host, full=True, segments=list(segments.values()), ports=ports, neighbors=neighbors,
-                       complete_networks=network_ids, tunnel_ip=own_ip)
+                       complete_networks=network_ids, tunnel_ip=own_ip, security_groups=defs, group_members=members)

@@ -20,7 +20,7 @@ from canopy.db import tables_global as g
 from canopy.network.errors import NetworkError
 
 UNLIMITED = -1
-RESOURCES = ("port", "public_ip")
+RESOURCES = ("port", "public_ip", "security_group", "security_group_rule")
 
 
 class OverQuota(NetworkError):
@@ -70,7 +70,7 @@ def set_quota(conn: Connection, project_id: str, values: dict[str, int | None]) 
     if exists:
         conn.execute(q.update().where(q.c.project_id == project_id).values(**values))
     else:
-        conn.execute(q.insert().values(project_id=project_id, **{"port": None, "public_ip": None, **values}))
+        conn.execute(q.insert().values(project_id=project_id, **{**dict.fromkeys(RESOURCES), **values}))
 
 
 def reset_quota(conn: Connection, project_id: str) -> None:

@@ -30,6 +30,7 @@ class PortRecord:
     qos_policy_id: str | None = None
     ofport: int | None = None
     fixed_ips: list[dict[str, str]] = field(default_factory=list)  # [{"subnet_id", "ip_address"}]
+    security_groups: list[str] = field(default_factory=list)
 
     @classmethod
     def of_row(cls, row: dict[str, Any], fixed_ips: list[dict[str, str]]) -> PortRecord:
@@ -41,7 +42,7 @@ class PortRecord:
             admin_state_up=row["admin_state_up"], port_security_enabled=row["port_security_enabled"],
             allowed_address_pairs=list(row["allowed_address_pairs"] or []), created_at=row["created_at"],
             updated_at=row["updated_at"], qos_policy_id=row.get("qos_policy_id"), ofport=row.get("ofport"),
-            fixed_ips=list(fixed_ips))
+            fixed_ips=list(fixed_ips), security_groups=list(row.get("security_groups") or []))
 
     def row(self) -> dict[str, Any]:
         """The record as a row of the ports table, with `qos_policy_id` and `ofport` (what netsync reads)."""
@@ -50,4 +51,5 @@ class PortRecord:
                 "device_owner": self.device_owner, "host_id": self.host_id, "status": self.status,
                 "admin_state_up": self.admin_state_up, "port_security_enabled": self.port_security_enabled,
                 "allowed_address_pairs": self.allowed_address_pairs, "created_at": self.created_at,
-                "updated_at": self.updated_at, "qos_policy_id": self.qos_policy_id, "ofport": self.ofport}
+                "updated_at": self.updated_at, "qos_policy_id": self.qos_policy_id, "ofport": self.ofport,
+                "security_groups": list(self.security_groups)}

@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, literal, select, union_all
 from sqlalchemy.sql.elements import ColumnElement
 
 from canopy.clock import isotime
@@ -77,7 +77,7 @@ def port_view(row: dict[str, Any], fixed_ips: list[dict[str, str]]) -> dict[str,
         "port_security_enabled": row["port_security_enabled"], "binding:host_id": row["host_id"],
         "binding:vif_type": "ovs", "binding:vnic_type": "normal", "binding:profile": {},
         "binding:vif_details": vif_details(row),
-        "security_groups": [], "extra_dhcp_opts": [], "ip_allocation": "immediate",
+        "security_groups": list(row.get("security_groups") or []), "extra_dhcp_opts": [], "ip_allocation": "immediate",
         "qos_policy_id": row.get("qos_policy_id"), "qos_network_policy_id": row.get("qos_network_policy_id"),
         "description": row["description"], "tags": [], "created_at": isotime(row["created_at"]),
         "updated_at": isotime(row["updated_at"]), "revision_number": 1,
@@ -104,21 +104,28 @@ def chunks(items: list[str]) -> Iterator[list[str]]:
 
 def rows_where(conn: Connection, clause: ColumnElement[bool]) -> list[tuple[dict[str, Any], list[dict[str, str]]]]:
     """Rows of the ports matching `clause` with their fixed IPs, in one query (oldest port first)."""
-    p, a, q, b = c.ports, c.ip_allocations, c.port_qos, c.port_bindings
+    p, a, q, b, s = c.ports, c.ip_allocations, c.port_qos, c.port_bindings, c.port_security_groups
     stmt = (select(p, a.c.subnet_id.label("alloc_subnet_id"), a.c.ip_address.label("alloc_ip"),
-                   q.c.policy_id.label("qos_policy_id"), b.c.ofport.label("ofport"))
+                   q.c.policy_id.label("qos_policy_id"), b.c.ofport.label("ofport"),
+                   s.c.security_group_id.label("sg_id"))
             .select_from(p.outerjoin(a, a.c.port_id == p.c.id).outerjoin(q, q.c.port_id == p.c.id)
-                         .outerjoin(b, b.c.port_id == p.c.id))
+                         .outerjoin(b, b.c.port_id == p.c.id).outerjoin(s, s.c.port_id == p.c.id))
             .where(clause).order_by(p.c.created_at, p.c.id))
     rows: dict[str, tuple[dict[str, Any], list[dict[str, str]]]] = {}
     for r in conn.execute(stmt).mappings():
         entry = rows.get(r["id"])
         if entry is None:
             entry = rows[r["id"]] = ({**{col.name: r[col.name] for col in p.columns},
-                                      "qos_policy_id": r["qos_policy_id"], "ofport": r["ofport"]}, [])
+                                      "qos_policy_id": r["qos_policy_id"], "ofport": r["ofport"],
+                                      "security_groups": []}, [])
         if r["alloc_ip"] is not None:
-            entry[1].append({"subnet_id": r["alloc_subnet_id"], "ip_address": r["alloc_ip"]})
-    return [(row, sort_fixed_ips(ips)) for row, ips in rows.values()]
+            ip = {"subnet_id": r["alloc_subnet_id"], "ip_address": r["alloc_ip"]}
+            if ip not in entry[1]:  # a port in several groups: each address once
+                entry[1].append(ip)
+        if r["sg_id"] is not None and r["sg_id"] not in entry[0]["security_groups"]:
+            entry[0]["security_groups"].append(r["sg_id"])
+    return [({**row, "security_groups": sorted(row["security_groups"])}, sort_fixed_ips(ips))
+            for row, ips in rows.values()]
 
 
 def views_where(conn: Connection, clause: ColumnElement[bool]) -> list[dict[str, Any]]:
@@ -157,13 +164,21 @@ def list_ports(conn: Connection, *, filters: dict[str, list[Any]], ip_filters: l
         stmt = stmt.where(p.c.project_id == project_id)
     if marker:
         stmt = stmt.where(p.c.id > marker)
-    rows = [dict(r) for r in conn.execute(stmt).mappings()]
+    rows = [{**r, "security_groups": []} for r in conn.execute(stmt).mappings()]
+    by_id = {r["id"]: r for r in rows}
     ips: dict[str, list[dict[str, str]]] = {r["id"]: [] for r in rows}
+    s = c.port_security_groups.c
     for part in chunks(list(ips)):
-        for port_id, subnet_id, ip in conn.execute(
-                select(a.c.port_id, a.c.subnet_id, a.c.ip_address).where(a.c.port_id.in_(part))):
-            ips[port_id].append({"subnet_id": subnet_id, "ip_address": ip})
-    return [port_view(r, sort_fixed_ips(ips[r["id"]])) for r in rows]
+        # addresses and groups in one statement (a group comes as a row without subnet)
+        both = union_all(select(a.c.port_id, a.c.subnet_id, a.c.ip_address).where(a.c.port_id.in_(part)),
+                         select(s.port_id, literal(None), s.security_group_id).where(s.port_id.in_(part)))
+        for port_id, subnet_id, value in conn.execute(both):
+            if subnet_id is None:
+                by_id[port_id]["security_groups"].append(value)
+            else:
+                ips[port_id].append({"subnet_id": subnet_id, "ip_address": value})
+    return [port_view({**r, "security_groups": sorted(r["security_groups"])}, sort_fixed_ips(ips[r["id"]]))
+            for r in rows]
 
 
 def network_has_server_ports(conn: Connection, network_id: str) -> bool:

@@ -243,6 +243,18 @@ class NetPort(Message):
     device_id: str = ""
     project_id: str = ""
     rev: float = 0.0  # the port's updated_at (epoch seconds): a receiver keeps the newest
+    security_groups: list[str] | None = None  # None: no firewall (a sender from before security groups)
+
+
+class NetSecGroup(Message):
+    """A security group with its rules, as the compiler takes them: each rule a dict of SgRule's fields
+    (mark, direction, ethertype 4|6, protocol number or None, port_min, port_max, prefix, remote_group, id)."""
+
+    kind: ClassVar[str] = "net_sec_group"
+    id: str
+    tag: int
+    name: str = ""
+    rules: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class NetNeighbor(Message):
@@ -282,6 +294,20 @@ class NetworkSync(Message):
     # More neighbors, as rows: what `neighbors` says, in the compact form conductors use for the long
     # lists (a network's neighbors, a round of neighbor changes). Agents merge both.
     neighbor_rows: list[NeighborRow] = Field(default_factory=list)
+    # Security groups (new or changed definitions) and the member addresses of remote groups (complete
+    # lists of the groups named; with `full`, every group the host's ports need).
+    security_groups: list[NetSecGroup] = Field(default_factory=list)
+    removed_security_groups: list[str] = Field(default_factory=list)
+    group_members: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class SecurityGroupsChanged(Message):
+    """Security groups whose rules (or, with `members`, whose member ports) changed through the API: a
+    conductor sends the new state to the hosts that need it, and only to them (cast)."""
+
+    kind: ClassVar[str] = "security_groups_changed"
+    group_ids: list[str] = Field(default_factory=list)
+    members: bool = False
 
 
 class RequestNetworkSync(Message):

@@ -179,10 +179,11 @@ async def test_port_gets_an_address_from_the_pool(api: Any) -> None:
     assert PUBLIC_POOL[0] <= addr <= PUBLIC_POOL[1] and str(addr) != "203.0.113.1"
     assert re.match(r"^fa:16:3e(:[0-9a-f]{2}){3}$", port["mac_address"])
     for key, value in {"status": "DOWN", "admin_state_up": True, "port_security_enabled": True,
-                       "allowed_address_pairs": [], "security_groups": [], "binding:vif_type": "ovs",
+                       "allowed_address_pairs": [], "binding:vif_type": "ovs",
                        "binding:vnic_type": "normal", "device_id": "", "device_owner": "", "tags": []}.items():
         assert port[key] == value, key
     assert "binding:host_id" not in port
+    assert len(port["security_groups"]) == 1  # the project's default group
     admin_view = (await api.get(f"{N}/ports/{port['id']}")).json()["port"]
     assert admin_view["binding:host_id"] == "" and admin_view["fixed_ips"] == port["fixed_ips"]
     other = await make_port(api, PUBLIC_NETWORK_ID, as_user="demo")
@@ -368,8 +369,10 @@ async def test_port_update_policy_and_attributes(api: Any) -> None:
     await make_subnet(api, own["id"], "10.13.0.0/24", as_user="demo")
     port = await make_port(api, own["id"], as_user="demo")
     url = f"{N}/ports/{port['id']}"
-    for attrs in ({"port_security_enabled": False}, {"binding:host_id": "h1"}):
-        assert (await api.put(url, as_user="demo", json={"port": attrs})).status_code == 403, attrs
+    assert (await api.put(url, as_user="demo", json={"port": {"binding:host_id": "h1"}})).status_code == 403
+    # the network's owner may turn port security off, once the port is in no security group
+    resp = await api.put(url, as_user="demo", json={"port": {"port_security_enabled": False}})
+    assert resp.status_code == 409 and error_type(resp) == "PortSecurityPortHasSecurityGroup"
     pairs = [{"ip_address": "10.13.0.200"}, {"ip_address": "192.0.2.0/24", "mac_address": "FA:16:3E:00:00:01"}]
     resp = await api.put(url, as_user="demo", json={"port": {"allowed_address_pairs": pairs, "name": "web",
                                                              "device_id": "dev", "device_owner": "compute:az1"}})
@@ -378,17 +381,18 @@ async def test_port_update_policy_and_attributes(api: Any) -> None:
     assert body["allowed_address_pairs"] == [{"ip_address": "10.13.0.200", "mac_address": port["mac_address"]},
                                              {"ip_address": "192.0.2.0/24", "mac_address": "fa:16:3e:00:00:01"}]
     assert body["name"] == "web" and body["device_owner"] == "compute:az1"
-    resp = await api.put(url, json={"port": {"port_security_enabled": False}})
+    resp = await api.put(url, json={"port": {"port_security_enabled": False, "security_groups": []}})
     assert resp.status_code == 409 and error_type(resp) == "AddressPairAndPortSecurityRequired"
     resp = await api.put(url, json={"port": {"port_security_enabled": False, "allowed_address_pairs": [],
-                                             "binding:host_id": "host-1"}})
+                                             "security_groups": [], "binding:host_id": "host-1"}})
     assert resp.status_code == 200
     assert resp.json()["port"]["binding:host_id"] == "host-1" and resp.json()["port"]["status"] == "ACTIVE"
     assert (await api.put(url, json={"port": {"network_id": PUBLIC_NETWORK_ID}})).status_code == 400
     public = await make_port(api, PUBLIC_NETWORK_ID, as_user="demo")
-    resp = await api.put(f"{N}/ports/{public['id']}", as_user="demo",
-                         json={"port": {"allowed_address_pairs": [{"ip_address": "203.0.113.5"}]}})
-    assert resp.status_code == 403
+    for attrs in ({"allowed_address_pairs": [{"ip_address": "203.0.113.5"}]},
+                  {"port_security_enabled": False, "security_groups": []}):
+        resp = await api.put(f"{N}/ports/{public['id']}", as_user="demo", json={"port": attrs})
+        assert resp.status_code == 403, attrs
 
 
 async def test_port_list_filters(api: Any) -> None:

@@ -99,6 +99,10 @@ MEASURED: dict[str, Req] = {
     "network.ports.update": ("PUT", "/network/v2.0/ports/{port}", {"port": {"name": "p"}}, "demo"),
     "network.ports.create": ("POST", "/network/v2.0/ports", {"port": {"network_id": PUBLIC_NETWORK_ID}}, "demo"),
     "network.segments.list": ("GET", "/network/v2.0/segments", None, "admin"),
+    "network.security_groups.list": ("GET", "/network/v2.0/security-groups", None, "demo"),
+    "network.security_groups.show": ("GET", "/network/v2.0/security-groups/{sg}", None, "demo"),
+    "network.security_group_rules.list": ("GET", "/network/v2.0/security-group-rules", None, "demo"),
+    "network.security_group_rules.show": ("GET", "/network/v2.0/security-group-rules/{sg_rule}", None, "demo"),
     "network.segments.show": ("GET", "/network/v2.0/segments/{segment}", None, "admin"),
     "network.qos.rule_types": ("GET", "/network/v2.0/qos/rule-types", None, "admin"),
     "network.qos.policies.list": ("GET", "/network/v2.0/qos/policies", None, "admin"),
@@ -352,12 +356,16 @@ async def _ids(stack: Any) -> dict[str, str]:
                           json={"bandwidth_limit_rule": {"max_kbps": 1000}})
     segment = await api.post("/network/v2.0/segments", json={"segment": {
         "network_id": PUBLIC_NETWORK_ID, "network_type": "flat", "physical_network": "budget", "name": "budget"}})
-    made += [qos, rule, segment]
+    # demo's default security group is made on first use: before both runs, so neither pays for it
+    groups = await api.get("/network/v2.0/security-groups", as_user="demo")
+    made += [qos, rule, segment, groups]
     assert all(r.status_code < 300 for r in made), [r.text for r in made]
+    default = groups.json()["security_groups"][0]
     return {"demo_project": demo_project, "demo_user": demo_user, "member_role": member, "hypervisor": str(hv),
             "aggregate": str(made[2].json()["aggregate"]["id"]), "group": made[3].json()["server_group"]["id"],
             "qos": qos_id, "qos_rule": rule.json()["bandwidth_limit_rule"]["id"],
-            "segment": segment.json()["segment"]["id"]}
+            "segment": segment.json()["segment"]["id"], "sg": default["id"],
+            "sg_rule": default["security_group_rules"][0]["id"]}
 
 
 async def _port_of(stack: Any, server: str) -> str:

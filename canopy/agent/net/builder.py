@@ -17,7 +17,8 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 
 from canopy.agent.net.compiler import HOST, Fragment, local_flows, neighbor_flows, port_meters, tunnel_of
-from canopy.agent.net.model import FlowKey, FlowValue, Program, ProgramDiff, Segment, VmPort
+from canopy.agent.net.model import Firewall, FlowKey, FlowValue, Program, ProgramDiff, Segment, VmPort
+from canopy.agent.net.secgroups import firewall_flows
 from canopy.agent.net.state import DesiredState, Peer, SegmentKey, neighbor
 
 # One neighbor's part of the program: its flows, its segment's key, and the tunnel endpoint it adds to
@@ -56,6 +57,9 @@ class ProgramBuilder:
         self._local_of: tuple[VmPort, ...] | None = None  # the up ports they were compiled for
         self._tunnels_moved = False  # a segment's set of tunnel endpoints changed since
         self._memo: dict[object, Fragment] = {}  # port fragments
+        self._fw: Firewall = Firewall()  # the security groups the local flows were compiled with
+        self._fw_next: Firewall = Firewall()
+        self._fw_memo: dict[object, dict[FlowKey, FlowValue]] = {}  # firewall fragments (ports, groups)
 
     def reset(self) -> None:
         """Forget the program (the next build starts over)."""
@@ -66,6 +70,7 @@ class ProgramBuilder:
         that may differ since then (None: anything may). The diff is None when the build started over;
         otherwise the previous program object has been updated in place."""
         segs, ports = state.local()
+        self._fw_next = state.firewall()
         up = tuple(p for p in ports if p.up)
         active = {p.segment.key: p.segment for p in up}
         signature = (frozenset(active.items()), frozenset(segs.items()), state.tunnel_ip)
@@ -150,7 +155,8 @@ class ProgramBuilder:
         flows.update(self._layer)
         flows.update(self._local)
         self._signature = signature
-        self.program = Program(flows=flows, meters=port_meters(up), ports=tuple(sorted(ports, key=lambda p: p.ofport)))
+        self.program = Program(flows=flows, meters=port_meters(up), ports=tuple(sorted(ports, key=lambda p: p.ofport)),
+                               firewall=self._fw)
         return self.program
 
     def _local_flows(self, up: tuple[VmPort, ...], active: dict[int, Segment]) -> dict[FlowKey, FlowValue]:
@@ -159,6 +165,12 @@ class ProgramBuilder:
         tunnels = {key: sorted(endpoints) for key, endpoints in self._tunnels.items() if endpoints}
         flows = local_flows(up, active, tunnels, self._memo, used)
         self._memo = used
+        # the firewall is compiled with the host's own ports: a rule or membership change recompiles the
+        # few groups it touches (the fragments of the others come from the memo) and the diff carries it
+        self._fw = self._fw_next
+        fw_used: dict[object, dict[FlowKey, FlowValue]] = {}
+        flows.update(firewall_flows(up, self._fw, self._fw_memo, fw_used))
+        self._fw_memo = fw_used
         return flows
 
     def _update(self, touched: set[FlowKey], up: tuple[VmPort, ...], active: dict[int, Segment],
@@ -167,7 +179,7 @@ class ProgramBuilder:
         program = self.program
         assert program is not None
         keys: set[FlowKey] = touched
-        if up != self._local_of or self._tunnels_moved:  # else the local flows are those of the last build
+        if up != self._local_of or self._tunnels_moved or self._fw_next != self._fw:  # else as the last build
             old_local, self._local = self._local, self._local_flows(up, active)
             keys = touched | old_local.keys() | self._local.keys()
         flows, layer, local = program.flows, self._layer, self._local
@@ -183,5 +195,6 @@ class ProgramBuilder:
         old_meters, meters = program.meters, port_meters(up)
         program.meters = meters
         program.ports = tuple(sorted(ports, key=lambda p: p.ofport))
+        program.firewall = self._fw
         return ProgramDiff(add, tuple(delete), {i: m for i, m in meters.items() if old_meters.get(i) != m},
                            tuple(i for i in old_meters if i not in meters))

@@ -21,6 +21,7 @@ from canopy.agent.net.model import (
     Segment,
     VmPort,
 )
+from canopy.agent.net.secgroups import firewall_flows, host_sg_flows
 
 Fragment = tuple[tuple[str, int, str], ...]  # (key, cookie, actions)
 
@@ -47,10 +48,12 @@ def compile_host(state: HostNetState, cache: dict[object, Fragment] | None = Non
         _merge(flows, _cached(memo, used, (n, seg), neighbor_flows))
     # after the neighbors: a local port wins a stale entry
     flows.update(local_flows(ports, segments, {k: sorted(v) for k, v in tunnels.items()}, memo, used))
+    flows.update(firewall_flows(ports, state.firewall))
     if cache is not None:  # keep only what this state used, so the cache never outgrows the host
         cache.clear()
         cache.update(used)
-    return Program(flows=flows, meters=port_meters(ports), ports=tuple(sorted(state.ports, key=lambda p: p.ofport)))
+    return Program(flows=flows, meters=port_meters(ports), ports=tuple(sorted(state.ports, key=lambda p: p.ofport)),
+                   firewall=state.firewall)
 
 
 def local_flows(ports: tuple[VmPort, ...], segments: dict[int, Segment], tunnels: dict[int, list[str]],
@@ -111,6 +114,7 @@ def host_flows() -> Fragment:
         (f"table={t.FORWARD},priority=0", _CANOPY, "drop"),
         (f"table={t.INGRESS_ACL},priority=0", _CANOPY, f"goto_table:{t.DELIVER}"),
         (f"table={t.DELIVER},priority=0", _CANOPY, "drop"),
+        *host_sg_flows(),
     )
 
 

@@ -16,17 +16,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from canopy.agent.net.fakect import CT_BITS, Conntrack
 from canopy.agent.net.model import Meter, Program, ProgramDiff
 
 _PROTOCOLS: dict[str, tuple[int, int | None]] = {
     "arp": (0x0806, None), "ip": (0x0800, None), "ipv6": (0x86DD, None), "icmp": (0x0800, 1), "tcp": (0x0800, 6),
     "udp": (0x0800, 17), "icmp6": (0x86DD, 58), "tcp6": (0x86DD, 6), "udp6": (0x86DD, 17),
+    "sctp": (0x0800, 132), "sctp6": (0x86DD, 132),
 }
 _MAC_FIELDS = {"dl_src", "dl_dst", "arp_sha", "arp_tha", "nd_sll", "nd_tll"}
 _IP4_FIELDS = {"nw_src", "nw_dst", "arp_spa", "arp_tpa", "tun_dst", "tun_src"}
 _IP6_FIELDS = {"ipv6_src", "ipv6_dst", "nd_target"}
 _ALIASES = {"eth_src": "dl_src", "eth_dst": "dl_dst", "icmpv6_type": "icmp_type", "tp_src": "udp_src",
-            "tp_dst": "udp_dst", "tcp_src": "udp_src", "tcp_dst": "udp_dst"}
+            "tp_dst": "udp_dst", "tcp_src": "udp_src", "tcp_dst": "udp_dst", "sctp_src": "udp_src",
+            "sctp_dst": "udp_dst", "icmpv6_code": "icmp_code"}
+
 _NXM = {"NXM_OF_ETH_SRC": "dl_src", "NXM_OF_ETH_DST": "dl_dst", "NXM_NX_ARP_SHA": "arp_sha",
         "NXM_NX_ARP_THA": "arp_tha", "NXM_OF_ARP_SPA": "arp_spa", "NXM_OF_ARP_TPA": "arp_tpa"}
 _ALL_ONES = (1 << 128) - 1
@@ -40,6 +44,8 @@ class FlowSyntaxError(ValueError):
 def _value(name: str, text: str) -> tuple[int, int]:
     """A field value and mask from flow text."""
     name = _ALIASES.get(name, name)
+    if name == "ct_state" and text[:1] in "+-":
+        return _ct_state(text)
     value, _, mask = text.partition("/")
     if name in _MAC_FIELDS:
         v = int(value.replace(":", ""), 16)
@@ -51,6 +57,14 @@ def _value(name: str, text: str) -> tuple[int, int]:
         v = int(ipaddress.ip_address(value))
         return v, int(ipaddress.ip_address(mask)) if mask else _ALL_ONES
     return int(value, 0), int(mask, 0) if mask else _ALL_ONES
+
+
+def _ct_state(text: str) -> tuple[int, int]:
+    value = mask = 0
+    for sign, flag in ((m[0], m[1:]) for m in text.replace("-", " -").replace("+", " +").split()):
+        mask |= CT_BITS[flag]
+        value |= CT_BITS[flag] if sign == "+" else 0
+    return value, mask
 
 
 def parse_fields(text: str) -> tuple[dict[str, tuple[int, int]], dict[str, str]]:
@@ -99,6 +113,14 @@ class Flow:
     actions: list[str]
     key: str
     cookie: int = 0
+    conjunctions: list[tuple[int, int, int]] = field(default_factory=list)  # (id, dimension, of n)
+
+    def __post_init__(self) -> None:
+        for a in self.actions:
+            if a.startswith("conjunction("):
+                cid, _, dims = a[12:-1].partition(",")
+                k, _, n = dims.partition("/")
+                self.conjunctions.append((int(cid), int(k), int(n)))
 
     def matches(self, packet: Mapping[str, int]) -> bool:
         for name, (value, mask) in self.match.items():
@@ -145,6 +167,7 @@ class FlowTable:
     def __init__(self, flows: Mapping[str, tuple[int, str]] | None = None) -> None:
         self._tables: dict[int, list[Flow]] | None = {}
         self.flows: dict[str, tuple[int, str]] = {}
+        self.conntrack = Conntrack()  # survives flow changes, as a switch's does
         if flows:
             self.load(flows)
 
@@ -183,8 +206,36 @@ class FlowTable:
         return tables
 
     def lookup(self, table: int, packet: Mapping[str, int]) -> Flow | None:
-        """The highest-priority flow of `table` matching the packet."""
-        return next((f for f in self.tables.get(table, ()) if f.matches(packet)), None)
+        """The highest-priority flow of `table` matching the packet; a conjunctive match completed at a
+        priority (every dimension matched) resolves to the flow matching its conj_id."""
+        flows = self.tables.get(table, ())
+        seen: dict[int, set[int]] = {}
+        level = None
+        for f in flows:
+            if level is not None and f.priority < level:
+                done = self._conjunction(flows, packet, seen)
+                if done is not None:
+                    return done
+                seen.clear()
+            level = f.priority
+            if not f.matches(packet):
+                continue
+            if not f.conjunctions:
+                return f
+            for cid, k, n in f.conjunctions:
+                seen.setdefault(cid, set()).add(k)
+                seen.setdefault(-cid - 1, set()).add(n)  # remembers n
+        return self._conjunction(flows, packet, seen)
+
+    @staticmethod
+    def _conjunction(flows: Sequence[Flow], packet: Mapping[str, int], seen: dict[int, set[int]]) -> Flow | None:
+        for cid in sorted(c for c in seen if c >= 0):
+            if len(seen[cid]) == max(seen[-cid - 1]):
+                with_id = {**packet, "conj_id": cid}
+                hit = next((f for f in flows if "conj_id" in f.match and f.matches(with_id)), None)
+                if hit is not None:
+                    return hit
+        return None
 
     def trace(self, packet: str | Mapping[str, int]) -> TraceResult:
         """Run a packet through the pipeline from table 0."""
@@ -212,8 +263,13 @@ class FlowTable:
         for action in actions:
             if action.startswith("goto_table:"):
                 goto = int(action[11:])
-            elif action.startswith("resubmit(,"):
-                self._run(int(action[10:-1]), dict(pkt), result, budget)
+            elif action.startswith("resubmit(,"):  # in place: what the resubmitted table sets stays set
+                self._run(int(action[10:-1]), pkt, result, budget)
+            elif action.startswith("ct("):
+                goto = self._ct(action[3:-1], pkt) if goto is None else goto
+            elif action == "ct_clear":
+                for name in ("ct_state", "ct_zone", "ct_mark"):
+                    pkt.pop(name, None)
             elif action.startswith("output:"):
                 port = int(action[7:])
                 if port != pkt.get("in_port"):  # OpenFlow never sends a packet back out of its in_port
@@ -228,10 +284,38 @@ class FlowTable:
                 pkt[name] = _value(name, value)[0]
             elif action.startswith("move:"):
                 src, _, dst = action[5:].partition("->")
-                pkt[_NXM[dst.rstrip("[]")]] = pkt.get(_NXM[src.rstrip("[]")], 0)
+                pkt[_nxm(dst)] = pkt.get(_nxm(src), 0)
             elif action != "drop":
                 raise FlowSyntaxError(f"the fake switch does not know the action {action!r}")
         return goto
+
+    def _ct(self, args: str, pkt: dict[str, int]) -> int | None:
+        """ct(…): track in a zone (then continue in `table`), or commit with a mark."""
+        opts = dict(a.partition("=")[::2] for a in split_actions(args) if not a.startswith("exec("))
+        zone_src = opts.get("zone", "0")
+        zone = pkt.get(_nxm(zone_src), 0) & 0xFFFF if zone_src.startswith("NXM") else int(zone_src)
+        if "commit" in opts:
+            mark = pkt.get("ct_mark", 0)
+            for inner in (a[5:-1] for a in split_actions(args) if a.startswith("exec(")):
+                if inner.startswith("move:"):
+                    mark = pkt.get(_nxm(inner[5:].partition("->")[0]), 0)
+                elif inner.startswith("set_field:"):
+                    mark = int(inner[10:].partition("->")[0], 0)
+            self.conntrack.commit(zone, pkt, mark)
+            pkt["ct_mark"] = mark
+            return None
+        self.conntrack.lookup(zone, pkt)
+        return int(opts["table"]) if "table" in opts else None
+
+
+def _nxm(name: str) -> str:
+    """A packet field from an NXM name (NXM_NX_REG2[], NXM_NX_REG1[0..15], NXM_OF_ETH_SRC[])."""
+    base = name.partition("[")[0]
+    if base.startswith("NXM_NX_REG"):
+        return "reg" + base[10:]
+    if base == "NXM_NX_CT_MARK":
+        return "ct_mark"
+    return _NXM[base]
 
 
 @dataclass

@@ -41,6 +41,40 @@ class AddressPair:
 
 
 @dataclass(frozen=True, slots=True)
+class SgRule:
+    """A security group rule as the compiler takes it. `mark` is unique in the cloud: it is the ct_mark of
+    the connections the rule allows and the id of its conjunctive match."""
+
+    mark: int
+    direction: str  # "ingress" | "egress"
+    ethertype: int  # 4 | 6
+    protocol: int | None = None  # IP protocol number; None: any
+    port_min: int | None = None  # tcp/udp/sctp: the port range; icmp: the type
+    port_max: int | None = None  # icmp: the code
+    prefix: str | None = None  # remote IP prefix
+    remote_group: str | None = None  # remote group id
+    id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SecGroup:
+    """A security group with its rules; `tag` (unique in the cloud) names it in REG_GROUP."""
+
+    id: str
+    tag: int
+    rules: tuple[SgRule, ...] = ()
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class Firewall:
+    """The security groups of a host's ports, and the addresses of the remote groups their rules name."""
+
+    groups: tuple[SecGroup, ...] = ()
+    members: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (group id, its members' addresses)
+
+
+@dataclass(frozen=True, slots=True)
 class VmPort:
     """A port bound to this host, with everything its flows depend on."""
 
@@ -57,6 +91,13 @@ class VmPort:
     ingress: BandwidthLimit | None = None
     device_id: str = ""
     project_id: str = ""
+    # Security group ids; None: no firewall (a port from before security groups, or port security off).
+    groups: tuple[str, ...] | None = None
+
+    @property
+    def firewalled(self) -> bool:
+        """Whether the port's traffic goes through its security groups."""
+        return self.security and self.groups is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +121,7 @@ class HostNetState:
     ports: tuple[VmPort, ...] = ()
     neighbors: tuple[Neighbor, ...] = ()
     tunnel_ip: str | None = None
+    firewall: Firewall = Firewall()
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +154,7 @@ class Program:
     flows: dict[FlowKey, FlowValue] = field(default_factory=dict)
     meters: dict[int, Meter] = field(default_factory=dict)
     ports: tuple[VmPort, ...] = ()
+    firewall: Firewall = Firewall()  # the groups the flows were compiled from (for explanations)
 
     def lines(self) -> list[str]:
         """The flows in ovs-ofctl syntax, one per line, in table then priority order."""

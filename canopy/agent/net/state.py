@@ -14,8 +14,18 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from canopy.agent.net import tables as t
-from canopy.agent.net.model import AddressPair, BandwidthLimit, HostNetState, Neighbor, Segment, VmPort
-from canopy.rpc.calls import NeighborRow, NetNeighbor, NetPort, NetSegment, NetworkSync
+from canopy.agent.net.model import (
+    AddressPair,
+    BandwidthLimit,
+    Firewall,
+    HostNetState,
+    Neighbor,
+    SecGroup,
+    Segment,
+    SgRule,
+    VmPort,
+)
+from canopy.rpc.calls import NeighborRow, NetNeighbor, NetPort, NetSecGroup, NetSegment, NetworkSync
 
 SegmentKey = tuple[str, str | None]
 TOMBSTONE_S = 600.0
@@ -57,12 +67,15 @@ class DesiredState:
     tombstones: dict[str, float] = field(default_factory=dict)
     synced: bool = False  # a full sync has been received
     wall_clock: Callable[[], float] = time.time
+    groups: dict[str, SecGroup] = field(default_factory=dict)  # security groups the ports need
+    members: dict[str, tuple[str, ...]] = field(default_factory=dict)  # remote group -> member addresses
 
     def merge(self, msg: NetworkSync) -> bool:
         """Take in a message; True when the agent should ask for a full sync (it was sent changes for a
         network whose neighbors it does not know)."""
         if msg.full:
             self.segments, self.ports, self.neighbors, self.tombstones = {}, {}, {}, {}
+            self.groups, self.members = {}, {}
             self.synced = True
             if msg.tunnel_ip and not self.tunnel_ip:
                 self.tunnel_ip = msg.tunnel_ip
@@ -70,6 +83,7 @@ class DesiredState:
         used_before = self._used()
         for seg in msg.segments:
             self.segments[(seg.network_id, seg.segment_id)] = seg
+        self._merge_groups(msg)
         removed_at = msg.sent_at or self.wall_clock()
         for port_id in msg.removed_ports:
             self._remove_port(port_id, removed_at)
@@ -86,13 +100,35 @@ class DesiredState:
                     and (n.network_id, n.segment_id) in used):
                 self.neighbors[n.port_id] = n
         new_networks = {p.network_id for p in msg.ports} - known - set(msg.complete_networks)
+        if not msg.full and self.synced and self.missing_groups():
+            return True  # a port in a group this host has not been sent: a full sync brings it
         return not msg.full and self.synced and bool(new_networks & {p.network_id for p in self.ports.values()})
+
+    def _merge_groups(self, msg: NetworkSync) -> None:
+        for gid in msg.removed_security_groups:
+            self.groups.pop(gid, None)
+        for group in msg.security_groups:
+            self.groups[group.id] = sec_group(group)
+        for gid, ips in msg.group_members.items():
+            self.members[gid] = tuple(sorted(ips))
+
+    def missing_groups(self) -> set[str]:
+        """Groups a local port is in that this host does not know."""
+        wanted = {gid for p in self.ports.values() if p.port_security_enabled for gid in p.security_groups or ()}
+        return wanted - self.groups.keys()
+
+    def firewall(self) -> Firewall:
+        """The groups of the local ports, and the members of the remote groups their rules name."""
+        wanted = {gid for p in self.ports.values() if p.port_security_enabled for gid in p.security_groups or ()}
+        groups = tuple(self.groups[g] for g in sorted(wanted) if g in self.groups)
+        remote = sorted({r.remote_group for g in groups for r in g.rules if r.remote_group})
+        return Firewall(groups, tuple((g, self.members.get(g, ())) for g in remote))
 
     def concerns(self, msg: NetworkSync) -> bool:
         """Whether a message may change anything here: a round of neighbor changes goes to every agent,
         and only those serving one of its networks (or knowing a neighbor it removes) take it in."""
         if (msg.full or msg.ports or msg.removed_ports or msg.segments or msg.complete_networks
-                or not self.synced):
+                or msg.security_groups or msg.group_members or msg.removed_security_groups or not self.synced):
             return True
         used = self._used()
         return (any((n.network_id, n.segment_id) in used for n in msg.neighbors)
@@ -134,7 +170,7 @@ class DesiredState:
         segs, ports = self.local()
         neighbors = tuple(neighbor(n, segs[(n.network_id, n.segment_id)]) for n in self.neighbors.values()
                           if (n.network_id, n.segment_id) in segs)
-        return HostNetState(self.host, ports, neighbors, self.tunnel_ip)
+        return HostNetState(self.host, ports, neighbors, self.tunnel_ip, self.firewall())
 
     def local(self) -> tuple[dict[SegmentKey, Segment], tuple[VmPort, ...]]:
         """The compiler's segments, and the local ports on them."""
@@ -170,8 +206,17 @@ def vm_port(p: NetPort, seg: Segment) -> VmPort:
                   for pair in p.allowed_address_pairs)
     limits = {r["direction"]: BandwidthLimit(int(r["max_kbps"]), int(r.get("max_burst_kbps") or 0))
               for r in p.bandwidth_limits}
+    groups = tuple(sorted(p.security_groups)) if p.security_groups is not None else None
     return VmPort(p.id, p.ofport, p.mac_address, seg, v4, v6, pairs, p.port_security_enabled, p.admin_state_up,
-                  limits.get("egress"), limits.get("ingress"), p.device_id, p.project_id)
+                  limits.get("egress"), limits.get("ingress"), p.device_id, p.project_id, groups)
+
+
+def sec_group(g: NetSecGroup) -> SecGroup:
+    """A message's group as the compiler's SecGroup."""
+    rules = tuple(SgRule(int(r["mark"]), r["direction"], int(r["ethertype"]), r.get("protocol"), r.get("port_min"),
+                         r.get("port_max"), r.get("prefix"), r.get("remote_group"), r.get("id", ""))
+                  for r in g.rules)
+    return SecGroup(g.id, g.tag, rules, g.name)
 
 
 def neighbor(n: Peer, seg: Segment) -> Neighbor:

@@ -8,7 +8,11 @@ A packet walks the tables in order; each table either drops it, answers it, or s
 
 - CLASSIFY: tags the packet with its network (REG_NET) and origin (REG_ORIGIN); meters a port's egress.
 - PORT_SECURITY: anti-spoofing of what a VM sends (MAC, IPv4/IPv6 source, ARP, NA, DHCP/RA servers).
-- EGRESS_ACL, INGRESS_ACL: empty pass-through tables, kept for security groups.
+- EGRESS_ACL, INGRESS_ACL: security groups (see `secgroups`): a port's IP traffic goes through conntrack
+  in the port's zone (…_CT), the port's groups each vote on it (…_RULES, resubmitted once per group, the
+  allowing rule's mark left in REG_MARK), and …_COMMIT drops what no rule allowed and commits a new
+  connection with the rule's mark as its ct_mark. Established traffic passes only while a rule of the
+  port's groups carries its mark: removing a rule cuts the connections it allowed.
 - ARP_ND: the ARP responder for the segment's addresses; ARP requests and IPv6 neighbour solicitations
   delivered only to the port that owns the address asked about.
 - FORWARD: layer 2 by (network, destination MAC): to a local port, through a tunnel, or out of the uplink.
@@ -22,19 +26,30 @@ import zlib
 
 CLASSIFY = 0
 PORT_SECURITY = 10
-EGRESS_ACL = 20  # security groups (egress) will live here
+EGRESS_ACL = 20  # security groups, egress: into conntrack
+EGRESS_CT = 21  # after conntrack: invalid dropped, the port's groups asked
+EGRESS_RULES = 22  # the rules of each group on the host (resubmitted per group)
+EGRESS_COMMIT = 23  # the verdict: drop, or commit a new connection with its rule's mark
 ARP_ND = 30
 FORWARD = 40
-INGRESS_ACL = 50  # security groups (ingress) will live here
+INGRESS_ACL = 50  # security groups, ingress (the same four steps)
+INGRESS_CT = 51
+INGRESS_RULES = 52
+INGRESS_COMMIT = 53
 DELIVER = 60
 FLOOD = 70  # long output lists, cut into chunks: one OpenFlow message holds at most 64 KiB
 
 TABLE_NAMES = {
     CLASSIFY: "classify", PORT_SECURITY: "port_security", EGRESS_ACL: "egress_acl", ARP_ND: "arp_nd",
     FORWARD: "forward", INGRESS_ACL: "ingress_acl", DELIVER: "deliver", FLOOD: "flood",
+    EGRESS_CT: "egress_ct", EGRESS_RULES: "egress_rules", EGRESS_COMMIT: "egress_commit",
+    INGRESS_CT: "ingress_ct", INGRESS_RULES: "ingress_rules", INGRESS_COMMIT: "ingress_commit",
 }
 
 # Registers carried between tables.
+REG_ZONE = "reg1"  # the conntrack zone of the port being filtered (its OpenFlow port number)
+REG_MARK = "reg2"  # the mark of the rule that allowed the packet (0: none yet)
+REG_GROUP = "reg3"  # the tag of the security group whose rules are being asked
 REG_FLOOD = "reg4"  # which chunk of a flood list the FLOOD table outputs
 REG_ORIGIN = "reg5"  # where the packet entered: one of the ORIGIN_* values
 REG_NET = "reg6"  # the network (segment) key, see network_key()

@@ -74,6 +74,8 @@ def why_dropped(program: Program, pkt: dict[str, int], result: TraceResult) -> s
         return f"in_port {pkt.get('in_port', 0)} is not a VM port, uplink or tunnel of this host's networks"
     if last.table == t.PORT_SECURITY and port is not None:
         return spoofing_reason(port, pkt)
+    if last.table in (t.EGRESS_CT, t.INGRESS_CT, t.EGRESS_COMMIT, t.INGRESS_COMMIT):
+        return firewall_reason(program, pkt, last.table)
     if last.table == t.ARP_ND:
         return "an ARP request or neighbour solicitation from outside for an address no port on this host holds"
     if last.table == t.FORWARD:
@@ -110,3 +112,41 @@ def spoofing_reason(port: VmPort, pkt: dict[str, int]) -> str:
         own = [*port.ipv6, link_local(port.mac)]
         return f"IPv6 source {_ip(pkt.get('ipv6_src', 0), 6)} is not one of the port's addresses {own}"
     return f"ethertype {dl_type:#06x} is not allowed from a VM port"
+
+
+def firewall_reason(program: Program, pkt: dict[str, int], table: int) -> str:
+    """Which security group dropped a packet, and the rule it lacks."""
+    egress = table in (t.EGRESS_CT, t.EGRESS_COMMIT)
+    if egress:
+        port = next((p for p in program.ports if p.ofport == pkt.get("in_port")), None)
+    else:
+        port = next((p for p in program.ports if int(p.mac.replace(":", ""), 16) == pkt.get("dl_dst")), None)
+    if table in (t.EGRESS_CT, t.INGRESS_CT):
+        return "conntrack marks it invalid (e.g. a TCP packet of no known connection that is not a SYN)"
+    if port is None:
+        return "the port's security groups allow no rule matching it"
+    groups = {g.id: g for g in program.firewall.groups}
+    names = [f"{groups[g].name or g} ({g})" if g in groups else g for g in port.groups or ()]
+    direction = "egress" if egress else "ingress"
+    return (f"security group(s) {', '.join(names) or '(none)'} of port {port.id} have no {direction} rule for it: "
+            f"missing e.g. {wanted_rule(pkt, direction)}")
+
+
+def wanted_rule(pkt: dict[str, int], direction: str) -> str:
+    """The rule that would let the packet through, in words (and as the openstack CLI writes it)."""
+    v6 = pkt.get("dl_type") == 0x86DD
+    proto = pkt.get("nw_proto", 0)
+    name = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmp", 132: "sctp"}.get(proto, str(proto))
+    remote = _ip(pkt.get("ipv6_src" if not egress_of(direction) else "ipv6_dst", 0) if v6 else
+                 pkt.get("nw_src" if not egress_of(direction) else "nw_dst", 0), 6 if v6 else 4)
+    port = ""
+    if proto in (6, 17, 132):
+        port = f" --dst-port {pkt.get('udp_dst', 0)}"
+    elif proto in (1, 58):
+        port = f" --icmp-type {pkt.get('icmp_type', 0)}"
+    return (f"`openstack security group rule create --{direction} --ethertype IPv{6 if v6 else 4} "
+            f"--protocol {name}{port} --remote-ip {remote}/{128 if v6 else 32} GROUP`")
+
+
+def egress_of(direction: str) -> bool:
+    return direction == "egress"

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from canopy.api.errors import ApiError
 from canopy.api.http import ctx, empty_response, is_uuid, route
 from canopy.api.network import common as cm
 from canopy.api.network.networks import can_see
 from canopy.api.network.qos import usable_qos_policy
+from canopy.api.network.secgroups import changed as groups_changed
+from canopy.api.network.secgroups import port_groups
 from canopy.context import RequestContext
 from canopy.network import networks as nets
 from canopy.network import ports as pt
+from canopy.network import secgroups as sg
+from canopy.network.port_record import PortRecord
 from canopy.network.port_views import list_ports as query_ports
 from canopy.network.port_views import port_view, public_view
 from canopy.rpc.calls import PortChange
@@ -27,11 +33,10 @@ FILTERS: dict[str, tuple[str, cm.Converter]] = {
     "admin_state_up": ("admin_state_up", cm.as_bool), "description": ("description", cm.as_text),
 }
 ADMIN_FILTERS: dict[str, tuple[str, cm.Converter]] = {"binding:host_id": ("host_id", cm.as_text)}
-UNSUPPORTED: dict[str, Any] = {"binding:vnic_type": "normal", "binding:profile": {}, "security_groups": [],
-               "extra_dhcp_opts": []}
+UNSUPPORTED: dict[str, Any] = {"binding:vnic_type": "normal", "binding:profile": {}, "extra_dhcp_opts": []}
 UPDATE = frozenset({"name", "description", "admin_state_up", "fixed_ips", "device_id", "device_owner",
                     "allowed_address_pairs", "port_security_enabled", "binding:host_id", "qos_policy_id",
-                    *UNSUPPORTED})
+                    "security_groups", *UNSUPPORTED})
 READ_ONLY = frozenset({"id", "network_id", "project_id", "tenant_id", "mac_address", "status"})
 CREATE = UPDATE | {"network_id", "mac_address", "project_id", "tenant_id"}
 
@@ -84,7 +89,7 @@ async def show_port(request: Request) -> Response:
 def check_policy(c: RequestContext, network: dict[str, Any], body: dict[str, Any], action: str,
                  held: Sequence[dict[str, str]] = ()) -> None:
     """What only admins (or the network's owner) may ask for: specific addresses, address pairs, a MAC,
-    binding:host_id, and port security off."""
+    binding:host_id, and port security off (on a shared network it would turn anti-spoofing off too)."""
     if c.is_admin:
         return
     owner = network["project_id"] == c.project_id
@@ -98,7 +103,7 @@ def check_policy(c: RequestContext, network: dict[str, Any], body: dict[str, Any
             raise cm.policy(f"rule:{action}_port and rule:{action}_port:{key}")
     if "binding:host_id" in body:
         raise cm.policy(f"rule:{action}_port and rule:{action}_port:binding:host_id")
-    if body.get("port_security_enabled") is False:
+    if body.get("port_security_enabled") is False and not owner:
         raise cm.policy(f"rule:{action}_port and rule:{action}_port:port_security_enabled")
 
 
@@ -143,14 +148,21 @@ async def create_port(request: Request) -> Response:
     project_id = cm.owner_of(body, c)
     mac = body.get("mac_address")
     qos = await usable_qos_policy(request, body)
+    groups = await port_groups(request, body, project_id, values.get("port_security_enabled", True), creating=True)
     policy = await cm.address_policy(request, project_id)
     now = cm.cloud_of(request).clock.now()
-    port = await cm.cell_db(request).write(
-        lambda conn: pt.create_port(conn, network=network, subnets=subnets, project_id=project_id,
-                                    fixed_ips=body.get("fixed_ips"), now=now, mac_address=mac, policy=policy,
-                                    qos_policy_id=qos, **values))
+
+    def write(conn: Any) -> PortRecord:
+        port = pt.create_port(conn, network=network, subnets=subnets, project_id=project_id,
+                              fixed_ips=body.get("fixed_ips"), now=now, mac_address=mac, policy=policy,
+                              qos_policy_id=qos, **values)
+        sg.set_port_groups(conn, port.id, groups or [])
+        return dataclasses.replace(port, security_groups=list(groups or []))
+
+    port = await cm.cell_db(request).write(write)
     if port.host_id:
         await cm.announce(request, [PortChange(port_id=port.id, network_id=network["id"])])
+        await groups_changed(request, groups or [], members=True)
     return cm.item(request, "port", shown(c, port_view(port.row(), port.fixed_ips)), status=201)
 
 
@@ -170,14 +182,28 @@ async def update_port(request: Request) -> Response:
         values["fixed_ips"] = body["fixed_ips"]
     if "qos_policy_id" in body:
         values["qos_policy_id"] = await usable_qos_policy(request, body)
+    security = values.get("port_security_enabled", current["port_security_enabled"])
+    groups = await port_groups(request, body, current["project_id"], security, creating=False)
+    if not security and (current["security_groups"] if groups is None else groups):
+        raise ApiError(409, "Port has security group associated. Cannot disable port security or ip address until "
+                            "security group is removed", neutron_type="PortSecurityPortHasSecurityGroup")
     policy = await cm.address_policy(request, current["project_id"]) if "fixed_ips" in body else None
     now = cm.cloud_of(request).clock.now()
-    view = await cm.cell_db(request).write(
-        lambda conn: pt.update_port(conn, port_id, values, now=now, network=network, subnets=subnets,
-                                    **({"policy": policy} if policy is not None else {})))
+
+    def write(conn: Any) -> dict[str, Any]:
+        view = pt.update_port(conn, port_id, values, now=now, network=network, subnets=subnets,
+                              **({"policy": policy} if policy is not None else {}))
+        if groups is not None:
+            sg.set_port_groups(conn, port_id, groups)
+        return {**view, "security_groups": groups if groups is not None else current["security_groups"]}
+
+    view = await cm.cell_db(request).write(write)
     old_host = current["binding:host_id"]
     if old_host or view["binding:host_id"]:
         await cm.announce(request, [PortChange(port_id=port_id, network_id=view["network_id"], old_host=old_host)])
+        moved = set(current["security_groups"]) ^ set(view["security_groups"])
+        if moved or "fixed_ips" in body:
+            await groups_changed(request, sorted(moved | set(view["security_groups"])), members=True)
     return cm.item(request, "port", shown(c, view))
 
 
@@ -195,6 +221,7 @@ async def delete_port(request: Request) -> Response:
     if view["binding:host_id"]:
         await cm.announce(request, [PortChange(port_id=port_id, network_id=view["network_id"],
                                                old_host=view["binding:host_id"])])
+        await groups_changed(request, view["security_groups"], members=True)
     return empty_response()
 
 

@@ -13,8 +13,7 @@ from canopy.api.http import ctx, empty_response, json_response, route
 from canopy.api.network import common as cm
 from canopy.network import limits
 
-UNLIMITED_ONLY = ("network", "subnet", "router", "floatingip", "security_group", "security_group_rule",
-                  "rbac_policy", "subnetpool")
+UNLIMITED_ONLY = ("network", "subnet", "router", "floatingip", "rbac_policy", "subnetpool")
 
 
 def _defaults(request: Request) -> dict[str, int]:
@@ -77,12 +76,16 @@ async def show_details(request: Request) -> Response:
     details = {k: {"limit": -1, "used": 0, "reserved": 0} for k in UNLIMITED_ONLY}
     details["port"] = {"limit": policy.port_limit, "used": used["port"], "reserved": 0}
     details["public_ip"] = {"limit": policy.public_ip_limit, "used": used["public_ip"], "reserved": 0}
+    limit = await cm.global_db(request).read_fresh(limits.quota_of, project_id, _defaults(request))
+    groups = await cm.global_db(request).read_fresh(secgroup_usage, project_id)
+    for key in ("security_group", "security_group_rule"):
+        details[key] = {"limit": limit[key], "used": groups[key], "reserved": 0}
     return json_response({"quota": details})
 
 
 @cm.neutron_errors
 async def update_quota(request: Request) -> Response:
-    """PUT /v2.0/quotas/{project_id} (admin): port and public_ip, integers >= -1."""
+    """PUT /v2.0/quotas/{project_id} (admin): port, public_ip, security_group, security_group_rule (>= -1)."""
     project_id = _project(request, "update")
     body = await cm.body_of(request, "quota", frozenset({*limits.RESOURCES, *UNLIMITED_ONLY}))
     for key in UNLIMITED_ONLY:
@@ -102,6 +105,19 @@ async def delete_quota(request: Request) -> Response:
     project_id = _project(request, "delete")
     await cm.global_db(request).write(limits.reset_quota, project_id)
     return empty_response()
+
+
+def secgroup_usage(conn: Any, project_id: str) -> dict[str, int]:
+    """How many security groups and rules a project holds (global database)."""
+    from sqlalchemy import func, select
+
+    from canopy.db import tables_global as g
+
+    out = {}
+    for key, table in (("security_group", g.security_groups), ("security_group_rule", g.security_group_rules)):
+        stmt = select(func.count()).select_from(table).where(table.c.project_id == project_id)
+        out[key] = int(conn.execute(stmt).scalar_one())
+    return out
 
 
 ROUTES = [

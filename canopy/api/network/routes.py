@@ -8,7 +8,7 @@ from starlette.routing import BaseRoute
 
 from canopy.api.errors import ApiError
 from canopy.api.http import json_response, route
-from canopy.api.network import networks, ports, qos, quotas, segments, subnets
+from canopy.api.network import networks, ports, qos, quotas, secgroups, segments, subnets
 
 UPDATED = "2026-01-01T00:00:00-00:00"
 EXTENSIONS = {
@@ -32,6 +32,7 @@ EXTENSIONS = {
                                                                         "egress"),
     "qos-rule-type-details": ("QoS rule type details", "Expose details about QoS rule types supported by loaded "
                                                       "backend drivers"),
+    "security-group": ("security-group", "The security groups extension."),
     "quotas": ("Quota management support", "Expose functions for quotas management per project"),
     "quota_details": ("Quota details management support", "Expose functions for quotas usage statistics per "
                                                           "project"),
@@ -90,4 +91,5 @@ ROUTES: list[BaseRoute] = [
     *segments.ROUTES,
     *qos.ROUTES,
     *quotas.ROUTES,
+    *secgroups.ROUTES,
 ]

@@ -1,0 +1,83 @@
+"""Delivering security group changes to the hosts that need them, and only to them.
+
+A rule change of group G goes to the hosts with a port in G (G's new definition). A membership change of
+G (a port joined, left, was bound, unbound or re-addressed) goes to the hosts with a port in a group whose
+rules name G as remote group (G's member addresses). Every other host hears nothing: a boot reaches other
+hosts only through remote groups, and only those holding their members' peers. The agent swaps the
+changed groups' flows in one bundle; conntrack is never touched, so other connections are unaffected.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection
+
+from canopy.network import sgstate
+from canopy.rpc.base import BusError, Target
+from canopy.rpc.calls import NetSecGroup, NetworkSync, SecurityGroupsChanged
+
+if TYPE_CHECKING:
+    from canopy.conductor.env import TaskEnv
+
+log = logging.getLogger("canopy.conductor.sgsync")
+
+
+async def announce(bus: Any, group_ids: list[str], members: bool = False) -> None:
+    """Tell a conductor (cast) that groups changed; a lost cast is healed by the agents' full syncs."""
+    if not group_ids:
+        return
+    try:
+        await bus.cast(Target("conductor"), SecurityGroupsChanged(group_ids=sorted(set(group_ids)), members=members))
+    except BusError as exc:
+        log.warning("security groups changed, but no conductor was told (%s)", exc)
+
+
+def plan(defs: list[NetSecGroup], members: dict[str, list[str]], holders: dict[str, set[str]],
+         changed: set[str], remote_of: dict[str, set[str]]) -> dict[str, NetworkSync]:
+    """Each affected host's message (pure): `holders` host -> the groups of interest its ports are in;
+    `changed` the groups whose rules changed; `remote_of` group -> the changed-membership groups its rules
+    name."""
+    by_id = {d.id: d for d in defs}
+    out: dict[str, NetworkSync] = {}
+    now = time.time()
+    for host, groups in sorted(holders.items()):
+        send = [by_id[g] for g in sorted(groups & changed) if g in by_id]
+        gone = sorted(g for g in groups & changed if g not in by_id)
+        # the members of the remote groups a changed group's rules name come with it
+        named = sorted({r for g in groups for r in remote_of.get(g, ())} | set(sgstate.remote_groups(send)))
+        if send or gone or named:
+            out[host] = NetworkSync(host=host, security_groups=send, removed_security_groups=gone,
+                                    group_members={g: members.get(g, []) for g in named}, sent_at=now)
+    return out
+
+
+async def handle(cond: TaskEnv, msg: SecurityGroupsChanged) -> None:
+    """Read what changed and cast it to the hosts that need it."""
+    changed = set(msg.group_ids)
+
+    def global_read(conn: Connection) -> tuple[list[NetSecGroup], dict[str, set[str]]]:
+        defs = sgstate.group_defs(conn, changed)
+        remote_of: dict[str, set[str]] = {}
+        if msg.members:
+            for d in sgstate.group_defs(conn, sgstate.referencing(conn, sorted(changed))):
+                remote_of[d.id] = {r["remote_group"] for r in d.rules if r.get("remote_group") in changed}
+        return defs, remote_of
+
+    defs, remote_of = await cond.dbs.global_db.read_fresh(global_read)
+    interest = sorted(changed | set(remote_of))
+
+    named = sorted(changed) if msg.members else sgstate.remote_groups(defs)
+
+    def cell_read(conn: Connection) -> tuple[dict[str, list[str]], dict[str, set[str]]]:
+        return sgstate.members(conn, named) if named else {}, sgstate.hosts_of(conn, interest)
+
+    members, holders = await cond.db.read_fresh(cell_read)
+    rules_changed = set() if msg.members else changed
+    for host, sync in plan(defs, members, holders, rules_changed, remote_of).items():
+        try:
+            await cond.bus.cast(Target("agent", host), sync)
+        except BusError as exc:
+            log.warning("security groups for %s not delivered (its next full sync heals): %s", host, exc)
