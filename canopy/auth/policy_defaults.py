@@ -73,8 +73,9 @@ IDENTITY = {
     **_each(_ADMIN, "identity:update_project_tags", "identity:add_project_tag", "identity:delete_project_tag",
             "identity:delete_project_tags"),
     **_each("rule:admin_or_owner", "identity:get_user", "identity:list_user_projects", "identity:list_user_groups",
-            "identity:list_app_creds", "identity:create_app_cred", "identity:get_app_cred",
-            "identity:delete_app_cred"),
+            "identity:list_app_creds", "identity:get_app_cred", "identity:delete_app_cred"),
+    # made by its user only (with the project-scoped token whose roles it takes), as Keystone's
+    "identity:create_app_cred": "rule:owner",
     **_each(_ADMIN, "identity:list_regions", "identity:create_region", "identity:get_region",
             "identity:update_region", "identity:delete_region", "identity:list_services",
             "identity:create_service", "identity:get_service", "identity:update_service", "identity:delete_service",
