@@ -83,6 +83,14 @@ class ApiConfig(BaseModel):
 class AuthConfig(BaseModel):
     token_secret: str = ""
     token_ttl_s: int = 3600 * 12
+    # How stale an api process's view of token revocations may be (seconds; at most 5).
+    revocation_cache_s: float = Field(default=2.0, gt=0, le=5)
+    # An operator's policy overrides (TOML or YAML: `rule name = "rule text"`), over canopy/auth/policy.py.
+    policy_file: str = ""
+    # Failed logins allowed per user name and per source address within the window, then 429.
+    login_failures_per_user: int = 5
+    login_failures_per_source: int = 30
+    login_failure_window_s: float = 300.0
 
 
 class QuotaDefaults(BaseModel):

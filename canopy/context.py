@@ -18,10 +18,14 @@ class RequestContext:
     user_id: str | None = None
     project_id: str | None = None
     roles: tuple[str, ...] = ()
+    domain_id: str | None = None      # set for a domain-scoped token
+    system_scope: bool = False        # a system-scoped token
+    token_audit_id: str | None = None
 
     @property
     def is_admin(self) -> bool:
-        return "admin" in self.roles
+        """A cloud administrator: the admin role on a project or on the system (a domain's admin is not)."""
+        return "admin" in self.roles and self.domain_id is None
 
     def with_new_request_id(self) -> RequestContext:
         return replace(self, request_id=new_request_id())

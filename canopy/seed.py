@@ -1,4 +1,5 @@
-"""First-run data for a new cloud: roles, an admin and a demo project, flavors, a flat public
+"""First-run data for a new cloud: the `default` domain, the service catalog, roles (admin implies member,
+member implies reader: canopy/api/identity/grants.py), an admin and a demo project, flavors, a flat public
 network with a subnet from 203.0.113.0/24, and one image. Seeding twice changes nothing."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, insert, select
 
+from canopy.api.identity.catalog import INTERFACES, PUBLIC_URL, SERVICES
 from canopy.api.identity.passwords import hash_password
 from canopy.clock import Clock
 from canopy.db import tables_global as g
@@ -51,7 +53,24 @@ def _id_of(conn: Connection, table: Table, name: str) -> str | None:
     return conn.execute(select(table.c.id).where(table.c.name == name)).scalar()
 
 
+def _seed_catalog(conn: Connection, clock: Clock, region: str = "RegionOne") -> None:
+    """The `default` domain, one region, and the four services with their endpoints (public URL relative)."""
+    if not conn.execute(select(g.domains.c.id).where(g.domains.c.id == "default")).first():
+        conn.execute(insert(g.domains).values(id="default", name="Default", description="The default domain",
+                                              enabled=True, created_at=clock.now()))
+    if not conn.execute(select(g.regions.c.id).where(g.regions.c.id == region)).first():
+        conn.execute(insert(g.regions).values(id=region, description="", parent_region_id=None))
+    for kind, name, path in SERVICES:
+        if conn.execute(select(g.services.c.id).where(g.services.c.id == name)).first():
+            continue
+        conn.execute(insert(g.services).values(id=name, type=kind, name=name, description="", enabled=True))
+        conn.execute(insert(g.endpoints), [
+            {"id": f"{name}-{iface}", "service_id": name, "interface": iface, "region_id": region,
+             "url": PUBLIC_URL + path, "enabled": True} for iface in INTERFACES])
+
+
 def _seed_identity(conn: Connection, creds: SeedCredentials, clock: Clock) -> None:
+    _seed_catalog(conn, clock)
     now = clock.now()
     role_ids = {}
     for name in ROLES:

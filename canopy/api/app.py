@@ -14,6 +14,8 @@ from starlette.routing import BaseRoute, Router
 
 from canopy.api.http import json_response, not_found_app
 from canopy.api.middleware import ServiceMiddleware
+from canopy.api.token_state import TokenGuard
+from canopy.auth.policy import load_policy
 from canopy.runtime import Cloud
 
 
@@ -40,10 +42,13 @@ class CloudApp:
         self.state = State()
         self.state.cloud = cloud
         self.prefixes: dict[str, Any] = {}
+        # Per app (one per api process): its own view of the revocation events, shared by its services.
+        self.state.policy = load_policy(cloud.settings.auth.policy_file)
+        self.state.guard = TokenGuard(cloud.tokens, cloud.dbs.global_db, cloud.settings.auth.revocation_cache_s)
         for prefix, svc in services.items():
             router = Router(routes=svc.routes, default=not_found_app, redirect_slashes=False)
             self.prefixes[prefix] = ServiceMiddleware(
-                router, svc.name, lambda: cloud.tokens, svc.is_public, svc.prepare
+                router, svc.name, lambda: self.state.guard, svc.is_public, svc.prepare
             )
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:

@@ -30,6 +30,7 @@ TITLES = {
     409: "Conflict",
     413: "Request Entity Too Large",
     415: "Unsupported Media Type",
+    429: "Too Many Requests",
     500: "Internal Server Error",
     501: "Not Implemented",
     503: "Service Unavailable",
@@ -39,8 +40,10 @@ TITLES = {
 class ApiError(Exception):
     """An error answered to the client. `neutron_type` names it for the network API's error shape."""
 
-    def __init__(self, status: int, message: str, *, neutron_type: str | None = None) -> None:
+    def __init__(self, status: int, message: str, *, neutron_type: str | None = None,
+                 retry_after: int | None = None) -> None:
         super().__init__(message)
+        self.retry_after = retry_after
         self.status = status
         self.message = message
         self.neutron_type = neutron_type

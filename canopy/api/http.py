@@ -31,6 +31,26 @@ def ctx(request: Request) -> RequestContext:
     return request.scope["canopy.ctx"]
 
 
+def credentials(c: RequestContext) -> dict[str, Any]:
+    """What policy rules see of the caller."""
+    scope = ("project" if c.project_id else "domain" if c.domain_id else "system" if c.system_scope
+             else "unscoped" if c.user_id else "none")
+    return {"user_id": c.user_id, "project_id": c.project_id, "domain_id": c.domain_id, "roles": c.roles,
+            "scope": scope}
+
+
+def enforce(request: Request, rule: str) -> RequestContext:
+    """Refuse the request (403) unless the caller passes the named policy rule on the path's parameters."""
+    c = ctx(request)
+    policy = request.app.state.policy
+    if not policy.knows(rule):
+        # Fail closed: a route nobody wrote a rule for is refused (canopy/auth/policy_defaults.py).
+        raise forbidden(f"No policy rule for {rule}; refused until one is added.")
+    if not policy.check(rule, credentials(c), request.path_params):
+        raise forbidden(f"Policy doesn't allow {rule} to be performed.")
+    return c
+
+
 def require_admin(request: Request) -> RequestContext:
     c = ctx(request)
     if not c.is_admin:
@@ -138,6 +158,7 @@ def route(path: str, endpoint: Any, methods: list[str], name: str | None = None)
 
     async def counted(request: Request) -> Response:
         statement_origin.set(origin)
+        enforce(request, origin)
         return await endpoint(request)
 
     return Route(path, counted, methods=methods, name=origin)

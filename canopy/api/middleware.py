@@ -15,7 +15,8 @@ from starlette.exceptions import HTTPException
 
 from canopy import context
 from canopy.api.errors import ApiError, error_body
-from canopy.auth.tokens import InvalidToken, TokenSigner
+from canopy.api.token_state import TokenGuard
+from canopy.auth.tokens import InvalidToken
 from canopy.observability.access import observe_request
 
 log = logging.getLogger("canopy.api")
@@ -33,13 +34,13 @@ class ServiceMiddleware:
         self,
         app: ASGIApp,
         service: str,
-        tokens: Callable[[], TokenSigner],
+        guard: Callable[[], TokenGuard],
         is_public: Callable[[str, str], bool],
         prepare: Callable[[Scope], dict[str, str]] | None = None,
     ) -> None:
         self.app = app
         self.service = service
-        self.tokens = tokens
+        self.guard = guard
         self.is_public = is_public
         self.prepare = prepare
 
@@ -73,7 +74,7 @@ class ServiceMiddleware:
                 for k, v in self.prepare(scope).items():
                     extra_headers.append((k.encode(), v.encode()))
             if not self.is_public(scope["method"], path):
-                req_ctx = self._authenticate(headers, req_ctx)
+                req_ctx = await self._authenticate(headers, req_ctx)
                 context.set_current(req_ctx)
             scope["canopy.ctx"] = req_ctx
             await self.app(scope, receive, send_with_headers)
@@ -92,20 +93,29 @@ class ServiceMiddleware:
             observe_request(self.service, scope, status, t0)  # under the request's context: its ID is logged
             context.reset(token_ctx)
 
-    def _authenticate(self, headers: dict[str, str], req_ctx: context.RequestContext) -> context.RequestContext:
+    async def _authenticate(self, headers: dict[str, str], req_ctx: context.RequestContext) -> context.RequestContext:
         token = headers.get("x-auth-token")
         if not token:
             raise ApiError(401, "The request you have made requires authentication.")
         try:
-            data = self.tokens().validate(token)
+            data = await self.guard().check(token)
         except InvalidToken as exc:
             raise ApiError(401, str(exc)) from None
+        kind = data.scope.kind
+        # An unscoped or domain-scoped token names no project: outside identity it could only act as a
+        # project nobody owns, so only project- and system-scoped tokens go further.
+        if self.service != "identity" and kind not in ("project", "system"):
+            raise ApiError(403, f"A {kind} token is accepted by the identity service only; "
+                                "ask for a project-scoped token.")
         return context.RequestContext(
             request_id=req_ctx.request_id,
             global_request_id=req_ctx.global_request_id,
             user_id=data.user_id,
-            project_id=data.project_id,
+            project_id=data.project_id or None,
             roles=data.roles,
+            domain_id=data.domain_id or None,
+            system_scope=data.system,
+            token_audit_id=data.audit_id,
         )
 
     async def _send_error(self, send: Any, err: ApiError) -> None:
@@ -113,5 +123,7 @@ class ServiceMiddleware:
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
         if err.status == 401:
             headers.append((b"www-authenticate", b'Keystone uri="/identity"'))
+        if err.retry_after is not None:
+            headers.append((b"retry-after", str(err.retry_after).encode()))
         await send({"type": "http.response.start", "status": err.status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

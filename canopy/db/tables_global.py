@@ -373,3 +373,117 @@ for _name, _table, _cols in (
     ("ix_images_name", images, ("name",)),
 ):
     Index(_name, *(_table.c[col] for col in _cols))
+
+# --- identity beyond users and projects (issue 14 and 16): revocations, domains, the catalog, groups,
+# grants other than user-on-project, project tags, application credentials.
+
+revocation_events = Table(
+    "revocation_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("audit_id", String(64), nullable=True),
+    Column("user_id", String(64), nullable=True),
+    Column("project_id", String(64), nullable=True),
+    Column("domain_id", String(64), nullable=True),
+    Column("app_cred_id", String(64), nullable=True),
+    # Microseconds since the epoch: tokens issued at or before this are revoked.
+    Column("issued_before_us", BigInteger, nullable=False),
+    Column("revoked_at_us", BigInteger, nullable=False),
+    # After this no token the event covers can still be valid: the row may be pruned.
+    Column("expires_at_us", BigInteger, nullable=False),
+    Index("ix_revocation_events_revoked_at", "revoked_at_us"),
+)
+
+domains = Table(
+    "domains",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("description", Text, nullable=False, default=""),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Column("created_at", UTCDateTime, nullable=False),
+)
+
+regions = Table(
+    "catalog_regions",
+    metadata,
+    Column("id", String(255), primary_key=True),
+    Column("description", Text, nullable=False, default=""),
+    Column("parent_region_id", String(255), nullable=True),
+)
+
+services = Table(
+    "catalog_services",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("type", String(255), nullable=False),
+    Column("name", String(255), nullable=False, default=""),
+    Column("description", Text, nullable=False, default=""),
+    Column("enabled", Boolean, nullable=False, default=True),
+)
+
+endpoints = Table(
+    "catalog_endpoints",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("service_id", String(64), ForeignKey("catalog_services.id", ondelete="CASCADE"), nullable=False),
+    Column("interface", String(8), nullable=False),
+    Column("region_id", String(255), nullable=True),
+    Column("url", Text, nullable=False),
+    Column("enabled", Boolean, nullable=False, default=True),
+    Index("ix_catalog_endpoints_service", "service_id"),
+)
+
+groups = Table(
+    "user_groups",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("domain_id", String(64), nullable=False, default="default"),
+    Column("name", String(64), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    UniqueConstraint("domain_id", "name", name="uq_user_groups_domain_name"),
+)
+
+group_members = Table(
+    "group_members",
+    metadata,
+    Column("group_id", String(32), ForeignKey("user_groups.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", String(32), ForeignKey("users.id", ondelete="CASCADE"), primary_key=True),
+    Index("ix_group_members_user", "user_id"),
+)
+
+# Role grants other than a user's on a project (those stay in role_assignments): a user's or a group's,
+# on a project, a domain or the system (target_id "all").
+grants = Table(
+    "grants",
+    metadata,
+    Column("actor_type", String(8), primary_key=True),
+    Column("actor_id", String(32), primary_key=True),
+    Column("target_type", String(8), primary_key=True),
+    Column("target_id", String(64), primary_key=True),
+    Column("role_id", String(32), ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True),
+    Index("ix_grants_target", "target_type", "target_id"),
+)
+
+project_tags = Table(
+    "project_tags",
+    metadata,
+    Column("project_id", String(32), ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True),
+    Column("tag", String(255), primary_key=True),
+)
+
+application_credentials = Table(
+    "application_credentials",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("user_id", String(32), ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+    Column("project_id", String(32), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("secret_hash", String(255), nullable=False),
+    Column("roles", JSONType, nullable=False, default=list),
+    Column("unrestricted", Boolean, nullable=False, default=False),
+    Column("expires_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("user_id", "name", name="uq_application_credentials_user_name"),
+)

@@ -131,6 +131,11 @@ NOT_MEASURED: dict[str, str] = {
     "image:download": "streams the image file; one row read",
     "image:upload": "streams a file into the store; one row written",
     "compute:server_migrations:show": "the same query as compute:server_migrations:index with the id added",
+    **dict.fromkeys(("identity:list_app_creds", "identity:get_app_cred", "identity:auth_projects",
+                     "identity:auth_domains", "identity:auth_system", "identity:auth_catalog", "identity:list_services",
+                     "identity:list_endpoints", "identity:list_regions", "identity:list_groups",
+                     "identity:group_member", "identity:scoped_grants", "identity:scoped_grant"),
+                    "identity and catalog rows only (issue 14/16 identity routes), bounded by the operator's data"),
 }
 WRITE_ROUTES_ON_SMALL_TABLES = "an administrative write on identity, flavor, image, aggregate, group or quota rows"
 

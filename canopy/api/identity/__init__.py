@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from canopy.api.app import Service
 from canopy.api.http import route
-from canopy.api.identity import admin, auth
+from canopy.api.identity import admin, app_creds, auth, scopes
 
 PUBLIC = {("GET", "/"), ("GET", "/v3"), ("GET", "/v3/"), ("POST", "/v3/auth/tokens")}
 
@@ -22,5 +22,7 @@ def service() -> Service:
         route("/v3/auth/tokens", auth.check_token, ["GET", "HEAD"], "identity:check_token"),
         route("/v3/auth/tokens", auth.revoke_token, ["DELETE"], "identity:revoke_token"),
         *admin.ROUTES,
+        *app_creds.ROUTES,
+        *scopes.ROUTES,
     ]
     return Service("identity", routes, is_public)

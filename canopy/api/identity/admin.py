@@ -18,6 +18,8 @@ from canopy.api.errors import ApiError, bad_request, conflict, forbidden, not_fo
 from canopy.api.http import bool_param, ctx, empty_response, json_response, read_object, require_admin, route
 from canopy.api.identity import store
 from canopy.api.identity.passwords import hash_password
+from canopy.api.token_state import project_event, record_events, user_event
+from canopy.auth.revocation import RevocationEvent
 from canopy.runtime import Cloud
 
 M = TypeVar("M", bound=BaseModel)
@@ -106,6 +108,24 @@ async def _write(request: Request, fn: Callable[..., T], *args: Any) -> T:
         raise conflict("Conflict occurred attempting to store the resource - Duplicate entry.") from None
 
 
+async def _write_revoking(request: Request, events: Callable[[], list[RevocationEvent]], fn: Callable[..., T],
+                          *args: Any) -> T:
+    """`_write`, recording revocation events in the same transaction when `fn` changed something."""
+    keep_s = _cloud(request).settings.auth.token_ttl_s + 60
+    made: list[RevocationEvent] = []
+
+    def unit(conn: Connection) -> T:
+        result = fn(conn, *args)
+        if result:
+            made.extend(events())
+            record_events(conn, made, keep_s)
+        return result
+
+    result = await _write(request, unit)
+    request.app.state.guard.note(made)
+    return result
+
+
 def _collection(request: Request, key: str, items: list[dict[str, Any]]) -> Response:
     query = f"?{request.url.query}" if request.url.query else ""
     return json_response({key: items, "links": {"self": f"{_base(request)}{request.url.path.split('/v3', 1)[1]}"
@@ -123,7 +143,8 @@ async def _show(request: Request, kind: str, ident: str, fn: Callable[..., Any],
 async def _remove(request: Request, kind: str, ident: str, fn: Callable[..., bool]) -> Response:
     """Delete with `fn(conn, ident)`: 204, or 404 when there was nothing."""
     require_admin(request)
-    if not await _write(request, fn, ident):
+    events = {"user": lambda: [user_event(ident)], "project": lambda: [project_event(ident)]}.get(kind, list)
+    if not await _write_revoking(request, events, fn, ident):
         raise _missing(kind, ident)
     return empty_response(204)
 
@@ -239,7 +260,9 @@ async def update_project(request: Request) -> Response:
     require_admin(request)
     project_id = request.path_params["project_id"]
     changes = _changes(_parse(ProjectUpdate, await read_object(request, "project")))
-    return _saved(request, "project", await _write(request, store.update_project, project_id, changes), project_view)
+    events = (lambda: [project_event(project_id)]) if changes.get("enabled") is False else list
+    return _saved(request, "project", await _write_revoking(request, events, store.update_project, project_id,
+                                                            changes), project_view)
 
 
 async def delete_project(request: Request) -> Response:
@@ -298,7 +321,11 @@ async def update_user(request: Request) -> Response:
     user_id = request.path_params["user_id"]
     changes = _changes(_parse(UserUpdate, await read_object(request, "user")))
     values = await _user_values(request, changes)
-    return _saved(request, "user", await _write(request, store.update_user, user_id, values), user_view)
+    # A new password or a disabled user ends every token the user holds (Keystone does the same).
+    revoking = "password_hash" in values or values.get("enabled") is False
+    events = (lambda: [user_event(user_id)]) if revoking else list
+    return _saved(request, "user", await _write_revoking(request, events, store.update_user, user_id, values),
+                  user_view)
 
 
 async def delete_user(request: Request) -> Response:
@@ -366,11 +393,19 @@ async def grant(request: Request) -> Response:
             store.grant_role(conn, user_id, project_id, role_id)
             return True
         if request.method == "DELETE":
-            return store.revoke_role(conn, user_id, project_id, role_id)
+            gone = store.revoke_role(conn, user_id, project_id, role_id)
+            if gone:  # the user's tokens on the project carry the role: they end
+                event = project_event(project_id, user_id)
+                record_events(conn, [event], _cloud(request).settings.auth.token_ttl_s + 60)
+                made.append(event)
+            return gone
         return store.has_assignment(conn, user_id, project_id, role_id)
 
+    made: list[RevocationEvent] = []
     run = _write if request.method in ("PUT", "DELETE") else _read
-    if not await run(request, apply):
+    found = await run(request, apply)
+    request.app.state.guard.note(made)
+    if not found:
         raise not_found(f"Could not find role assignment with role: {role_id}, user or group: {user_id}, "
                         f"project, domain, or system: {project_id}.")
     return empty_response(204)

@@ -7,11 +7,12 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
 
+from canopy.api.identity import grants
+from canopy.auth.tokens import Scope
 from canopy.db import tables_global as g
 
 DEFAULT_DOMAIN = {"id": "default", "name": "Default"}
-# A role implies these others on the same project.
-IMPLIED_ROLES: dict[str, tuple[str, ...]] = {"admin": ("member", "reader"), "member": ("reader",)}
+IMPLIED_ROLES = grants.IMPLIED_ROLES
 
 
 class NameTaken(Exception):
@@ -22,41 +23,45 @@ def new_id() -> str:
     return uuid.uuid4().hex
 
 
+def find_domain(conn: Connection, ref: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The domain a `{"id"}` or `{"name"}` reference names; no reference means `default`."""
+    ref = ref or {"id": "default"}
+    q = select(g.domains)
+    q = q.where(g.domains.c.id == ref["id"]) if ref.get("id") else q.where(g.domains.c.name == ref.get("name"))
+    row = conn.execute(q).mappings().first()
+    if row is None and (ref.get("id") == "default" or ref.get("name") == "Default"):
+        return {**DEFAULT_DOMAIN, "enabled": True, "description": "The default domain"}  # before the seed ran
+    return dict(row) if row else None
+
+
 def domain_matches(ref: dict[str, Any] | None) -> bool:
-    """Only the `Default` domain exists; accept it by id or by name."""
+    """Whether a domain reference names `default` (or names none)."""
     if not ref:
         return True
     return ref.get("id") == "default" or ref.get("name") == "Default"
 
 
-def find_user(conn: Connection, *, user_id: str | None = None, name: str | None = None) -> dict[str, Any] | None:
+def find_user(conn: Connection, *, user_id: str | None = None, name: str | None = None,
+              domain_id: str = "default") -> dict[str, Any] | None:
     q = select(g.users)
-    q = q.where(g.users.c.id == user_id) if user_id else q.where(g.users.c.name == name)
+    q = q.where(g.users.c.id == user_id) if user_id else q.where(g.users.c.name == name,
+                                                                   g.users.c.domain_id == domain_id)
     row = conn.execute(q).mappings().first()
     return dict(row) if row else None
 
 
-def find_project(conn: Connection, *, project_id: str | None = None, name: str | None = None) -> dict[str, Any] | None:
+def find_project(conn: Connection, *, project_id: str | None = None, name: str | None = None,
+                 domain_id: str = "default") -> dict[str, Any] | None:
     q = select(g.projects)
-    q = q.where(g.projects.c.id == project_id) if project_id else q.where(g.projects.c.name == name)
+    q = q.where(g.projects.c.id == project_id) if project_id else q.where(g.projects.c.name == name,
+                                                                            g.projects.c.domain_id == domain_id)
     row = conn.execute(q).mappings().first()
     return dict(row) if row else None
 
 
 def roles_on_project(conn: Connection, user_id: str, project_id: str) -> list[dict[str, str]]:
-    """The roles a user holds on a project; `admin` implies `member` and `reader`, `member` implies `reader`."""
-    rows = conn.execute(
-        select(g.roles.c.id, g.roles.c.name)
-        .join(g.role_assignments, g.role_assignments.c.role_id == g.roles.c.id)
-        .where(g.role_assignments.c.user_id == user_id, g.role_assignments.c.project_id == project_id)
-    ).all()
-    names = {r.name for r in rows}
-    for name in list(names):
-        names.update(IMPLIED_ROLES.get(name, ()))
-    if names - {r.name for r in rows}:
-        extra = conn.execute(select(g.roles.c.id, g.roles.c.name).where(g.roles.c.name.in_(names))).all()
-        rows = list({r.name: r for r in list(rows) + list(extra)}.values())
-    return [{"id": r.id, "name": r.name} for r in rows]
+    """The roles a user holds on a project (directly or through a group), with the implied ones."""
+    return grants.roles_on(conn, user_id, Scope(project_id=project_id))
 
 
 # --- administration: plain functions of a Connection, used by the admin API -------------------------------
@@ -81,7 +86,7 @@ def list_projects(conn: Connection, *, name: str | None = None, project_id: str 
 
 def create_project(conn: Connection, values: dict[str, Any]) -> dict[str, Any] | None:
     """Insert a project; None when its name is taken."""
-    if find_project(conn, name=values["name"]) is not None:
+    if find_project(conn, name=values["name"], domain_id=values.get("domain_id") or "default") is not None:
         return None
     row = {"id": values.get("id") or new_id(), "domain_id": "default", **values}
     conn.execute(insert(g.projects).values(**row))
@@ -90,10 +95,11 @@ def create_project(conn: Connection, values: dict[str, Any]) -> dict[str, Any] |
 
 def update_project(conn: Connection, project_id: str, values: dict[str, Any]) -> dict[str, Any] | None:
     """Apply `values` to a project; raises NameTaken on a duplicate name, None when it does not exist."""
-    if find_project(conn, project_id=project_id) is None:
+    found = find_project(conn, project_id=project_id)
+    if found is None:
         return None
     if "name" in values:
-        other = find_project(conn, name=values["name"])
+        other = find_project(conn, name=values["name"], domain_id=found["domain_id"])
         if other is not None and other["id"] != project_id:
             raise NameTaken(values["name"])
     if values:
@@ -119,7 +125,7 @@ def list_users(conn: Connection, *, name: str | None = None, enabled: bool | Non
 
 def create_user(conn: Connection, values: dict[str, Any]) -> dict[str, Any] | None:
     """Insert a user (`values` carries `password_hash`); None when its name is taken."""
-    if find_user(conn, name=values["name"]) is not None:
+    if find_user(conn, name=values["name"], domain_id=values.get("domain_id") or "default") is not None:
         return None
     row = {"id": values.get("id") or new_id(), "domain_id": "default", **values}
     conn.execute(insert(g.users).values(**row))
@@ -128,10 +134,11 @@ def create_user(conn: Connection, values: dict[str, Any]) -> dict[str, Any] | No
 
 def update_user(conn: Connection, user_id: str, values: dict[str, Any]) -> dict[str, Any] | None:
     """Apply `values` to a user; raises NameTaken on a duplicate name, None when it does not exist."""
-    if find_user(conn, user_id=user_id) is None:
+    found = find_user(conn, user_id=user_id)
+    if found is None:
         return None
     if "name" in values:
-        other = find_user(conn, name=values["name"])
+        other = find_user(conn, name=values["name"], domain_id=found["domain_id"])
         if other is not None and other["id"] != user_id:
             raise NameTaken(values["name"])
     if values:
