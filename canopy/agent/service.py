@@ -88,6 +88,7 @@ class Agent:
         self.health = HostHealth(timeout_s=heartbeat_s / 2)
         self.health_disks = dict(health_disks or {})
         self.min_free_disk_gb = min_free_disk_gb
+        self._spawns: dict[str, asyncio.Future[InstanceState]] = {}  # instance uuid -> its spawn in progress
 
     async def start(self, register_timeout_s: float = 60.0) -> None:
         """Register with a conductor (retrying with backoff), then serve and heartbeat."""
@@ -184,8 +185,17 @@ class Agent:
         raise ValueError(f"agent {self.host} does not handle {msg.kind}")
 
     async def _spawn(self, msg: SpawnInstance) -> InstanceState:
-        """Start the guest. Idempotent: a guest this host holds already is an earlier try of the same build
-        (its conductor died before the reply), and is kept and started rather than made twice."""
+        """Start the guest. Idempotent: a guest this host holds already, or is still making, is an earlier
+        try of the same build (its conductor died before the reply): it is joined or kept, not made twice."""
+        uuid = msg.instance.uuid
+        running = self._spawns.get(uuid)
+        if running is None:
+            running = self._spawns[uuid] = asyncio.ensure_future(self._spawn_once(msg))
+            running.add_done_callback(lambda _: self._spawns.pop(uuid, None))
+        # shielded: a caller that goes away (its conductor died) does not stop the spawn half-way
+        return await asyncio.shield(running)
+
+    async def _spawn_once(self, msg: SpawnInstance) -> InstanceState:
         uuid = msg.instance.uuid
         try:
             held: PowerState | None = await self.driver.power_state(uuid)
@@ -198,7 +208,7 @@ class Agent:
             if held != PowerState.RUNNING:
                 await self.driver.power_on(uuid)
             step = StepResult(event="spawn", result="Success", details=f"{self.host}: the guest existed; adopted")
-            log.info("spawn %s: the guest exists already (%s); adopted", uuid, held.name,
+            log.info("spawn %s: the guest exists already (%s); adopted", uuid, PowerState(held).name,
                      extra={"instance_uuid": uuid})
         await self.net.plug()  # its taps exist now
         return InstanceState(instance_uuid=uuid, power_state=PowerState.RUNNING, steps=[step])

@@ -20,8 +20,8 @@ import pytest
 from sqlalchemy import create_engine, func, select
 
 from canopy.db import tables_cell as c
-from tests.integration.test_multi_service import V, _image, _token
 from tests.integration.replication import free_port
+from tests.integration.test_multi_service import V, _image, _token
 
 ROOT = Path(__file__).resolve().parents[2]
 BOOTS = 24

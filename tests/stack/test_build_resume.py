@@ -159,3 +159,21 @@ async def test_another_conductor_takes_over_a_dead_ones_builds_after_the_lease(s
     clock.offset = dt.timedelta(seconds=stack.settings.conductor.lease_s + 1)
     assert await other.sweep() == BOOTS
     await _check_nothing_doubled_or_leaked(stack, sids)
+
+
+async def test_a_host_asked_twice_to_spawn_one_guest_makes_it_once(stack: Any) -> None:
+    from canopy.agent.virt.base import PowerState
+    from canopy.rpc.calls import InstanceSpec
+
+    agent = stack.agents[0]
+    agent.driver.spawn_delay_s = 0.2
+    spec = InstanceSpec(uuid="7c0d3b2e-0000-4000-8000-000000000001", name="twice", hostname="twice", project_id="p",
+                        vcpus=1, memory_mb=512, disk_gb=1, image_id="")
+    # the first ask still spawning when the second comes (its conductor died and a new one resumed)
+    first, second = await asyncio.gather(agent.handle(SpawnInstance(instance=spec)),
+                                         agent.handle(SpawnInstance(instance=spec)))
+    assert first.power_state == second.power_state == 1
+    agent.driver.guests[spec.uuid].power = PowerState.SHUTDOWN  # shut down since: asked again, the host starts the guest it holds
+    third = await agent.handle(SpawnInstance(instance=spec))
+    assert "adopted" in third.steps[0].details and third.power_state == 1
+    assert list(agent.driver.guests) == [spec.uuid] and agent.driver.guests[spec.uuid].boots == 2
