@@ -98,6 +98,9 @@ class ConductorConfig(BaseModel):
     lease_s: float = 60.0
     # A task taken over this many times without finishing (it kills its conductor?) fails instead.
     max_task_attempts: int = 5
+    # How long a build's call waits for a route the bus does not know yet (a restarted conductor learns
+    # its agents as they next heartbeat) before the step fails.
+    no_route_wait_s: float = 30.0
     sweep_interval_s: float = 5.0
     # A task nobody leased for this long lost its wake-up cast; the sweeper starts it.
     lost_cast_s: float = 5.0

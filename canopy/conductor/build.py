@@ -3,6 +3,7 @@ ERROR with a fault that names the step and the cause."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -17,8 +18,9 @@ from canopy.network import port_views
 from canopy.network import ports as netports
 from canopy.network.port_record import PortRecord
 from canopy.observability import notifications as notify
-from canopy.rpc.base import BusError, Target
+from canopy.rpc.base import BusError, NoRoute, Target
 from canopy.rpc.calls import DestroyInstance, HostSelected, InstanceSpec, PortSpec, SpawnInstance
+from canopy.rpc.messages import Message
 from canopy.scheduler import claims
 from canopy.scheduler.client import select_host_message
 from canopy.states import PowerState
@@ -104,8 +106,7 @@ async def _schedule(env: TaskEnv, run: TaskRun) -> HostSelected:
     """Ask a scheduler for a host; its claim records the host on the instance (so a resumed build finds it)."""
     run.step = states.SCHEDULING
     t0 = env.clock.now()
-    selected = await env.bus.call(Target("scheduler"), select_host_message(run.instance_uuid, run.build),
-                                  timeout=env.settings.conductor.agent_call_timeout_s)
+    selected = await _call(env, Target("scheduler"), select_host_message(run.instance_uuid, run.build))
     assert isinstance(selected, HostSelected)
     run.events.host = selected.host
     run.events.add("conductor_schedule_and_build_instances", t0, env.clock.now(), "Success",
@@ -136,8 +137,7 @@ async def _spawn(env: TaskEnv, run: TaskRun, selected: HostSelected, ports: list
     run.step = states.SPAWNING
     t0 = env.clock.now()
     await env.db.write(records.update_instance, run.instance_uuid, env.clock.now(), task_state=states.SPAWNING)
-    await env.bus.call(Target("agent", selected.host), SpawnInstance(instance=_instance_spec(run, ports)),
-                       timeout=env.settings.conductor.agent_call_timeout_s)
+    await _call(env, Target("agent", selected.host), SpawnInstance(instance=_instance_spec(run, ports)))
     run.events.add("compute_spawn", t0, env.clock.now(), "Success")
 
 
@@ -161,6 +161,21 @@ def _networking(conn: Connection, env: TaskEnv, run: TaskRun, selected: HostSele
     records.update_instance(conn, run.instance_uuid, now, host=selected.host, addresses=addresses,
                             availability_zone=selected.availability_zone, task_state=states.NETWORKING)
     return ports
+
+
+async def _call(env: TaskEnv, target: Target, msg: Message) -> Message:
+    """A call that waits out a route not known yet: a conductor just (re)started learns its agents and
+    schedulers as they next speak, and a resumed build must not fail for that (conductor.no_route_wait_s)."""
+    deadline = env.clock.monotonic() + env.settings.conductor.no_route_wait_s
+    delay = 0.1
+    while True:
+        try:
+            return await env.bus.call(target, msg, timeout=env.settings.conductor.agent_call_timeout_s)
+        except NoRoute:
+            if env.clock.monotonic() + delay > deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 def _instance_spec(run: TaskRun, ports: list[PortRecord]) -> InstanceSpec:

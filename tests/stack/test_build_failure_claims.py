@@ -61,6 +61,7 @@ async def test_claims_equal_the_flavors_held_whatever_step_a_build_fails_at(stac
     rng = random.Random(seed)
     faults: dict[str, str] = {}
     conductor = stack.conductor
+    stack.settings.conductor.no_route_wait_s = 0.0  # an unreachable scheduler or host fails the step at once
     conductor.env.bus = FaultyBus(conductor.env.bus, faults, stack.drivers)
     real_ports_created = netsync.ports_created
 

@@ -173,7 +173,7 @@ async def test_a_host_asked_twice_to_spawn_one_guest_makes_it_once(stack: Any) -
     first, second = await asyncio.gather(agent.handle(SpawnInstance(instance=spec)),
                                          agent.handle(SpawnInstance(instance=spec)))
     assert first.power_state == second.power_state == 1
-    agent.driver.guests[spec.uuid].power = PowerState.SHUTDOWN  # shut down since: asked again, the host starts the guest it holds
+    agent.driver.guests[spec.uuid].power = PowerState.SHUTDOWN  # asked again, the host starts the guest it holds
     third = await agent.handle(SpawnInstance(instance=spec))
     assert "adopted" in third.steps[0].details and third.power_state == 1
     assert list(agent.driver.guests) == [spec.uuid] and agent.driver.guests[spec.uuid].boots == 2
