@@ -68,13 +68,16 @@ class AllInOne:
         bus = make_transport(s.bus, bind=True, service="all-in-one", observer=BUS_METRICS)
         await bus.start()
         self._cloud = cloud = Cloud(settings=s, dbs=dbs, bus=bus)
-        self.conductor = Conductor(cloud, name="conductor-0")
-        await self.conductor.start()
+        # a name of its own across restarts: the leases of builds in flight when it died carry it
+        self.conductor = Conductor(cloud, name=s.conductor.name or "conductor-0")
+        await self.conductor.start(take_back=False)
         await self._start_agents()
         self.scheduler = Scheduler(dbs.cell(cloud.cell_name), bus, clock=cloud.clock, global_db=dbs.global_db,
                                    config=s.scheduler)
         await self.scheduler.start(heartbeat_s=s.agent.heartbeat_s, name="scheduler-0")
         await self.conductor.flush_heartbeats()
+        # Tasks in flight when the process died resume now that their scheduler and hosts are up.
+        await self.conductor.take_back_own_tasks()
         if self.serve_http:
             await self._start_http()
 
@@ -115,7 +118,7 @@ class AllInOne:
 
     async def _adopt_guests(self) -> None:
         """After a restart on the same data, the simulated hosts hold again the guests the database says
-        they hold (a build still in flight is left to the sweeper, which resumes it)."""
+        they hold (a build still in flight is resumed by the conductor, whose spawn asks the host first)."""
         rows = await self.cloud.dbs.cell(self.cloud.cell_name).read(_guests_on, sorted(self.drivers))
         for r in rows:
             f = r["flavor"] or {}

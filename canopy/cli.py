@@ -172,7 +172,7 @@ def api(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
 @app.command()
 def conductor(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     """Run a conductor alone."""
-    from canopy.conductor.service import Conductor
+    from canopy.conductor.service import Conductor, conductor_name
     from canopy.observability.metrics import BUS_METRICS
     from canopy.rpc.factory import make_transport
     from canopy.runtime import Cloud, open_databases
@@ -183,7 +183,8 @@ def conductor(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     async def start() -> None:
         bus = make_transport(settings.bus, bind=True, service="conductor", observer=BUS_METRICS)
         await bus.start()
-        cond = Conductor(Cloud(settings=settings, dbs=open_databases(settings), bus=bus))
+        cond = Conductor(Cloud(settings=settings, dbs=open_databases(settings), bus=bus),
+                         name=conductor_name(settings))
         started.add(cond.stop, bus.close)
         await cond.start()
 

@@ -100,7 +100,15 @@ class QuotaDefaults(BaseModel):
 
 
 class ConductorConfig(BaseModel):
+    # The conductor's name, which its task leases carry: a restarted conductor takes back at once the
+    # tasks leased under it. Empty: a name generated once and kept in data_dir/conductor-name.
+    name: str = ""
     lease_s: float = 60.0
+    # A task taken over this many times without finishing (it kills its conductor?) fails instead.
+    max_task_attempts: int = 5
+    # How long a build's call waits for a route the bus does not know yet (a restarted conductor learns
+    # its agents as they next heartbeat) before the step fails.
+    no_route_wait_s: float = 30.0
     sweep_interval_s: float = 5.0
     # A task nobody leased for this long lost its wake-up cast; the sweeper starts it.
     lost_cast_s: float = 5.0

@@ -16,7 +16,7 @@ from canopy.agent.health import HostHealth, agent_probes
 from canopy.agent.net.fake import FakeApplier
 from canopy.agent.net.node import NetNode
 from canopy.agent.reconcile import HostReconciler, ReconcileReport
-from canopy.agent.virt.base import DriverError, MobileDriver, Mobility, PowerState, VirtDriver
+from canopy.agent.virt.base import DriverError, InstanceNotFound, MobileDriver, Mobility, PowerState, VirtDriver
 from canopy.observability.logs import log_fields
 from canopy.periodic import next_delay
 from canopy.rpc.base import BusError, Target, Transport
@@ -92,6 +92,7 @@ class Agent:
         # False: something else calls `beat()` on a timer (the simulator beats for thousands of agents
         # of one process from one task, instead of a sleeping task per agent).
         self.own_heartbeat = own_heartbeat
+        self._spawns: dict[str, asyncio.Future[InstanceState]] = {}  # instance uuid -> its spawn in progress
 
     async def start(self, register_timeout_s: float = 60.0) -> None:
         """Register with a conductor (retrying with backoff), then serve and heartbeat."""
@@ -179,10 +180,7 @@ class Agent:
             await self.net.handle(msg)
             return Ack()
         if isinstance(msg, SpawnInstance):
-            await self.driver.spawn(msg.instance)
-            await self.net.plug()  # its taps exist now
-            return InstanceState(instance_uuid=msg.instance.uuid, power_state=PowerState.RUNNING,
-                                 steps=[StepResult(event="spawn", result="Success", details=self.host)])
+            return await self._spawn(msg)
         if isinstance(msg, PowerAction):
             return await self._power(msg)
         if isinstance(msg, DestroyInstance):
@@ -194,6 +192,35 @@ class Agent:
         if isinstance(msg, mobility.HANDLED):
             return await mobility.operate(self, msg)
         raise ValueError(f"agent {self.host} does not handle {msg.kind}")
+
+    async def _spawn(self, msg: SpawnInstance) -> InstanceState:
+        """Start the guest. Idempotent: a guest this host holds already, or is still making, is an earlier
+        try of the same build (its conductor died before the reply): it is joined or kept, not made twice."""
+        uuid = msg.instance.uuid
+        running = self._spawns.get(uuid)
+        if running is None:
+            running = self._spawns[uuid] = asyncio.ensure_future(self._spawn_once(msg))
+            running.add_done_callback(lambda _: self._spawns.pop(uuid, None))
+        # shielded: a caller that goes away (its conductor died) does not stop the spawn half-way
+        return await asyncio.shield(running)
+
+    async def _spawn_once(self, msg: SpawnInstance) -> InstanceState:
+        uuid = msg.instance.uuid
+        try:
+            held: PowerState | None = await self.driver.power_state(uuid)
+        except InstanceNotFound:
+            held = None
+        if held is None:
+            await self.driver.spawn(msg.instance)
+            step = StepResult(event="spawn", result="Success", details=self.host)
+        else:
+            if held != PowerState.RUNNING:
+                await self.driver.power_on(uuid)
+            step = StepResult(event="spawn", result="Success", details=f"{self.host}: the guest existed; adopted")
+            log.info("spawn %s: the guest exists already (%s); adopted", uuid, PowerState(held).name,
+                     extra={"instance_uuid": uuid})
+        await self.net.plug()  # its taps exist now
+        return InstanceState(instance_uuid=uuid, power_state=PowerState.RUNNING, steps=[step])
 
     async def _power(self, msg: PowerAction) -> InstanceState:
         uuid, steps = msg.instance_uuid, []

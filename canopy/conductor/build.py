@@ -3,19 +3,24 @@ ERROR with a fault that names the step and the cause."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection
+from sqlalchemy import Connection, select
 
 from canopy import states
 from canopy.conductor import netsync, records
 from canopy.conductor.taskrun import TaskRun, describe_exception
+from canopy.db import tables_cell as c
+from canopy.network import port_views
 from canopy.network import ports as netports
 from canopy.network.port_record import PortRecord
 from canopy.observability import notifications as notify
-from canopy.rpc.base import BusError, Target
+from canopy.rpc.base import BusError, NoRoute, Target
 from canopy.rpc.calls import DestroyInstance, HostSelected, InstanceSpec, PortSpec, SpawnInstance
+from canopy.rpc.messages import Message
 from canopy.scheduler import claims
 from canopy.scheduler.client import select_host_message
 from canopy.states import PowerState
@@ -27,55 +32,113 @@ log = logging.getLogger("canopy.conductor")
 
 
 async def run_build(env: TaskEnv, run: TaskRun) -> None:
-    """Drive one server's boot to ACTIVE (a failure raises: the dispatch ends it with fail_build)."""
-    if (run.task.get("attempts", 1) > 1 or run.task.get("resumed")) and not await _resumable(env, run):
+    """Drive one server's boot to ACTIVE (a failure raises: the dispatch ends it with fail_build).
+
+    Every step is resumable: a build taken over (a restarted conductor, or another one after the lease)
+    starts from what the database says was done, each step's result written in the transaction that
+    made it: the claim records the instance's host, networking its ports; spawn asks the host first."""
+    done = await _progress(env, run) if _is_resumed(run) else Progress()
+    if done is None:
         return
-    p = run.build
     await notify.task_started(env, run)
-    run.step = states.SCHEDULING
-    t0 = env.clock.now()
-    selected = await env.bus.call(Target("scheduler"), select_host_message(run.instance_uuid, p),
-                                  timeout=env.settings.conductor.agent_call_timeout_s)
-    assert isinstance(selected, HostSelected)
-    run.host = selected.host
-    run.events.host = selected.host
-    run.events.add("conductor_schedule_and_build_instances", t0, env.clock.now(), "Success",
-                   details=f"host {selected.host}")
-
-    run.step = states.NETWORKING
-    t0 = env.clock.now()
-    reqs, policy = await netsync.prepare_networking(env, [n.model_dump() for n in p.networks], selected.host,
-                                                    p.project_id)
-    ports = await env.db.write(_networking, env, run, selected, reqs, policy)
-    await netsync.ports_created(env, ports)  # the host's flows are in place before the guest starts
-    run.events.add("compute_allocate_network", t0, env.clock.now(), "Success")
-
-    run.step = states.BLOCK_DEVICE_MAPPING
-    await env.db.write(records.update_instance, run.instance_uuid, env.clock.now(),
-                       task_state=states.BLOCK_DEVICE_MAPPING)
-
-    run.step = states.SPAWNING
-    t0 = env.clock.now()
-    await env.db.write(records.update_instance, run.instance_uuid, env.clock.now(), task_state=states.SPAWNING)
-    await env.bus.call(Target("agent", selected.host), SpawnInstance(instance=_instance_spec(run, ports)),
-                       timeout=env.settings.conductor.agent_call_timeout_s)
-    run.events.add("compute_spawn", t0, env.clock.now(), "Success")
+    selected = done.selected or await _schedule(env, run)
+    run.host = run.events.host = selected.host
+    ports = await _network(env, run, selected, done.ports)
+    await _spawn(env, run, selected, ports)
     await env.db.write(_finish_active, env, run)
     await notify.task_ended(env, run, vm_state=states.ACTIVE, task_state=None, power_state=1,
                             launched_at=env.clock.now(), addresses=notify.addresses_of(run, ports))
 
 
-async def _resumable(env: TaskEnv, run: TaskRun) -> bool:
-    """A build another conductor lost: start over if it never got past scheduling, else fail it."""
-    instance = await env.db.read_fresh(records.load_instance, run.instance_uuid)
-    if instance is None or instance["deleted"]:
+@dataclass(frozen=True)
+class Progress:
+    """What an earlier run of a build did: the host it claimed, the ports it made (None: none yet)."""
+
+    selected: HostSelected | None = None
+    ports: list[PortRecord] | None = None
+
+
+def _is_resumed(run: TaskRun) -> bool:
+    """Whether an earlier run may have made progress (its lease was taken before: by this conductor before a
+    restart, or by another); a first run reads nothing back."""
+    return int(run.task.get("attempts") or 1) > 1
+
+
+async def _progress(env: TaskEnv, run: TaskRun) -> Progress | None:
+    """Where a resumed build stands; None when there is nothing left to build (the instance went)."""
+    limit = env.settings.conductor.max_task_attempts
+    found = await env.db.read_fresh(_read_progress, run.instance_uuid, bool(run.build.networks))
+    if found is None:
         await env.db.write(records.delete_task, run.id)
-        return False
-    if instance["task_state"] == "scheduling" and not instance["host"]:
-        return True
-    run.step = instance["task_state"] or ""
+        return None
+    instance, done = found
     run.host = instance["host"]
-    raise RuntimeError(f"the conductor driving this build stopped during {run.step}; the build was abandoned")
+    run.step = states.SCHEDULING if done.selected is None else instance["task_state"] or states.SPAWNING
+    attempts = int(run.task.get("attempts") or 1)
+    log.info("instance %s: build resumed (attempt %d) at %s%s", run.instance_uuid, attempts, run.step,
+             f" on {run.host}" if run.host else "", extra={"instance_uuid": run.instance_uuid})
+    if attempts > limit:  # a build that kills its conductor every time must end
+        raise RuntimeError(f"the build was taken over {attempts - 1} times without finishing; gave up")
+    return done
+
+
+def _read_progress(conn: Connection, uuid: str, wants_ports: bool) -> tuple[dict[str, Any], Progress] | None:
+    instance = records.load_instance(conn, uuid)
+    if instance is None or instance["deleted"] or instance["vm_state"] != states.BUILDING:
+        return None
+    if not instance["host"]:
+        return instance, Progress()
+    selected = HostSelected(host=instance["host"], availability_zone=_zone_of(conn, instance))
+    ports = [PortRecord.of_row(row, ips) for row, ips in
+             port_views.rows_where(conn, c.ports.c.device_id == uuid)] if wants_ports else []
+    return instance, Progress(selected, ports or None)
+
+
+def _zone_of(conn: Connection, instance: dict[str, Any]) -> str:
+    """The zone of the host an instance was placed on (networking records it on the instance too)."""
+    if instance["availability_zone"]:
+        return str(instance["availability_zone"])
+    zone = conn.execute(select(c.hosts.c.availability_zone).where(c.hosts.c.name == instance["host"])).scalar()
+    return str(zone or "")
+
+
+async def _schedule(env: TaskEnv, run: TaskRun) -> HostSelected:
+    """Ask a scheduler for a host; its claim records the host on the instance (so a resumed build finds it)."""
+    run.step = states.SCHEDULING
+    t0 = env.clock.now()
+    selected = await _call(env, Target("scheduler"), select_host_message(run.instance_uuid, run.build))
+    assert isinstance(selected, HostSelected)
+    run.events.host = selected.host
+    run.events.add("conductor_schedule_and_build_instances", t0, env.clock.now(), "Success",
+                   details=f"host {selected.host}")
+    return selected
+
+
+async def _network(env: TaskEnv, run: TaskRun, selected: HostSelected,
+                   made: list[PortRecord] | None) -> list[PortRecord]:
+    """The server's ports (those an earlier run made, else new ones), their flows in place on the host."""
+    run.step = states.NETWORKING
+    t0 = env.clock.now()
+    ports = made
+    if ports is None:
+        reqs, policy = await netsync.prepare_networking(env, [n.model_dump() for n in run.build.networks],
+                                                        selected.host, run.build.project_id)
+        ports = await env.db.write(_networking, env, run, selected, reqs, policy)
+    await netsync.ports_created(env, ports)  # the host's flows are in place before the guest starts
+    run.events.add("compute_allocate_network", t0, env.clock.now(), "Success")
+    return ports
+
+
+async def _spawn(env: TaskEnv, run: TaskRun, selected: HostSelected, ports: list[PortRecord]) -> None:
+    """Ask the host to start the guest (a host that holds it already, from an earlier run, keeps it)."""
+    run.step = states.BLOCK_DEVICE_MAPPING
+    await env.db.write(records.update_instance, run.instance_uuid, env.clock.now(),
+                       task_state=states.BLOCK_DEVICE_MAPPING)
+    run.step = states.SPAWNING
+    t0 = env.clock.now()
+    await env.db.write(records.update_instance, run.instance_uuid, env.clock.now(), task_state=states.SPAWNING)
+    await _call(env, Target("agent", selected.host), SpawnInstance(instance=_instance_spec(run, ports)))
+    run.events.add("compute_spawn", t0, env.clock.now(), "Success")
 
 
 def _networking(conn: Connection, env: TaskEnv, run: TaskRun, selected: HostSelected, reqs: list[dict[str, Any]],
@@ -98,6 +161,21 @@ def _networking(conn: Connection, env: TaskEnv, run: TaskRun, selected: HostSele
     records.update_instance(conn, run.instance_uuid, now, host=selected.host, addresses=addresses,
                             availability_zone=selected.availability_zone, task_state=states.NETWORKING)
     return ports
+
+
+async def _call(env: TaskEnv, target: Target, msg: Message) -> Message:
+    """A call that waits out a route not known yet: a conductor just (re)started learns its agents and
+    schedulers as they next speak, and a resumed build must not fail for that (conductor.no_route_wait_s)."""
+    deadline = env.clock.monotonic() + env.settings.conductor.no_route_wait_s
+    delay = 0.1
+    while True:
+        try:
+            return await env.bus.call(target, msg, timeout=env.settings.conductor.agent_call_timeout_s)
+        except NoRoute:
+            if env.clock.monotonic() + delay > deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 def _instance_spec(run: TaskRun, ports: list[PortRecord]) -> InstanceSpec:
@@ -128,7 +206,7 @@ async def fail_build(env: TaskEnv, run: TaskRun, exc: BaseException) -> None:
     """ERROR with a fault naming the step; give back the claim, the ports and the guest.
 
     As in Nova, a failed build keeps no host (the fault names it): an instance holds a claim exactly
-    while its `host` is set.
+    while its `host` is set, and `claims.unclaim` clears the one with the other.
     """
     message, details = describe_exception(exc)
     where = f" on {run.host}" if run.host else ""
@@ -147,11 +225,12 @@ async def fail_build(env: TaskEnv, run: TaskRun, exc: BaseException) -> None:
     removed: list[dict[str, Any]] = []
 
     def write(conn: Connection) -> None:
-        if run.host:
-            claims.release(conn, run.host, flavor.vcpus, flavor.memory_mb, flavor.disk_gb, now)
+        # The claim the instance holds, whoever made it: a scheduler's reply this run never got (a timeout
+        # after the claim committed) left run.host unset, and the claim must still go back.
+        claims.unclaim(conn, run.instance_uuid, flavor.vcpus, flavor.memory_mb, flavor.disk_gb, now)
         removed.extend(netports.remove_ports_of_device(conn, run.instance_uuid))
         records.update_instance(conn, run.instance_uuid, now, vm_state=states.ERROR, task_state=None,
-                                power_state=int(PowerState.NOSTATE), host=None)
+                                power_state=int(PowerState.NOSTATE))
         records.add_fault(conn, run.instance_uuid, message=fault, details=details, host=run.host,
                           task_state=run.step, request_id=run.request_id, now=now)
         records.finish_action(conn, run.events.action_id, now, message="Error")

@@ -15,7 +15,6 @@ from canopy.observability import notifications as notify
 from canopy.rpc.base import CallTimeout, NoRoute, Target
 from canopy.rpc.calls import DestroyInstance, InstanceState, PowerAction
 from canopy.scheduler import claims
-from canopy.states import PowerState
 
 if TYPE_CHECKING:
     from canopy.conductor.env import TaskEnv
@@ -110,18 +109,23 @@ async def run_delete(env: TaskEnv, run: TaskRun) -> None:
     policy = await netsync.release_policy(env, instance["project_id"])  # the hold time of public addresses
     removed: list[dict[str, Any]] = []
 
-    def write(conn: Connection) -> None:
-        if run.host:  # an instance holds a claim exactly while it has a host
-            claims.release(conn, run.host, flavor["vcpus"], flavor["ram"], flavor["disk"], now)
+    def write(conn: Connection) -> bool:
+        # Conditional on the row not being deleted yet, so a delete run twice (taken over after its write
+        # committed, before its reply) gives back the claim and the quota once; the host stays recorded.
+        if not records.mark_deleted(conn, run.instance_uuid, now):
+            records.delete_task(conn, run.id)
+            return False
+        host = claims.placed_host(conn, run.instance_uuid)  # the row is ours now: the update above locked it
+        if host:  # an instance holds a claim exactly while it has a host
+            claims.release(conn, host, flavor["vcpus"], flavor["ram"], flavor["disk"], now)
         removed.extend(netports.remove_ports_of_device(conn, run.instance_uuid, policy=policy, now=now))
-        records.update_instance(conn, run.instance_uuid, now, vm_state=states.DELETED, task_state=None,
-                                power_state=int(PowerState.NOSTATE), deleted=True, deleted_at=now,
-                                terminated_at=now)
         records.finish_action(conn, run.events.action_id, now)
         run.events.write(conn)
         records.delete_task(conn, run.id)
+        return True
 
-    await env.db.write(write)
+    if not await env.db.write(write):
+        return
     await netsync.ports_removed(env, removed)
     await env.dbs.global_db.write(records.release_quota, instance["project_id"], 1, flavor["vcpus"], flavor["ram"])
     await notify.task_ended(env, run, instance, vm_state=states.DELETED, task_state=None, power_state=0,

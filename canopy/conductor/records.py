@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, insert, or_, select, update
 
+from canopy import states
 from canopy.db import tables_cell as c
 from canopy.db import tables_global as g
 from canopy.db.records import release_quota as release_quota  # the api releases quota too
@@ -53,6 +54,24 @@ def lease_task(conn: Connection, task_id: int, owner: str, now: dt.datetime, lea
     return result.rowcount == 1
 
 
+_RECLAIM = (update(c.tasks)
+            .where(_t.id == bindparam("w_id"), or_(_t.lease_owner.is_(None), _t.lease_owner == bindparam("w_owner"),
+                                                   _t.lease_expires_at < bindparam("w_now")))
+            .values(lease_owner=bindparam("w_owner"), lease_expires_at=bindparam("w_until"), attempts=_t.attempts + 1))
+
+
+def reclaim_lease(conn: Connection, task_id: int, owner: str, now: dt.datetime, lease_s: float) -> bool:
+    """Take a task's lease back from an earlier life of this conductor (its live lease carries our name)."""
+    result = conn.execute(_RECLAIM, {"w_id": task_id, "w_now": now, "w_owner": owner,
+                                     "w_until": now + dt.timedelta(seconds=lease_s)})
+    return result.rowcount == 1
+
+
+def leased_by(conn: Connection, owner: str, limit: int = 1000) -> list[int]:
+    """The tasks whose lease names `owner`, oldest first."""
+    return list(conn.execute(select(_t.id).where(_t.lease_owner == owner).order_by(_t.id).limit(limit)).scalars())
+
+
 def renew_lease(conn: Connection, task_id: int, owner: str, now: dt.datetime, lease_s: float) -> bool:
     t = c.tasks.c
     result = conn.execute(update(c.tasks).where(t.id == task_id, t.lease_owner == owner)
@@ -92,6 +111,15 @@ def delete_task(conn: Connection, task_id: int) -> None:
 def update_instance(conn: Connection, instance_uuid: str, now: dt.datetime, **values: Any) -> None:
     """Set columns of one instance (the parameter names are the columns)."""
     conn.execute(_UPDATE_INSTANCE, {"w_uuid": instance_uuid, "updated_at": now, **values})
+
+
+def mark_deleted(conn: Connection, instance_uuid: str, now: dt.datetime) -> bool:
+    """The instance deleted (vm_state, times, no task); False when it was deleted already."""
+    i = c.instances.c
+    changed = conn.execute(update(c.instances).where(i.uuid == instance_uuid, i.deleted.is_(False)).values(
+        vm_state=states.DELETED, task_state=None, power_state=0, deleted=True, deleted_at=now, terminated_at=now,
+        updated_at=now))
+    return changed.rowcount == 1
 
 
 def load_instance(conn: Connection, instance_uuid: str) -> dict[str, Any] | None:

@@ -19,6 +19,7 @@ from canopy.conductor.relay import relay_to_agent
 from canopy.conductor.runners import auto_confirm_loop, dispatch
 from canopy.conductor.sweeper import StuckSweeper
 from canopy.conductor.taskrun import TaskRun, keep_lease
+from canopy.config import Settings
 from canopy.observability.metrics import HEARTBEATS
 from canopy.observability.notifications import Notifier
 from canopy.periodic import pace
@@ -70,7 +71,9 @@ class Conductor:
         self.active_runs = self.env.active_runs  # task id → the run driving it (the sweeper's)
         self.netsync = self.env.netsync = NetSync(self.env)  # delivers hosts' desired network state to agents
 
-    async def start(self) -> None:
+    async def start(self, take_back: bool = True) -> None:
+        """Serve, run the periodic loops, and (unless told to wait: `take_back_own_tasks` later) resume the
+        tasks an earlier life of this conductor held."""
         await self.db.write(records.upsert_service, CONDUCTOR_BINARY, self.name, __version__, self.clock.now())
         self.bus.serve(Target("conductor"), self.handle)
         self.bus.serve(Target("conductor", self.name), self.handle)
@@ -79,6 +82,22 @@ class Conductor:
                        asyncio.create_task(StuckSweeper(self.env).loop(), name="stuck-task-sweeper"),
                        asyncio.create_task(auto_confirm_loop(self.env), name="resize-auto-confirm")]
         await self.netsync.start()
+        if take_back:
+            await self.take_back_own_tasks()
+
+    async def take_back_own_tasks(self) -> int:
+        """Resume at once the tasks an earlier life of this conductor held: their leases carry its name, and
+        nothing of this life runs them yet (another conductor would wait out the lease)."""
+        ids = await self.db.read_fresh(records.leased_by, self.name)
+        for task_id in ids:
+            log.warning("taking back task %s, leased by this conductor before it restarted", task_id)
+            self._in_background(self.run_task(task_id, reclaim=True))
+        return len(ids)
+
+    def _in_background(self, work: Any) -> None:
+        task = asyncio.create_task(work)
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
 
     async def stop(self) -> None:
         for task in self._loops:
@@ -149,10 +168,12 @@ class Conductor:
         await self.db.write(write)
         await self.dbs.global_db.write(records.map_host, msg.host, self.cloud.cell_name)
 
-    async def run_task(self, task_id: int, task: TaskRecord | None = None) -> None:
-        """Lease a task and drive it; if another conductor holds it, do nothing."""
+    async def run_task(self, task_id: int, task: TaskRecord | None = None, reclaim: bool = False) -> None:
+        """Lease a task and drive it; if another conductor holds it, do nothing (`reclaim`: a lease under
+        this conductor's name is an earlier life's, and is taken back)."""
         lease_s = self.settings.conductor.lease_s
-        if not await self.db.write(records.lease_task, task_id, self.name, self.clock.now(), lease_s):
+        lease = records.reclaim_lease if reclaim else records.lease_task
+        if not await self.db.write(lease, task_id, self.name, self.clock.now(), lease_s):
             return
         run = await self._task_run(task_id, task)
         if run is None:
@@ -217,9 +238,7 @@ class Conductor:
         found = await self.db.read_fresh(records.expired_tasks, self.clock.now(), lost_cast_s)
         for row in found:
             log.warning("sweeper: taking over task %s (%s of %s)", row["id"], row["kind"], row["instance_uuid"])
-            task = asyncio.create_task(self.run_task(row["id"]))
-            self._running.add(task)
-            task.add_done_callback(self._running.discard)
+            self._in_background(self.run_task(row["id"]))
         return len(found)
 
     async def _sweep_loop(self) -> None:
@@ -231,6 +250,25 @@ class Conductor:
                 await self.sweep()
             except Exception:
                 log.exception("task sweep failed")
+
+
+def conductor_name(settings: Settings) -> str:
+    """This conductor's name across restarts: the configured one, else one generated once and kept in the
+    data folder (two conductors must not share a data folder, or a name)."""
+    if settings.conductor.name:
+        return settings.conductor.name
+    path = settings.data_dir / "conductor-name"
+    try:
+        name = path.read_text().strip()
+    except FileNotFoundError:
+        name = ""
+    if not name:
+        name = f"conductor-{uuidlib.uuid4().hex[:8]}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(name + "\n")
+        tmp.replace(path)  # atomic: a crash leaves the old name or the new one
+    return name
 
 
 def _utc(epoch: float) -> Any:

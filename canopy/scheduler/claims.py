@@ -2,7 +2,10 @@
 database never overcommit a host; a lost race is a row count of zero.
 
 In the same transaction the claim records the instance's host, and for a server group where the member
-went. The instance's host row is what the claim audit (audit.py) counts, so claim and record can never
+went. An instance holds a claim exactly while its `host` is set: a claim is made only for an instance
+still waiting for one (building, no host, not deleted), and given back only by the write that clears
+its host (`unclaim`) or deletes it, so a late claim, a retried one or a second release can neither leak nor double.
+The instance's host row is what the claim audit (audit.py) counts, so claim and record can never
 disagree. A hard group rule is checked after the capacity UPDATE: that UPDATE holds the host's row
 lock until commit, so two members of one group cannot both pass the check on the same host; a hard
 affinity group is anchored to one host by a primary key.
@@ -24,6 +27,10 @@ gp, ga, inst = c.group_placements.c, c.group_anchors.c, c.instances.c
 
 class GroupConflict(Exception):
     """A hard server-group rule would break on this host: the claim is rolled back (a lost race)."""
+
+
+class NotWaiting(Exception):
+    """The instance no longer waits for a host (placed already, failed, deleted): the claim is rolled back."""
 
 
 @dataclass(frozen=True)
@@ -61,7 +68,14 @@ _ADJUST = (
     .values(vcpus_used=h.vcpus_used + _V, memory_mb_used=h.memory_mb_used + _R, local_gb_used=h.local_gb_used + _D,
             updated_at=bindparam("w_now"))
 )
-_SET_HOST = update(c.instances).where(inst.uuid == bindparam("w_uuid")).values(host=bindparam("w_host"))
+# Only an instance still waiting for a host takes one: a claim landing after its build failed or was
+# placed elsewhere (a reply lost, a retry) finds no row and is rolled back.
+_SET_HOST = (update(c.instances)
+             .where(inst.uuid == bindparam("w_uuid"), inst.host.is_(None), inst.deleted.is_(False),
+                    inst.vm_state == "building")
+             .values(host=bindparam("w_host")))
+_CLEAR_HOST = (update(c.instances).where(inst.uuid == bindparam("w_uuid"), inst.host == bindparam("w_host"))
+               .values(host=None))
 
 
 def claim(conn: Connection, host_id: int, vcpus: int, memory_mb: int, disk_gb: int, now: dt.datetime, *,
@@ -69,12 +83,14 @@ def claim(conn: Connection, host_id: int, vcpus: int, memory_mb: int, disk_gb: i
     """Take the resources on a host if they still fit; False if another claim got there first.
 
     With `instance_uuid` and `host`, the instance's host is recorded in the same transaction (and its
-    group placement, checking the group's hard rule; GroupConflict rolls everything back)."""
+    group placement, checking the group's hard rule; GroupConflict rolls everything back); NotWaiting
+    (rolling back too) when the instance no longer waits for a host."""
     params = {"w_id": host_id, "w_vcpus": vcpus, "w_ram": memory_mb, "w_disk": disk_gb, "w_now": now}
     if conn.execute(_CLAIM, params).rowcount != 1:
         return False
     if instance_uuid is not None and host is not None:
-        conn.execute(_SET_HOST, {"w_uuid": instance_uuid, "w_host": host})
+        if conn.execute(_SET_HOST, {"w_uuid": instance_uuid, "w_host": host}).rowcount != 1:
+            raise NotWaiting(f"instance {instance_uuid} no longer waits for a host")
         if group is not None:
             record_group_member(conn, group, instance_uuid, host, now)
     return True
@@ -84,6 +100,30 @@ def release(conn: Connection, host: str, vcpus: int, memory_mb: int, disk_gb: in
     """Give back what a claim took (failure, delete); False when the host holds less than that (drift)."""
     params = {"w_host": host, "w_vcpus": vcpus, "w_ram": memory_mb, "w_disk": disk_gb, "w_now": now}
     return conn.execute(_RELEASE, params).rowcount == 1
+
+
+def placed_host(conn: Connection, instance_uuid: str) -> str | None:
+    """The host an instance holds a claim on (None: it holds none)."""
+    return conn.execute(select(inst.host).where(inst.uuid == instance_uuid)).scalar_one_or_none()
+
+
+def _locked_host(conn: Connection, instance_uuid: str) -> str | None:
+    # FOR UPDATE: a claim committing after this read would otherwise set a host this release never sees
+    return conn.execute(select(inst.host).where(inst.uuid == instance_uuid).with_for_update()).scalar_one_or_none()
+
+
+def unclaim(conn: Connection, instance_uuid: str, vcpus: int, memory_mb: int, disk_gb: int,
+            now: dt.datetime) -> str | None:
+    """Give back an instance's claim and clear its host, in one transaction; the host it left, or None
+    when it held none (a release that already happened, or a claim that never landed)."""
+    host = _locked_host(conn, instance_uuid)
+    if host is None:
+        return None
+    # conditional on the host read: of two releases racing, one clears the host and gives back the claim
+    if conn.execute(_CLEAR_HOST, {"w_uuid": instance_uuid, "w_host": host}).rowcount != 1:
+        return None
+    release(conn, host, vcpus, memory_mb, disk_gb, now)
+    return host
 
 
 def adjust(conn: Connection, host_id: int, vcpus: int, memory_mb: int, disk_gb: int, now: dt.datetime) -> bool:

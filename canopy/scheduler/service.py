@@ -172,10 +172,22 @@ class Scheduler:
                     continue
                 self.stats["no_valid_host"] += 1
                 raise NoValidHost(f"No valid host was found. {self.chain.explain(self.index, req).explain()}")
-            if await self._claim(i, req, msg):
-                return self._selected(i, req)
+            try:
+                if await self._claim(i, req, msg):
+                    return self._selected(i)
+            except claims.NotWaiting:
+                return await self._placed_already(msg)
         raise NoValidHost("No valid host was found. Every candidate was taken by concurrent claims "
                           f"({self.cfg.max_claim_tries} tries).")
+
+    async def _placed_already(self, msg: SelectHost) -> HostSelected:
+        """The instance holds a claim already (a retry after a lost reply): answer with that placement, so
+        that asking twice claims once; an instance that failed or went gets NotWaiting."""
+        host = await self.db.read_fresh(claims.placed_host, msg.instance_uuid)
+        i = self.index.by_name.get(host) if host else None
+        if host is None or i is None:
+            raise claims.NotWaiting(f"instance {msg.instance_uuid} no longer waits for a host")
+        return self._selected(i)
 
     async def _freshen(self, req: Request) -> None:
         await self.refresh(force=True)
@@ -208,7 +220,7 @@ class Scheduler:
             ix.rescore(_one(i))
         return False
 
-    def _selected(self, i: int, req: Request) -> HostSelected:
+    def _selected(self, i: int) -> HostSelected:
         self.stats["placed"] += 1
         zone = self.index.zones.names[int(self.index.cols["zone"][i])]
         return HostSelected(host=self.index.names[i], availability_zone=zone)

@@ -58,16 +58,27 @@ async def test_a_build_lost_while_scheduling_is_resumed(stack: Any, monkeypatch:
     assert (await wait_for_server(stack.api, sid, {"ACTIVE", "ERROR"}))["status"] == "ACTIVE"
 
 
-async def test_a_build_lost_while_spawning_ends_in_error_with_a_fault(stack: Any, monkeypatch: Any) -> None:
+async def test_a_build_lost_while_spawning_is_resumed_to_active(stack: Any, monkeypatch: Any) -> None:
     sid = await _create_without_wakeup(stack, monkeypatch)
     await _expire_lease(stack, sid, task_state="spawning")
     assert await stack.conductor.sweep() == 1
     server = await wait_for_server(stack.api, sid, {"ERROR", "ACTIVE"})
-    assert server["status"] == "ERROR"
-    assert "stopped during spawning" in server["fault"]["message"]
+    assert server["status"] == "ACTIVE", server.get("fault")
     tasks = await stack.cloud.dbs.default_cell.read(
         lambda conn: conn.execute(select(c.tasks).where(c.tasks.c.instance_uuid == sid)).all())
     assert tasks == []
+
+
+async def test_a_build_taken_over_too_many_times_ends_in_error_with_a_fault(stack: Any, monkeypatch: Any) -> None:
+    sid = await _create_without_wakeup(stack, monkeypatch)
+    await _expire_lease(stack, sid, task_state="spawning")
+    limit = stack.settings.conductor.max_task_attempts
+    await stack.cloud.dbs.default_cell.write(lambda conn: conn.execute(
+        update(c.tasks).where(c.tasks.c.instance_uuid == sid).values(attempts=limit)))
+    assert await stack.conductor.sweep() == 1
+    server = await wait_for_server(stack.api, sid, {"ERROR", "ACTIVE"})
+    assert server["status"] == "ERROR"
+    assert "taken over" in server["fault"]["message"], server["fault"]
 
 
 async def test_a_live_lease_is_not_taken(stack: Any, monkeypatch: Any) -> None:

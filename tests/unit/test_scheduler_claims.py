@@ -207,3 +207,44 @@ def test_resize_adjusts_a_claim_in_place_and_a_revert_gives_the_new_flavor_back(
         rows = hosts(conn)
     assert (rows[0].vcpus_used, rows[0].running_vms) == (0, 0)
     assert (rows[1].vcpus_used, rows[1].memory_mb_used, rows[1].local_gb_used) == (3, 3072, 30)
+
+
+def _claim_for(db: Database, uid: str) -> bool | str:
+    try:
+        with db.writer() as conn:
+            return claims.claim(conn, 2, 1, 512, 1, NOW, instance_uuid=uid, host="hv-2")
+    except claims.NotWaiting:
+        return "not waiting"
+
+
+@pytest.mark.parametrize(("instance", "expected"), [
+    ({}, True),                                              # building, no host: it waits
+    ({"host": "hv-1"}, "not waiting"),                       # placed already (a retried claim)
+    ({"vm_state": "error"}, "not waiting"),                  # its build failed before the claim landed
+    ({"deleted": True}, "not waiting"),                      # deleted meanwhile
+])
+def test_a_claim_lands_only_on_an_instance_still_waiting_for_a_host(db: Database, instance: dict[str, Any],
+                                                                    expected: bool | str) -> None:
+    with db.writer() as conn:
+        reset(conn)
+        uid = add_instance(conn, host=instance.get("host"), deleted=instance.get("deleted", False))
+        if "vm_state" in instance:
+            conn.execute(update(c.instances).where(c.instances.c.uuid == uid).values(vm_state=instance["vm_state"]))
+    assert _claim_for(db, uid) == expected
+    with db.reader() as conn:
+        used = hosts(conn)[1].vcpus_used
+        host = conn.execute(select(c.instances.c.host).where(c.instances.c.uuid == uid)).scalar()
+    assert used == (1 if expected is True else 0)  # a refused claim is rolled back with its capacity
+    assert host == ("hv-2" if expected is True else instance.get("host"))
+
+
+def test_unclaim_gives_back_what_the_instance_holds_once(db: Database) -> None:
+    with db.writer() as conn:
+        reset(conn)
+        uid = add_instance(conn)
+    assert _claim_for(db, uid) is True
+    with db.writer() as conn:
+        assert claims.unclaim(conn, uid, 1, 512, 1, NOW) == "hv-2"
+        assert claims.unclaim(conn, uid, 1, 512, 1, NOW) is None  # a second release finds no host
+        assert hosts(conn)[1].vcpus_used == 0
+        assert claims.unclaim(conn, add_instance(conn), 1, 512, 1, NOW) is None  # never claimed
