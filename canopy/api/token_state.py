@@ -18,6 +18,7 @@ from sqlalchemy import Connection, delete, insert, select
 
 from canopy.auth.revocation import RevocationEvent, RevocationIndex
 from canopy.auth.tokens import InvalidToken, TokenData, TokenSigner
+from canopy.context import statement_origin
 from canopy.db import tables_global as g
 from canopy.db.engine import Database
 
@@ -104,7 +105,13 @@ class TokenGuard:
             full = now - self._full_at > _FULL_RELOAD_S
             since = 0 if full else max(0, self._since_us - _OVERLAP_US)
             wall_us = _to_us(time.time())
-            events = await self.db.write(load_events, since)
+            # The reload is this process's periodic cost (one per staleness period), not the request's that
+            # happens to trigger it: its statements are counted under their own origin.
+            origin = statement_origin.set("auth:revocations")
+            try:
+                events = await self.db.write(load_events, since)
+            finally:
+                statement_origin.reset(origin)
             if full:
                 self._index, self._full_at = RevocationIndex(events), now
             else:
