@@ -23,6 +23,8 @@ app.add_typer(db_app, name="db")
 app.add_typer(__import__("canopy.cli_scheduler", fromlist=["app"]).app, name="scheduler-explain")
 app.add_typer(__import__("canopy.cli_ops", fromlist=["ops_app"]).ops_app)  # `canopy trace`, `canopy service ping`
 app.add_typer(__import__("canopy.cli_network", fromlist=["app"]).app, name="network")  # flows, trace (issue 4)
+app.add_typer(__import__("canopy.cli_inventory", fromlist=["app"]).app, name="inventory")  # issue 19
+app.add_typer(__import__("canopy.cli_cells", fromlist=["app"]).app, name="cell")  # issue 19
 console = Console()
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML configuration file (or CANOPY_CONFIG).")]

@@ -19,6 +19,7 @@ from canopy.conductor.relay import relay_to_agent
 from canopy.conductor.runners import auto_confirm_loop, dispatch
 from canopy.conductor.sweeper import StuckSweeper
 from canopy.conductor.taskrun import TaskRun, keep_lease
+from canopy.db import inventory
 from canopy.observability.metrics import HEARTBEATS
 from canopy.observability.notifications import Notifier
 from canopy.periodic import pace
@@ -136,6 +137,10 @@ class Conductor:
                   "hypervisor_version": msg.hypervisor_version, "host_ip": msg.host_ip, "vcpus": msg.vcpus,
                   "memory_mb": msg.memory_mb, "local_gb": msg.local_gb, "availability_zone": msg.availability_zone,
                   "datacenter": msg.datacenter, "rack": msg.rack}
+        # The inventory's word on where the host stands beats the agent's config (issue 19).
+        placement = await self.dbs.global_db.read(inventory.host_placement, msg.host)
+        if placement is not None:
+            values.update(datacenter=placement[0], rack=placement[1])
 
         def write(conn: Any) -> None:
             records.upsert_host(conn, values, now)

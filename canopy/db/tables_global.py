@@ -332,3 +332,61 @@ for _name, _table, _cols in (
     ("ix_images_name", images, ("name",)),
 ):
     Index(_name, *(_table.c[col] for col in _cols))
+
+# -- cells: the physical inventory (issue 19) ---------------------------------------------------------
+# The physical view beside the logical one (zones, aggregates, cells): a data center holds rows, a row
+# racks, a rack hosts. A rack is cabled to one network segment; setting it writes the rack's line of
+# `segment_racks` for that segment's network, which the scheduler's reachability reads.
+
+datacenters = Table(
+    "datacenters",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("description", String(255), nullable=False, default=""),
+    Column("cell_name", String(64), nullable=True),  # the cell that runs this data center
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+datacenter_rows = Table(
+    "datacenter_rows",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("datacenter", String(64), ForeignKey("datacenters.name"), nullable=False),
+    Column("description", String(255), nullable=False, default=""),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("datacenter", "name", name="uq_datacenter_rows_datacenter_name"),
+)
+
+racks = Table(
+    "racks",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("datacenter", String(64), ForeignKey("datacenters.name"), nullable=False),
+    Column("row_id", String(36), ForeignKey("datacenter_rows.id"), nullable=False),
+    Column("segment_id", String(36), ForeignKey("network_segments.id", ondelete="SET NULL"), nullable=True),
+    Column("description", String(255), nullable=False, default=""),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("datacenter", "name", name="uq_racks_datacenter_name"),
+    Index("ix_racks_row", "row_id"),
+)
+
+# A host as the inventory knows it, before and after its agent enrolls (`state`: expected, enrolled,
+# draining, retired). Its name is the agent's host name, the key of host_mappings and the cell's hosts.
+inventory_hosts = Table(
+    "inventory_hosts",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("rack_id", String(36), ForeignKey("racks.id"), nullable=False),
+    Column("serial", String(64), nullable=True, unique=True),
+    Column("macs", JSONType, nullable=False, default=list),
+    Column("state", String(16), nullable=False, default="expected"),
+    Column("description", String(255), nullable=False, default=""),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_inventory_hosts_rack", "rack_id"),
+)

@@ -8,6 +8,7 @@ from canopy.api.compute import (
     aggregates,
     flavors,
     hypervisors,
+    inventory,
     keypairs,
     microversion,
     os_services,
@@ -50,5 +51,6 @@ def service() -> Service:
         *server_groups.ROUTES,
         *scheduler_explain.ROUTES,
         *server_mobility.ROUTES,
+        *inventory.ROUTES,
     ]
     return Service("compute", routes, is_public, microversion.prepare)
