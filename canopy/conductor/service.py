@@ -19,7 +19,7 @@ from canopy.conductor.relay import relay_to_agent
 from canopy.conductor.runners import auto_confirm_loop, dispatch
 from canopy.conductor.sweeper import StuckSweeper
 from canopy.conductor.taskrun import TaskRun, keep_lease
-from canopy.db import inventory
+from canopy.db import enrollment, inventory
 from canopy.observability.metrics import HEARTBEATS
 from canopy.observability.notifications import Notifier
 from canopy.periodic import pace
@@ -201,6 +201,11 @@ class Conductor:
         for beat in beats:
             beat["b_now"] = now
         await self.db.write(records.record_heartbeats, beats)
+        # An enrolling host becomes schedulable at its first heartbeat with every health check passing.
+        healthy = [b["b_host"] for b in beats if b["b_binary"] == "canopy-agent" and not b["b_health"]]
+        if healthy:
+            for host in await self.db.write(enrollment.complete_enrollments, healthy, now):
+                log.info("host %s passed its health checks: enrollment complete, schedulable", host)
 
     async def _flush_loop(self) -> None:
         first = True

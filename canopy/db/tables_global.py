@@ -390,3 +390,27 @@ inventory_hosts = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     Index("ix_inventory_hosts_rack", "rack_id"),
 )
+
+# -- cells: enrollment (issue 19) ----------------------------------------------------------------------
+# A single-use, expiring token that lets one agent enroll into one cell. Only its SHA-256 is stored (the
+# token is 256 random bits: a fast hash is enough). `host`: the pre-registered host it was issued for
+# (NULL: self-registration, matched by serial, MAC or rack labels). `used_at`/`used_by`: consumed.
+enrollment_tokens = Table(
+    "enrollment_tokens",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("cell_name", String(64), nullable=False),
+    Column("host", String(255), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime, nullable=True),
+    Column("used_by", String(255), nullable=True),
+    Index("ix_enrollment_tokens_host", "host"),
+)
+
+# What an enrolled host reported, when, and the hash of the per-host bus secret it was given.
+inventory_hosts.append_column(Column("hardware", JSONType, nullable=True))
+inventory_hosts.append_column(Column("enrolled_at", UTCDateTime, nullable=True))
+inventory_hosts.append_column(Column("credential_hash", String(64), nullable=True))
+Index("ix_inventory_hosts_state", inventory_hosts.c.state)
