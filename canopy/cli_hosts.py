@@ -98,3 +98,92 @@ def tokens_cmd(cell: CellOpt, count: Annotated[int, typer.Option("--count", min=
         return [("", t) for t in tokens]
 
     _write_tokens(_global_write(config, data_dir, cell, write), out)
+
+
+ApiOpt = Annotated[str, typer.Option("--api", envvar="CANOPY_API_URL", help="The api's URL.")]
+UserOpt = Annotated[str, typer.Option("--user", envvar="OS_USERNAME", help="An admin user.")]
+PasswordOpt = Annotated[str, typer.Option("--password", envvar="OS_PASSWORD", help="Its password.")]
+ProjectOpt = Annotated[str, typer.Option("--project", envvar="OS_PROJECT_NAME", help="Its project.")]
+
+
+async def _admin_client(api: str, user: str, password: str, project: str) -> Any:
+    """An httpx client on the api with an admin's token (password auth, default domain)."""
+    import httpx
+
+    http = httpx.AsyncClient(base_url=api.rstrip("/"), timeout=60)
+    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        "name": user, "domain": {"id": "default"}, "password": password}}},
+        "scope": {"project": {"name": project, "domain": {"id": "default"}}}}}
+    resp = await http.post("/identity/v3/auth/tokens", json=body)
+    if resp.status_code != 201:
+        await http.aclose()
+        typer.echo(f"canopy host: could not log in as {user}: {resp.status_code} {resp.text[:200]}", err=True)
+        raise typer.Exit(1)
+    http.headers["X-Auth-Token"] = resp.headers["x-subject-token"]
+    return http
+
+
+@app.command("drain")
+def drain_cmd(host: Annotated[str, typer.Argument(help="The host to empty.")],
+              live: Annotated[bool, typer.Option("--live", help="Live-migrate ACTIVE servers (else cold).")] = False,
+              api: ApiOpt = "http://127.0.0.1:8774", user: UserOpt = "admin", password: PasswordOpt = "admin",
+              project: ProjectOpt = "admin") -> None:
+    """Disable HOST and move its servers to other hosts (live where possible, else cold), with progress."""
+    import asyncio
+
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from canopy.drain import DrainError, HostDrainer
+
+    console = Console(stderr=True)
+
+    async def run() -> list[Any]:
+        http = await _admin_client(api, user, password, project)
+        try:
+            drainer = HostDrainer(http)
+            total = len(await drainer.servers_on(host))
+            with Progress(console=console) as bar:
+                task = bar.add_task(f"draining {host}", total=total or 1)
+                moves = await drainer.drain(host, live=live, progress=lambda m: bar.advance(task))
+                bar.update(task, completed=total or 1)
+            return moves
+        finally:
+            await http.aclose()
+
+    try:
+        moves = asyncio.run(run())
+    except DrainError as e:
+        typer.echo(f"canopy host: {e}", err=True)
+        raise typer.Exit(1) from None
+    stuck = [m for m in moves if not m.moved]
+    for m in moves:
+        line = f"{m.server_id} {m.name}: " + (f"{m.how} to {m.to_host}" if m.moved else f"NOT MOVED: {m.error}")
+        console.print(line, style=None if m.moved else "red", highlight=False)
+    console.print(f"{host}: disabled; {len(moves) - len(stuck)} moved, {len(stuck)} could not move")
+    if stuck:
+        raise typer.Exit(2)
+
+
+@app.command("retire")
+def retire_cmd(host: Annotated[str, typer.Argument(help="A drained, empty host.")],
+               api: ApiOpt = "http://127.0.0.1:8774", user: UserOpt = "admin", password: PasswordOpt = "admin",
+               project: ProjectOpt = "admin") -> None:
+    """Remove a drained, empty host and its records (refused while it is enabled or holds servers)."""
+    import asyncio
+
+    from canopy.drain import DrainError, HostDrainer
+
+    async def run() -> None:
+        http = await _admin_client(api, user, password, project)
+        try:
+            await HostDrainer(http).retire(host)
+        finally:
+            await http.aclose()
+
+    try:
+        asyncio.run(run())
+    except DrainError as e:
+        typer.echo(f"canopy host: {e}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{host}: retired (service, host row, cell mapping and inventory record removed)")
