@@ -19,7 +19,7 @@ import hashlib
 import io
 import secrets
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
@@ -161,6 +161,7 @@ class Match:
     datacenter: str
     rack: str
     new_record: bool
+    transport_url: str = ""  # the cell's bus, when registered with one
 
 
 def check_enrollment(conn: Connection, token: str, report: Report, now: dt.datetime) -> Match:
@@ -182,7 +183,8 @@ def check_enrollment(conn: Connection, token: str, report: Report, now: dt.datet
     if owner and owner != row["cell_name"]:
         raise EnrollmentError(409, f"The enrollment token is for cell {row['cell_name']}, but host {match.host}'s "
                                    f"rack {match.rack} is in datacenter {match.datacenter}, run by cell {owner}.")
-    return match
+    url = conn.execute(select(g.cells.c.transport_url).where(g.cells.c.name == row["cell_name"])).scalar()
+    return replace(match, transport_url=url or "")
 
 
 def _match(conn: Connection, token: Any, report: Report) -> Match:

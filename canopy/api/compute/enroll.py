@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -26,7 +25,6 @@ from canopy.api.errors import ApiError
 from canopy.api.http import json_response, read_object, route
 from canopy.db import enrollment as enr
 from canopy.db import inventory as inv
-from canopy.db import tables_global as g
 from canopy.runtime import Cloud
 
 PATH = "/v2.1/canopy-enroll"
@@ -106,13 +104,11 @@ def parse_report(body: dict[str, Any]) -> tuple[str, enr.Report]:
     return str(token), report
 
 
-async def bus_of(cloud: Cloud, cell: str) -> dict[str, Any]:
-    """The bus addresses an agent of `cell` connects to: the registered cell's bus URL, else this api's bus."""
-    cells = g.cells.c
-    url = await cloud.dbs.global_db.read(
-        lambda conn: conn.execute(select(cells.transport_url).where(cells.name == cell)).scalar())
-    if url:
-        return {"transport_url": url}
+def bus_of(cloud: Cloud, match: enr.Match) -> dict[str, Any]:
+    """The bus addresses an agent of the match's cell connects to: the registered cell's bus URL, else
+    this api's bus."""
+    if match.transport_url:
+        return {"transport_url": match.transport_url}
     b = cloud.settings.bus
     return {"transport": b.transport, "zmq_connect": list(b.zmq_connect), "nats_urls": list(b.nats_urls),
             "amqp_url": b.amqp_url if b.transport == "amqp" else ""}
@@ -142,7 +138,7 @@ async def enroll(request: Request) -> Response:
         raise ApiError(e.status, e.message) from None
     return json_response({"enrollment": {
         "host": match.host, "cell": match.cell, "datacenter": match.datacenter, "rack": match.rack,
-        "state": "pending", "bus_secret": secret, "bus": await bus_of(cloud, match.cell)}}, status=201)
+        "state": "pending", "bus_secret": secret, "bus": bus_of(cloud, match)}}, status=201)
 
 
 ROUTES = [route(PATH, enroll, ["POST"], "compute:canopy-enroll:create")]
