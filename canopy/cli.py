@@ -24,6 +24,9 @@ app.add_typer(__import__("canopy.cli_scheduler", fromlist=["app"]).app, name="sc
 app.add_typer(__import__("canopy.cli_ops", fromlist=["ops_app"]).ops_app)  # `canopy trace`, `canopy service ping`
 app.add_typer(__import__("canopy.cli_network", fromlist=["app"]).app, name="network")  # flows, trace (issue 4)
 app.add_typer(__import__("canopy.sim.cli", fromlist=["app"]).app, name="sim")  # the scale simulator (issue 17)
+app.add_typer(__import__("canopy.cli_inventory", fromlist=["app"]).app, name="inventory")  # issue 19
+app.add_typer(__import__("canopy.cli_cells", fromlist=["app"]).app, name="cell")  # issue 19
+app.add_typer(__import__("canopy.cli_hosts", fromlist=["app"]).app, name="host")  # issue 19: enroll, drain
 console = Console()
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML configuration file (or CANOPY_CONFIG).")]
@@ -217,7 +220,9 @@ def scheduler(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
 @app.command()
 def agent(config: ConfigOpt = None, data_dir: DataDirOpt = None,
           host: Annotated[str | None, typer.Option(help="This hypervisor's host name.")] = None,
-          driver: Annotated[str | None, typer.Option(help="fake or libvirt (default: agent.driver).")] = None) -> None:
+          driver: Annotated[str | None, typer.Option(help="fake or libvirt (default: agent.driver).")] = None,
+          enroll: Annotated[str | None, typer.Option("--enroll", help="Enroll first with this token.")] = None,
+          api_url: Annotated[str | None, typer.Option("--api", help="The api's URL, to enroll.")] = None) -> None:
     """Run the agent of one hypervisor (it never touches the database)."""
     import socket
 
@@ -232,6 +237,11 @@ def agent(config: ConfigOpt = None, data_dir: DataDirOpt = None,
     started = _Started()
 
     async def start() -> None:
+        nonlocal name
+        if enroll or (settings.data_dir / "agent-enrollment.json").exists():
+            from canopy.agent.enroll_start import enroll_and_configure
+
+            name = await enroll_and_configure(settings, name, enroll, api_url, driver or a.driver)
         bus = make_transport(settings.bus, bind=False, observer=BUS_METRICS)
         await bus.start()
         if (driver or a.driver) == "libvirt":  # real guests: see docs/libvirt.md

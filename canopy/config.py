@@ -32,6 +32,9 @@ class DatabaseConfig(BaseModel):
     replica_max_lag_s: float = 5.0  # a replica further behind leaves the rotation (back under half of it)
     fresh_wait_s: float = 0.5  # how long reader_fresh waits for a replica to catch up before reading the primary
     replica_check_s: float = 2.0
+    # How long the api waits for one cell's database while listing across cells; past it (or on a
+    # connection error) that cell's servers are listed with status UNKNOWN (issue 19).
+    cell_timeout_s: float = 5.0
 
     def replica_map(self) -> dict[str, list[str]]:
         """Each primary URL's replica URLs."""

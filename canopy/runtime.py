@@ -38,9 +38,13 @@ class Cloud:
 
 def open_databases(settings: Settings) -> Databases:
     """The global and cell databases named by the settings."""
+    from canopy.db.cells import attach_registered_cells
+
     db = settings.database
-    return Databases.from_urls(
+    dbs = Databases.from_urls(
         db.global_url, {db.cell_name: db.cell_url}, pool_size=db.pool_size, execution=db.execution, echo=db.echo,
         replicas=db.replica_map(), replica_max_lag_s=db.replica_max_lag_s, fresh_wait_s=db.fresh_wait_s,
         replica_check_s=db.replica_check_s,
     )
+    attach_registered_cells(dbs)  # the cells `canopy cell create` registered, beside the configured one
+    return dbs

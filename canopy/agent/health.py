@@ -66,7 +66,10 @@ class HostHealth:
         self._inflight: dict[str, tuple[asyncio.Task[str], float]] = {}  # name -> (its run, started at)
 
     def failing(self) -> dict[str, str]:
-        """The failing checks of the last round, name -> detail (empty: healthy, or nothing run yet)."""
+        """The failing checks of the last round, name -> detail (empty: healthy). Before any round has
+        ended, `health` says so: an enrolling host must not look healthy before a check has run."""
+        if self.probes and not self.results:
+            return {"health": "no health check has completed yet"}
         return {r.name: r.detail for r in self.results.values() if not r.ok}
 
     async def run(self) -> list[CheckResult]:

@@ -49,7 +49,10 @@ COMPUTE = {
             "compute:aggregates:create", "compute:aggregates:show", "compute:aggregates:update",
             "compute:aggregates:delete", "compute:aggregates:action", "compute:scheduler:explain",
             "compute:migrations:index", "compute:server_migrations:index", "compute:server_migrations:show",
-            "compute:server_migrations:delete"),
+            "compute:server_migrations:delete", "compute:canopy-inventory:index", "compute:canopy-inventory:create",
+            "compute:canopy-inventory:show", "compute:canopy-inventory:update", "compute:canopy-inventory:delete"),
+    # No Keystone token: a new host presents its single-use enrollment token, which the handler checks.
+    **_each(_ANY, "compute:canopy-enroll:create"),
 }
 
 IDENTITY = {

@@ -20,6 +20,7 @@ from canopy.conductor.runners import auto_confirm_loop, dispatch
 from canopy.conductor.sweeper import StuckSweeper
 from canopy.conductor.taskrun import TaskRun, keep_lease
 from canopy.config import Settings
+from canopy.db import enrollment, inventory
 from canopy.observability.metrics import HEARTBEATS
 from canopy.observability.notifications import Notifier
 from canopy.periodic import pace
@@ -159,6 +160,10 @@ class Conductor:
                   "hypervisor_version": msg.hypervisor_version, "host_ip": msg.host_ip, "vcpus": msg.vcpus,
                   "memory_mb": msg.memory_mb, "local_gb": msg.local_gb, "availability_zone": msg.availability_zone,
                   "datacenter": msg.datacenter, "rack": msg.rack}
+        # The inventory's word on where the host stands beats the agent's config (issue 19).
+        placement = await self.dbs.global_db.read(inventory.host_placement, msg.host)
+        if placement is not None:
+            values.update(datacenter=placement[0], rack=placement[1])
 
         def write(conn: Any) -> None:
             records.upsert_host(conn, values, now)
@@ -221,6 +226,11 @@ class Conductor:
         for beat in beats:
             beat["b_now"] = now
         await self.db.write(records.record_heartbeats, beats)
+        # An enrolling host becomes schedulable at its first heartbeat with every health check passing.
+        healthy = [b["b_host"] for b in beats if b["b_binary"] == "canopy-agent" and not b["b_health"]]
+        if healthy:
+            for host in await self.db.write(enrollment.complete_enrollments, healthy, now):
+                log.info("host %s passed its health checks: enrollment complete, schedulable", host)
 
     async def _flush_loop(self) -> None:
         first = True

@@ -299,9 +299,20 @@ class Database:
 class Databases:
     """The global database and the cells' databases (one object per distinct URL)."""
 
-    def __init__(self, global_db: Database, cells: dict[str, Database]) -> None:
+    def __init__(self, global_db: Database, cells: dict[str, Database], **options: Any) -> None:
         self.global_db = global_db
         self.cells = cells
+        self.options = options  # how each Database was made: a cell registered later is made alike
+
+    def add_cell(self, name: str, url: str, replica_urls: list[str] | tuple[str, ...] = ()) -> Database:
+        """Reach one more cell's database (a cell registered with `canopy cell create`); the same URL as
+        a known database shares its object."""
+        if name in self.cells:
+            return self.cells[name]
+        key = normalize_url(url)
+        same = next((db for db in self.all() if db.url == key), None)
+        self.cells[name] = same or Database(key, replica_urls=replica_urls, **self.options)
+        return self.cells[name]
 
     @classmethod
     def from_urls(
@@ -318,7 +329,7 @@ class Databases:
                 by_url[key] = Database(key, replica_urls=replicas_of.get(key, ()), **kwargs)
             return by_url[key]
 
-        return cls(get(global_url), {name: get(url) for name, url in cell_urls.items()})
+        return cls(get(global_url), {name: get(url) for name, url in cell_urls.items()}, **kwargs)
 
     def cell(self, name: str) -> Database:
         return self.cells[name]

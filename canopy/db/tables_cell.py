@@ -56,7 +56,11 @@ hosts = Table(
     Column("disabled_reason", String(255), nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # Enrollment (issue 19): "pending" from the enrollment until the agent's health checks first pass,
+    # then "complete"; NULL for a host that registered without enrolling. Only "pending" is unschedulable.
+    Column("enrollment", String(16), nullable=True),
     Index("ix_hosts_updated_at", "updated_at"),
+    Index("ix_hosts_enrollment", "enrollment"),
 )
 
 services = Table(

@@ -487,3 +487,85 @@ application_credentials = Table(
     Column("created_at", UTCDateTime, nullable=False),
     UniqueConstraint("user_id", "name", name="uq_application_credentials_user_name"),
 )
+
+# -- cells: the physical inventory (issue 19) ---------------------------------------------------------
+# The physical view beside the logical one (zones, aggregates, cells): a data center holds rows, a row
+# racks, a rack hosts. A rack is cabled to one network segment; setting it writes the rack's line of
+# `segment_racks` for that segment's network, which the scheduler's reachability reads.
+
+datacenters = Table(
+    "datacenters",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("description", String(255), nullable=False, default=""),
+    Column("cell_name", String(64), nullable=True),  # the cell that runs this data center
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+datacenter_rows = Table(
+    "datacenter_rows",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("datacenter", String(64), ForeignKey("datacenters.name"), nullable=False),
+    Column("description", String(255), nullable=False, default=""),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("datacenter", "name", name="uq_datacenter_rows_datacenter_name"),
+)
+
+racks = Table(
+    "racks",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(64), nullable=False),
+    Column("datacenter", String(64), ForeignKey("datacenters.name"), nullable=False),
+    Column("row_id", String(36), ForeignKey("datacenter_rows.id"), nullable=False),
+    Column("segment_id", String(36), ForeignKey("network_segments.id", ondelete="SET NULL"), nullable=True),
+    Column("description", String(255), nullable=False, default=""),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    UniqueConstraint("datacenter", "name", name="uq_racks_datacenter_name"),
+    Index("ix_racks_row", "row_id"),
+)
+
+# A host as the inventory knows it, before and after its agent enrolls (`state`: expected, enrolled,
+# draining, retired). Its name is the agent's host name, the key of host_mappings and the cell's hosts.
+inventory_hosts = Table(
+    "inventory_hosts",
+    metadata,
+    Column("name", String(255), primary_key=True),
+    Column("rack_id", String(36), ForeignKey("racks.id"), nullable=False),
+    Column("serial", String(64), nullable=True, unique=True),
+    Column("macs", JSONType, nullable=False, default=list),
+    Column("state", String(16), nullable=False, default="expected"),
+    Column("description", String(255), nullable=False, default=""),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_inventory_hosts_rack", "rack_id"),
+)
+
+# -- cells: enrollment (issue 19) ----------------------------------------------------------------------
+# A single-use, expiring token that lets one agent enroll into one cell. Only its SHA-256 is stored (the
+# token is 256 random bits: a fast hash is enough). `host`: the pre-registered host it was issued for
+# (NULL: self-registration, matched by serial, MAC or rack labels). `used_at`/`used_by`: consumed.
+enrollment_tokens = Table(
+    "enrollment_tokens",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("cell_name", String(64), nullable=False),
+    Column("host", String(255), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("used_at", UTCDateTime, nullable=True),
+    Column("used_by", String(255), nullable=True),
+    Index("ix_enrollment_tokens_host", "host"),
+)
+
+# What an enrolled host reported, when, and the hash of the per-host bus secret it was given.
+inventory_hosts.append_column(Column("hardware", JSONType, nullable=True))
+inventory_hosts.append_column(Column("enrolled_at", UTCDateTime, nullable=True))
+inventory_hosts.append_column(Column("credential_hash", String(64), nullable=True))
+Index("ix_inventory_hosts_state", inventory_hosts.c.state)

@@ -42,6 +42,10 @@ def _enabled(ix: HostIndex, req: Request) -> Mask:
     return ix.view("present") & ix.view("enabled")
 
 
+def _enrolled(ix: HostIndex, req: Request) -> Mask:
+    return ix.view("enrolled")
+
+
 def _alive(ix: HostIndex, req: Request) -> Mask:
     return ix.view("alive")
 
@@ -137,6 +141,7 @@ def default_filters() -> list[Filter]:
     """The chain in order: cheap, selective checks first; capacity last, as it changes with every claim."""
     return [
         Filter("enabled", "disabled", _enabled, cacheable=True),
+        Filter("enrollment", "still enrolling (health checks not passed yet)", _enrolled, cacheable=True),
         Filter("service", "with their agent down or disabled", _alive, cacheable=True),
         Filter("availability_zone", "in other zones", _zone, cacheable=True),
         Filter("host", "not the requested host", _named),

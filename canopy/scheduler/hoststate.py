@@ -27,7 +27,8 @@ COLUMNS: dict[str, Any] = {
     "id": np.int64,
     "vcpu_limit": np.float32, "ram_limit": np.float32, "disk_limit": np.float32,
     "vcpu_free": np.float32, "ram_free": np.float32, "disk_free": np.float32,
-    "enabled": np.bool_, "service_ok": np.bool_, "present": np.bool_, "alive": np.bool_, "has_service": np.bool_,
+    "enabled": np.bool_, "enrolled": np.bool_, "service_ok": np.bool_, "present": np.bool_, "alive": np.bool_,
+    "has_service": np.bool_,
     "last_seen": np.float64,
     "zone": np.int32, "host_zone": np.int32, "rack": np.int32,
     "hv_type": np.int16, "arch": np.int16, "hv_version": np.int32,
@@ -139,6 +140,11 @@ class HostIndex:
         col["vcpu_free"][i] = col["vcpu_limit"][i] - row.vcpus_used
         col["ram_free"][i] = col["ram_limit"][i] - row.memory_mb_used
         col["disk_free"][i] = col["disk_limit"][i] - row.local_gb_used
+        # A host enrolling (issue 19) stays out until its agent's health checks first pass.
+        enrolled = getattr(row, "enrollment", None) != "pending"
+        if bool(col["enrolled"][i]) != enrolled:
+            col["enrolled"][i] = enrolled
+            self.generation += 1  # the cached filter masks depend on it
         labels = (bool(row.enabled), self.zones.code(row.availability_zone), self.racks.code(rack_key(row)),
                   self.hv_types.code((row.hypervisor_type or "").lower()),
                   self.archs.code(arch or DEFAULT_ARCH), int(row.hypervisor_version))

@@ -17,8 +17,9 @@ from tests.clouds import ApiClient
 
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
 # Calls a reader makes on its own behalf (its token, its application credentials), not on its project.
+# A new host's enrollment carries its own credential (a single-use enrollment token), not a Keystone token.
 SELF_SERVICE = {"identity:issue_token", "identity:revoke_token", "identity:create_app_cred",
-                "identity:delete_app_cred"}
+                "identity:delete_app_cred", "compute:canopy-enroll:create"}
 
 
 def app_routes(app: CloudApp) -> list[tuple[str, str, str, str]]:

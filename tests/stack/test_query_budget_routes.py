@@ -86,6 +86,7 @@ MEASURED: dict[str, Req] = {
     "compute:usage:show": ("GET", "/compute/v2.1/os-simple-tenant-usage/{demo_project}", None, "admin"),
     "compute:aggregates": ("GET", "/compute/v2.1/os-aggregates", None, "admin"),
     "compute:server-groups": ("GET", "/compute/v2.1/os-server-groups", None, "demo"),
+    "compute:canopy-inventory:index": ("GET", "/compute/v2.1/canopy-inventory/hosts", None, "admin"),
     "network.versions": ("GET", "/network/", None, "demo"),
     "network.resources": ("GET", "/network/v2.0", None, "demo"),
     "network.extensions.list": ("GET", "/network/v2.0/extensions", None, "demo"),
@@ -136,6 +137,7 @@ NOT_MEASURED: dict[str, str] = {
                      "identity:list_endpoints", "identity:list_regions", "identity:list_groups",
                      "identity:group_member", "identity:scoped_grants", "identity:scoped_grant"),
                     "identity and catalog rows only (issue 14/16 identity routes), bounded by the operator's data"),
+    "compute:canopy-inventory:show": "one inventory row by its key (global table); paging is measured by :index",
 }
 WRITE_ROUTES_ON_SMALL_TABLES = "an administrative write on identity, flavor, image, aggregate, group or quota rows"
 

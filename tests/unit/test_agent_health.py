@@ -166,9 +166,10 @@ async def test_a_hung_check_times_out_is_not_started_twice_and_the_heartbeat_doe
 
     health = HostHealth({"hypervisor": hangs, "other": quick}, timeout_s=0.1, wait_s=0.05)
     t0 = time.monotonic()
-    assert await health.summary() == {}  # nothing finished within wait_s: the (empty) last results
+    # nothing finished within wait_s: not healthy yet (an enrolling host must not pass on no evidence)
+    assert await health.summary() == {"health": "no health check has completed yet"}
     assert time.monotonic() - t0 < 0.09
-    await wait_until(health.failing, 5.0, what="the round ending at the check's timeout (0.1 s)")
+    await wait_until(lambda: health.results, 5.0, what="the round ending at the check's timeout (0.1 s)")
     assert health.failing() == {"hypervisor": "no answer for 0s", "other": "broken"}
     await health.run()  # the hung call is waited on again, not started again
     assert len(starts) == 1 and health.failing()["hypervisor"].startswith("no answer for")

@@ -6,8 +6,10 @@ from canopy.api.app import Service
 from canopy.api.compute import (
     actions,
     aggregates,
+    enroll,
     flavors,
     hypervisors,
+    inventory,
     keypairs,
     microversion,
     os_services,
@@ -22,7 +24,8 @@ from canopy.api.compute import (
 )
 from canopy.api.http import route
 
-PUBLIC = {("GET", "/"), ("GET", "/v2.1"), ("GET", "/v2.1/")}
+# The enrollment route authenticates by its enrollment token, not a Keystone token (issue 19).
+PUBLIC = {("GET", "/"), ("GET", "/v2.1"), ("GET", "/v2.1/"), ("POST", enroll.PATH)}
 
 
 def is_public(method: str, path: str) -> bool:
@@ -50,5 +53,7 @@ def service() -> Service:
         *server_groups.ROUTES,
         *scheduler_explain.ROUTES,
         *server_mobility.ROUTES,
+        *inventory.ROUTES,
+        *enroll.ROUTES,
     ]
     return Service("compute", routes, is_public, microversion.prepare)

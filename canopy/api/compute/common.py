@@ -10,6 +10,7 @@ from starlette.requests import Request
 from canopy.api.errors import ApiError
 from canopy.api.http import ctx
 from canopy.db import tables_cell as c
+from canopy.db import tables_global as g
 from canopy.db.engine import Database
 from canopy.runtime import Cloud
 
@@ -21,6 +22,20 @@ def cloud_of(request: Request) -> Cloud:
 def cell_db(request: Request) -> Database:
     cloud = cloud_of(request)
     return cloud.dbs.cell(cloud.cell_name)
+
+
+async def instance_db(request: Request, instance_uuid: str) -> Database:
+    """The database of the cell an instance lives in (from the global instance mappings; with one cell,
+    that cell's without asking). 404 for an instance no cell holds."""
+    cloud = cloud_of(request)
+    if len(cloud.dbs.cells) == 1:
+        return cloud.dbs.cell(cloud.cell_name)
+    m = g.instance_mappings.c
+    cell = await cloud.dbs.global_db.read_fresh(
+        lambda conn: conn.execute(select(m.cell_name).where(m.instance_uuid == instance_uuid)).scalar())
+    if cell is None or cell not in cloud.dbs.cells:
+        raise instance_not_found(instance_uuid)
+    return cloud.dbs.cell(cell)
 
 
 def link(request: Request, *parts: str) -> list[dict[str, str]]:

@@ -9,8 +9,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from canopy import states
-from canopy.api.compute import server_actions
-from canopy.api.compute.common import cell_db, cloud_of, load_visible_instance
+from canopy.api.compute import server_actions, server_list_cells
+from canopy.api.compute.common import cell_db, cloud_of, instance_db, load_visible_instance
 from canopy.api.compute.microversion import mv
 from canopy.api.compute.server_create import create_servers, parse_create
 from canopy.api.compute.server_views import render_brief, render_server
@@ -93,13 +93,21 @@ def _sorted(q: Any, request: Request, limit: int, marker_row: dict[str, Any] | N
         raise bad_request(f"Invalid sort: sort_key {key!r} or sort_dir {direction!r} is not supported.")
     col = SORT_KEYS[key]
     if marker_row is not None:
-        mval, mid = marker_row[col.key], marker_row["id"]
-        if direction == "desc":
-            q = q.where(or_(col < mval, and_(col == mval, i.id < mid)))
-        else:
-            q = q.where(or_(col > mval, and_(col == mval, i.id > mid)))
+        q = q.where(after_marker(col, direction, marker_row))
     order = (desc(col), desc(i.id)) if direction == "desc" else (col, i.id)
     return q.order_by(*order).limit(limit)
+
+
+def after_marker(col: Any, direction: str, marker_row: dict[str, Any]) -> Any:
+    """Rows after the marker in (sort key, cell, id) order. `marker_row["cell_order"]` says where this
+    cell's rows stand in the listing against the marker's cell's rows of the same sort key (0: the same
+    cell, -1: listed before them, so already passed; 1: listed after them), so that a page across cells
+    resumes exactly where the last one stopped (one cell: always 0)."""
+    mval, mid, rel = marker_row[col.key], marker_row["id"], marker_row.get("cell_order", 0)
+    col_after, id_after = (col > mval, i.id > mid) if direction == "asc" else (col < mval, i.id < mid)
+    if rel == 0:
+        return or_(col_after, and_(col == mval, id_after))
+    return or_(col_after, col == mval) if rel > 0 else col_after
 
 
 def _list(conn: Connection, request: Request, limit: int, marker: str | None, detail: bool) -> dict[str, Any]:
@@ -130,13 +138,18 @@ def _latest_faults(conn: Connection, uuids: list[str]) -> dict[str, dict[str, An
 async def _index(request: Request, detail: bool) -> Response:
     max_page = cloud_of(request).settings.api.max_page_size
     limit, marker = page_params(request, max_page)
-    found = await cell_db(request).read(_list, request, limit, marker, detail)
+    if len(cloud_of(request).dbs.cells) > 1:  # issue 19: one page merged from every cell's
+        found = await server_list_cells.list_across_cells(request, limit, marker, detail, _list_query,
+                                                          _latest_faults)
+    else:
+        found = await cell_db(request).read(_list, request, limit, marker, detail)
     base, rc, version = compute_base(request), ctx(request), mv(request)
     if detail:
         servers = [render_server(r, mv=version, is_admin=rc.is_admin, base=base, fault=found["faults"].get(r["uuid"]))
                    for r in found["rows"]]
     else:
         servers = [render_brief(r, base) for r in found["rows"]]
+    servers += [server_list_cells.render_unknown(r, base, detail) for r in found.get("unknown", ())]
     body: dict[str, Any] = {"servers": servers}
     if found["rows"] and len(found["rows"]) == limit:
         path = "servers/detail" if detail else "servers"
@@ -163,7 +176,12 @@ def _show(conn: Connection, uuid: str, project_id: str | None, is_admin: bool) -
 
 async def show_server_body(request: Request, uuid: str) -> dict[str, Any]:
     rc = ctx(request)
-    inst = await cell_db(request).read_fresh(_show, uuid, rc.project_id, rc.is_admin)
+    db = await instance_db(request, uuid)
+    try:
+        inst = await server_list_cells.read_cell(db, cloud_of(request).settings.database.cell_timeout_s,
+                                                 _show, uuid, rc.project_id, rc.is_admin, fresh=True)
+    except server_list_cells.CellDown:
+        return {"server": await server_list_cells.show_unknown(request, uuid)}
     return {"server": render_server(inst, mv=mv(request), is_admin=rc.is_admin, base=compute_base(request),
                                     fault=inst["fault"])}
 
@@ -199,7 +217,7 @@ async def update(request: Request) -> Response:
         if values:
             conn.execute(c.instances.update().where(i.uuid == uuid).values(updated_at=cloud.clock.now(), **values))
 
-    await cell_db(request).write(write)
+    await (await instance_db(request, uuid)).write(write)
     return json_response(await show_server_body(request, uuid))
 
 
