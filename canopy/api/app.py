@@ -26,11 +26,13 @@ class Service:
         routes: list[BaseRoute],
         is_public: Callable[[str, str], bool],
         prepare: Callable[[Any], dict[str, str]] | None = None,
+        streams_body: Callable[[str, str], bool] | None = None,
     ) -> None:
         self.name = name
         self.routes = routes
         self.is_public = is_public
         self.prepare = prepare
+        self.streams_body = streams_body  # routes whose body goes to storage, not to a JSON parser
 
 
 class CloudApp:
@@ -43,7 +45,7 @@ class CloudApp:
         for prefix, svc in services.items():
             router = Router(routes=svc.routes, default=not_found_app, redirect_slashes=False)
             self.prefixes[prefix] = ServiceMiddleware(
-                router, svc.name, lambda: cloud.tokens, svc.is_public, svc.prepare
+                router, svc.name, lambda: cloud.tokens, svc.is_public, svc.prepare, _body_limit(cloud, svc)
             )
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -81,6 +83,18 @@ class CloudApp:
         else:
             response = json_response({"error": {"code": 404, "message": "Not found"}}, status=404)
         await response(scope, receive, send)
+
+
+def _body_limit(cloud: Cloud, svc: Service) -> Callable[[str, str], int]:
+    """The body size limit of a service's request: the streaming limit on its data routes, else JSON's."""
+    api = cloud.settings.api
+
+    def limit(method: str, path: str) -> int:
+        if svc.streams_body is not None and svc.streams_body(method, path):
+            return api.max_image_bytes
+        return api.max_body_bytes
+
+    return limit
 
 
 async def _lifespan(receive: Any, send: Any) -> None:

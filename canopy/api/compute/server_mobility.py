@@ -59,7 +59,8 @@ async def _resize(request: Request, uuid: str, arg: Any) -> None:
     if not isinstance(ref, (str, int)) or isinstance(ref, bool) or not str(ref):
         raise bad_request("Invalid input for field/attribute flavorRef. Value: None. 'flavorRef' is a required "
                           "property" if ref is None else f"Invalid input for field/attribute flavorRef: {ref!r}")
-    flavor = flavor_snapshot(await find_flavor(cloud_of(request), str(ref)))
+    flavor = flavor_snapshot(await find_flavor(cloud_of(request), str(ref), ctx(request),
+                                               "Unable to locate requested flavor."))
     inst = await _instance(request, uuid)
     old = inst["flavor"]
     if flavor.id == old["id"]:

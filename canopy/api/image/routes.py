@@ -363,3 +363,8 @@ ROUTES: list[BaseRoute] = [
 
 def is_public(method: str, path: str) -> bool:
     return method == "GET" and path in ("/", "/versions")
+
+
+def streams_body(method: str, path: str) -> bool:
+    """Whether a request's body is image data, streamed to the store (its own size limit, not JSON's)."""
+    return method == "PUT" and path.endswith("/file")
