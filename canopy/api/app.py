@@ -66,6 +66,10 @@ class CloudApp:
 
     async def _root(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["path"] == "/metrics":
+            if not _may_scrape(self.state.cloud, scope):
+                body = {"error": {"code": 401, "message": "The metrics need an admin token or a scrape address."}}
+                await json_response(body, status=401)(scope, receive, send)
+                return
             from starlette.responses import Response
 
             from canopy.observability.metrics import CONTENT_TYPE
@@ -83,6 +87,24 @@ class CloudApp:
         else:
             response = json_response({"error": {"code": 404, "message": "Not found"}}, status=404)
         await response(scope, receive, send)
+
+
+def _may_scrape(cloud: Cloud, scope: Any) -> bool:
+    """/metrics is for operators: a client at a configured scrape address, or an admin token."""
+    client = scope.get("client")
+    if client and client[0] in cloud.settings.api.metrics_scrape_addresses:
+        return True
+    from canopy.auth.tokens import InvalidToken
+    from canopy.context import RequestContext
+
+    token = next((v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"x-auth-token"), None)
+    if not token:
+        return False
+    try:  # TODO(issue 14, tokens): check revocation here too once the token engineer's check lands
+        data = cloud.tokens.validate(token)
+    except (InvalidToken, ValueError, UnicodeError):
+        return False
+    return RequestContext(request_id="", roles=data.roles).is_admin
 
 
 def _body_limit(cloud: Cloud, svc: Service) -> Callable[[str, str], int]:
