@@ -60,7 +60,7 @@ async def _resize(request: Request, uuid: str, arg: Any) -> None:
         raise bad_request("Invalid input for field/attribute flavorRef. Value: None. 'flavorRef' is a required "
                           "property" if ref is None else f"Invalid input for field/attribute flavorRef: {ref!r}")
     flavor = flavor_snapshot(await find_flavor(cloud_of(request), str(ref), ctx(request),
-                                               "Unable to locate requested flavor."))
+                                               "Unable to locate requested flavor {id}."))
     inst = await _instance(request, uuid)
     old = inst["flavor"]
     if flavor.id == old["id"]:
