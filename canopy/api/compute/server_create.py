@@ -19,16 +19,14 @@ from starlette.requests import Request
 from canopy import states
 from canopy.api.compute import field_limits
 from canopy.api.compute.common import cell_db, cloud_of
+from canopy.api.compute.create_checks import bound_count, check_fixed_ip, check_security_groups, zone_exists
 from canopy.api.compute.quota_store import QuotaExceeded, reserve
 from canopy.api.compute.server_groups import HintsRequest, add_group_members, parse_hints, resolve_hints
-from canopy.api.compute.zones import DEFAULT_ZONE
 from canopy.api.errors import ApiError, bad_request
 from canopy.api.http import ctx, is_uuid, validate
 from canopy.context import RequestContext
 from canopy.db import tables_cell as c
 from canopy.db import tables_global as g
-from canopy.network.errors import NetworkError
-from canopy.network.ports import plan_fixed_ips
 from canopy.rpc.base import Target
 from canopy.rpc.calls import WakeTask
 from canopy.rpc.tasks import (
@@ -149,20 +147,8 @@ def parse_server(body: dict[str, Any], mv: tuple[int, int]) -> ServerCreate:
     _check_block_devices(server)
     for net in server.networks if isinstance(server.networks, list) else []:
         _check_network_request(net)
-    _check_security_groups(server)
+    check_security_groups(server.security_groups)
     return server
-
-
-def _check_security_groups(server: ServerCreate) -> None:
-    """Each requested security group must exist. TODO(issue 14): security groups are being built on another
-    branch; until their table exists every project has only the `default` group, so any other name is
-    unknown. Replace this with a lookup in the security-group table when it lands."""
-    for group in server.security_groups or []:
-        name = group.get("name")
-        if set(group) != {"name"} or not isinstance(name, str) or not name:
-            raise bad_request("Invalid input for field/attribute security_groups. Each item is {'name': ...}.")
-        if name != "default":
-            raise bad_request(f"Security group {name} not found.")
 
 
 def _check_block_devices(server: ServerCreate) -> None:
@@ -316,21 +302,6 @@ def pick_networks(server: ServerCreate, found: dict[str, Any], rc: RequestContex
     return [{**next(iter(nets.values())), "fixed_ip": None}]
 
 
-def check_fixed_ip(net: dict[str, Any], address: str, rc: RequestContext) -> None:
-    """A requested address passes the port API's rules: only an admin or the network's owner may pick one
-    (`create_port:fixed_ips:ip_address`, so a member cannot take a just-freed public address on a shared
-    network), and it must be a usable host address of one of the network's subnets (not the gateway, a
-    DNS server, the network or the broadcast address). Whether it is free is the conductor's to find."""
-    network = net["network"]
-    if not (rc.is_admin or network["project_id"] == rc.project_id):
-        raise ApiError(403, f"Policy doesn't allow create_port:fixed_ips:ip_address to be performed: only the "
-                            f"owner of network {network['id']} may choose a fixed_ip on it.")
-    try:
-        plan_fixed_ips(network, net["subnets"], [{"ip_address": address}], "compute:")
-    except NetworkError as exc:
-        raise bad_request(f"Invalid input for field/attribute fixed_ip. Value: {address}. {exc}") from None
-
-
 def flavor_snapshot(flavor: dict[str, Any]) -> FlavorSnapshot:
     """The snapshot a task and an instance keep of a flavor row."""
     return FlavorSnapshot.of_row(flavor)
@@ -413,7 +384,7 @@ class Plan:
 async def create_servers(request: Request, req: CreateRequest) -> tuple[list[str], str]:
     """Validate against the database, write everything, wake conductors; the new UUIDs and reservation id."""
     cloud, rc, server = cloud_of(request), ctx(request), req.server
-    _check_count(server, cloud.settings.api.max_servers_per_create)
+    bound_count(server, cloud.settings.api.max_servers_per_create)
     flavor = await find_flavor(cloud, str(server.flavorRef), rc)
     if not server.imageRef:
         raise bad_request("Missing imageRef attribute")
@@ -425,7 +396,7 @@ async def create_servers(request: Request, req: CreateRequest) -> tuple[list[str
         raise bad_request("Invalid key_name provided.")
     networks = pick_networks(server, found, rc)
     zone, force_host = placement_hints(server, rc)
-    if zone and not await cell_db(request).read(_zone_exists, zone):
+    if zone and not await cell_db(request).read(zone_exists, zone):
         raise bad_request("The requested availability zone is not available")
     hints = await resolve_hints(request, req.hints)
     plan = _plan(server, rc, flavor_snapshot(flavor), image_id, networks, found["key"], zone, force_host, hints,
@@ -436,25 +407,6 @@ async def create_servers(request: Request, req: CreateRequest) -> tuple[list[str
         await cloud.bus.cast(Target("conductor"), WakeTask(
             task_id=item.task.id, instance_uuid=item.uuid, task_kind="build", task=item.task))
     return [i.uuid for i in plan.servers], plan.reservation_id
-
-
-def _check_count(server: ServerCreate, bound: int) -> None:
-    """min_count and max_count are bounded before anything is planned; a max_count over the bound is
-    lowered to it (a multi-create is "up to" max_count, as the quota lowers it too)."""
-    if server.min_count > bound:
-        raise bad_request(f"Invalid input for field/attribute min_count. Value: {server.min_count}. "
-                          f"At most {bound} servers may be created at once.")
-    if server.max_count is not None and server.max_count > bound:
-        server.max_count = bound
-
-
-def _zone_exists(conn: Connection, zone: str) -> bool:
-    """Whether any host is in the availability zone (the default zone exists while hosts have none)."""
-    h = c.hosts.c
-    named = h.availability_zone == zone
-    if zone == DEFAULT_ZONE:
-        named = or_(named, h.availability_zone.is_(None), h.availability_zone == "")
-    return conn.execute(select(h.availability_zone).where(named).limit(1)).first() is not None
 
 
 def _plan(server: ServerCreate, rc: RequestContext, flavor: FlavorSnapshot, image_id: str,
