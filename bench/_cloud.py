@@ -78,7 +78,7 @@ class BenchCloud:
 
     def statements(self) -> dict[str, float]:
         """The server's SQL statement counters by origin, from /metrics."""
-        text = httpx.get(self.url + "/metrics").text
+        text = httpx.get(self.url + "/metrics", headers={"X-Auth-Token": self.token()}).text
         out = {}
         for m in re.finditer(r'^canopy_db_statements_total\{origin="([^"]*)"\} ([0-9.e+]+)$', text, re.M):
             out[m.group(1)] = float(m.group(2))

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import yaml
 
+from canopy.private_files import write_private
+
 
 def clouds_yaml(auth_url: str, region: str, admin_password: str, demo_password: str) -> str:
     def cloud(user: str, password: str, project: str) -> dict[str, object]:
@@ -22,4 +24,5 @@ def clouds_yaml(auth_url: str, region: str, admin_password: str, demo_password: 
 
 
 def write_clouds_yaml(path: Path, auth_url: str, region: str, admin_password: str, demo_password: str) -> None:
-    path.write_text(clouds_yaml(auth_url, region, admin_password, demo_password))
+    """Write clouds.yaml (it holds the admin password) readable by its owner only."""
+    write_private(path, clouds_yaml(auth_url, region, admin_password, demo_password))

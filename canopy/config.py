@@ -15,6 +15,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from canopy.private_files import private_dir, write_private
+
 
 class DatabaseConfig(BaseModel):
     """Where the global tables and the cell's tables live (one URL each; the same URL is fine)."""
@@ -81,6 +83,15 @@ class ApiConfig(BaseModel):
     public_url: str = ""
     max_page_size: int = 1000
     region: str = "RegionOne"
+    # Request bodies: a JSON body larger than this is refused with 413 before it is read (image data,
+    # streamed to the store, is bounded by max_image_bytes instead); nesting deeper than max_json_depth is a 400.
+    max_body_bytes: int = 1024 * 1024
+    max_image_bytes: int = 1024**4
+    max_json_depth: int = 32
+    # The most servers one create may ask for (min_count/max_count), whatever the project's quota.
+    max_servers_per_create: int = 1000
+    # Addresses (exact, e.g. a Prometheus server's) that may read /metrics without an admin token.
+    metrics_scrape_addresses: list[str] = Field(default_factory=list)
 
 
 class AuthConfig(BaseModel):
@@ -275,7 +286,9 @@ class NetworkConfig(BaseModel):
     reconcile_s: float = 60.0
     full_sync_s: float = 600.0
     sync_batch_s: float = 0.01  # conductors gather port changes this long into one batch per host
-    public_ip_hold_s: float = 0.0  # a freed public address goes to another project only after this long
+    # A freed public address (external network) goes to another project only after this long: a hosting
+    # customer's old address must not be handed to a stranger at once (reputation, stale ARP caches).
+    public_ip_hold_s: float = 3600.0
     quota_port: int = -1  # per-project defaults (-1: unlimited)
     quota_public_ip: int = -1
     quota_security_group: int = 10  # Neutron's defaults
@@ -325,7 +338,7 @@ class Settings(BaseSettings):
     def resolved(self) -> Settings:
         """Fill in what follows from other settings (database URLs under data_dir, a token secret)."""
         data = self.model_copy(deep=True)
-        data.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(data.data_dir)
         if not data.database.global_url:
             data.database.global_url = f"sqlite:///{(data.data_dir / 'canopy.db').resolve()}"
         if not data.database.cell_url:
@@ -348,8 +361,7 @@ def _persistent_secret(path: Path) -> str:
     if path.exists():
         return path.read_text().strip()
     value = secrets.token_urlsafe(32)
-    path.write_text(value)
-    path.chmod(0o600)
+    write_private(path, value)
     return value
 
 

@@ -121,7 +121,9 @@ def _seed_network(conn: Connection, clock: Clock) -> None:
     conn.execute(insert(g.subnets).values(
         id=PUBLIC_SUBNET_ID, network_id=PUBLIC_NETWORK_ID, name="public-v4", project_id=admin_project,
         description="", ip_version=4, cidr="203.0.113.0/24", gateway_ip="203.0.113.1", enable_dhcp=False,
-        allocation_pools=[{"start": "203.0.113.10", "end": "203.0.113.250"}],
+        # The DNS server (.53) is no host's address: the pool goes around it.
+        allocation_pools=[{"start": "203.0.113.10", "end": "203.0.113.52"},
+                          {"start": "203.0.113.54", "end": "203.0.113.250"}],
         dns_nameservers=["203.0.113.53"], host_routes=[], segment_id=None, created_at=now, updated_at=now))
 
 

@@ -28,11 +28,13 @@ class Service:
         routes: list[BaseRoute],
         is_public: Callable[[str, str], bool],
         prepare: Callable[[Any], dict[str, str]] | None = None,
+        streams_body: Callable[[str, str], bool] | None = None,
     ) -> None:
         self.name = name
         self.routes = routes
         self.is_public = is_public
         self.prepare = prepare
+        self.streams_body = streams_body  # routes whose body goes to storage, not to a JSON parser
 
 
 class CloudApp:
@@ -48,7 +50,7 @@ class CloudApp:
         for prefix, svc in services.items():
             router = Router(routes=svc.routes, default=not_found_app, redirect_slashes=False)
             self.prefixes[prefix] = ServiceMiddleware(
-                router, svc.name, lambda: self.state.guard, svc.is_public, svc.prepare
+                router, svc.name, lambda: self.state.guard, svc.is_public, svc.prepare, _body_limit(cloud, svc)
             )
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -69,6 +71,10 @@ class CloudApp:
 
     async def _root(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["path"] == "/metrics":
+            if not await _may_scrape(self.state.cloud, self.state.guard, scope):
+                body = {"error": {"code": 401, "message": "The metrics need an admin token or a scrape address."}}
+                await json_response(body, status=401)(scope, receive, send)
+                return
             from starlette.responses import Response
 
             from canopy.observability.metrics import CONTENT_TYPE
@@ -86,6 +92,36 @@ class CloudApp:
         else:
             response = json_response({"error": {"code": 404, "message": "Not found"}}, status=404)
         await response(scope, receive, send)
+
+
+async def _may_scrape(cloud: Cloud, guard: TokenGuard, scope: Any) -> bool:
+    """/metrics is for operators: a client at a configured scrape address, or an admin token that still
+    stands (signature, expiry and revocation: the same guard as every service's)."""
+    client = scope.get("client")
+    if client and client[0] in cloud.settings.api.metrics_scrape_addresses:
+        return True
+    from canopy.auth.tokens import InvalidToken
+
+    token = next((v.decode("latin-1") for k, v in scope["headers"] if k.lower() == b"x-auth-token"), None)
+    if not token:
+        return False
+    try:
+        data = await guard.check(token)
+    except (InvalidToken, ValueError, UnicodeError):
+        return False
+    return "admin" in data.roles and data.scope.kind in ("project", "system")
+
+
+def _body_limit(cloud: Cloud, svc: Service) -> Callable[[str, str], int]:
+    """The body size limit of a service's request: the streaming limit on its data routes, else JSON's."""
+    api = cloud.settings.api
+
+    def limit(method: str, path: str) -> int:
+        if svc.streams_body is not None and svc.streams_body(method, path):
+            return api.max_image_bytes
+        return api.max_body_bytes
+
+    return limit
 
 
 async def _lifespan(receive: Any, send: Any) -> None:

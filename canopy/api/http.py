@@ -64,9 +64,29 @@ async def read_json(request: Request) -> Any:
     if not raw:
         raise bad_request("The request body is empty; a JSON object was expected.", "MalformedRequestBody")
     try:
-        return orjson.loads(raw)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise bad_request(f"Malformed request body: {exc}", "MalformedRequestBody") from None
+    limit = request.app.state.cloud.settings.api.max_json_depth if hasattr(request.app, "state") else 32
+    if json_depth(body, limit) > limit:
+        raise bad_request(f"Malformed request body: JSON nested deeper than {limit} levels",
+                          "MalformedRequestBody")
+    return body
+
+
+def json_depth(value: Any, limit: int) -> int:
+    """How deeply `value` nests lists and objects, counting no further than `limit + 1` (no recursion)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if not isinstance(item, dict | list):
+            continue
+        deepest = max(deepest, depth)
+        if depth > limit:
+            return depth
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return deepest
 
 
 async def read_object(request: Request, root: str | None = None) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 
 from canopy import context
+from canopy.api import body_limit
 from canopy.api.errors import ApiError, error_body
 from canopy.api.token_state import TokenGuard
 from canopy.auth.tokens import InvalidToken
@@ -37,12 +38,14 @@ class ServiceMiddleware:
         guard: Callable[[], TokenGuard],
         is_public: Callable[[str, str], bool],
         prepare: Callable[[Scope], dict[str, str]] | None = None,
+        body_limit: Callable[[str, str], int] | None = None,
     ) -> None:
         self.app = app
         self.service = service
         self.guard = guard
         self.is_public = is_public
         self.prepare = prepare
+        self.body_limit = body_limit
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -73,6 +76,10 @@ class ServiceMiddleware:
             if self.prepare is not None:
                 for k, v in self.prepare(scope).items():
                     extra_headers.append((k.encode(), v.encode()))
+            if self.body_limit is not None:  # before authentication: an oversized body costs nothing
+                limit = self.body_limit(scope["method"], path)
+                body_limit.check_declared(headers, limit)
+                receive = body_limit.bounded_receive(receive, limit)
             if not self.is_public(scope["method"], path):
                 req_ctx = await self._authenticate(headers, req_ctx)
                 context.set_current(req_ctx)

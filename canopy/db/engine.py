@@ -15,6 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import orjson
@@ -25,6 +26,7 @@ from sqlalchemy.pool import NullPool
 
 from canopy.context import statement_origin
 from canopy.db.replicas import Replica, ReplicaSet, read_position, wait_for_position
+from canopy.private_files import touch_private
 
 T = TypeVar("T")
 
@@ -62,6 +64,9 @@ def make_engine(url: str, pool_size: int = 10, echo: bool = False, connect_timeo
     json_args = {"json_serializer": _json_serializer, "json_deserializer": orjson.loads}
     if url.startswith("sqlite"):
         memory = url in ("sqlite://", "sqlite:///:memory:")
+        database = make_url(url).database
+        if not memory and database and not database.startswith("file:"):
+            touch_private(Path(database))  # password hashes, user_data, key pairs: 0600 from the first byte
         engine = create_engine(
             url,
             echo=echo,

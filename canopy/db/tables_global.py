@@ -119,6 +119,15 @@ images = Table(
     Index("ix_images_owner", "owner"),
 )
 
+# The IDs of deleted images: an ID once used is never given to another image, so nobody can boot
+# someone else's bytes by an ID they trusted (Glance keeps deleted rows for the same reason).
+deleted_images = Table(
+    "deleted_images",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("deleted_at", UTCDateTime, nullable=False),
+)
+
 keypairs = Table(
     "keypairs",
     metadata,

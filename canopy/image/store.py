@@ -133,8 +133,8 @@ def list_images(conn: Connection, q: ListQuery) -> list[dict[str, Any]]:
 
 
 def create_image(conn: Connection, values: dict[str, Any]) -> dict[str, Any] | None:
-    """Insert an image record; None when its id is taken."""
-    if get_image(conn, values["id"]) is not None:
+    """Insert an image record; None when its id is taken, now or by a deleted image."""
+    if get_image(conn, values["id"]) is not None or id_was_used(conn, values["id"]):
         return None
     conn.execute(insert(g.images).values(**values))
     return get_image(conn, values["id"])
@@ -147,9 +147,18 @@ def save_image(conn: Connection, image_id: str, values: dict[str, Any]) -> dict[
     return get_image(conn, image_id)
 
 
-def delete_image(conn: Connection, image_id: str) -> bool:
-    """Delete an image record; False when there was none."""
-    return conn.execute(delete(g.images).where(c.id == image_id)).rowcount > 0
+def delete_image(conn: Connection, image_id: str, now: dt.datetime | None = None) -> bool:
+    """Delete an image record, keeping its id as used (never reused); False when there was none."""
+    gone = conn.execute(delete(g.images).where(c.id == image_id)).rowcount > 0
+    if gone and now is not None:
+        conn.execute(insert(g.deleted_images).values(id=image_id, deleted_at=now))
+    return gone
+
+
+def id_was_used(conn: Connection, image_id: str) -> bool:
+    """Whether an image with this id existed once and was deleted."""
+    d = g.deleted_images.c
+    return conn.execute(select(d.id).where(d.id == image_id)).first() is not None
 
 
 def start_upload(conn: Connection, image_id: str, now: dt.datetime) -> str | None:

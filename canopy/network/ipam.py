@@ -167,6 +167,18 @@ def pools_from_dicts(pools: Iterable[dict[str, Any]]) -> list[Range]:
     return sorted((int(ipaddress.ip_address(p["start"])), int(ipaddress.ip_address(p["end"]))) for p in pools)
 
 
+def reserved_addresses(subnet: dict[str, Any]) -> frozenset[int]:
+    """Addresses of a subnet no port is ever given automatically: its gateway and its DNS servers."""
+    out = set()
+    for text in [subnet.get("gateway_ip"), *(subnet.get("dns_nameservers") or [])]:
+        if text:
+            try:
+                out.add(int(ipaddress.ip_address(text)))
+            except ValueError:
+                continue
+    return frozenset(out)
+
+
 class PoolRanges:
     """Allocation pools as sorted, disjoint integer ranges, addressed by an offset 0..size-1."""
 
@@ -206,11 +218,13 @@ class PoolRanges:
 class PoolCursor:
     """One process's position in one subnet's pools, and the addresses it knows to be taken."""
 
-    def __init__(self, ranges: PoolRanges, start: int = 0, key: object = None) -> None:
+    def __init__(self, ranges: PoolRanges, start: int = 0, key: object = None,
+                 reserved: Iterable[int] = ()) -> None:
         self.ranges = ranges
         self.key = key
         self.pos = start % ranges.size if ranges.size else 0
-        self.taken: set[int] = set()
+        self.reserved = frozenset(reserved)  # the gateway and DNS addresses: never proposed, even if pooled
+        self.taken: set[int] = set(self.reserved)
         self._lock = threading.Lock()
 
     def propose(self) -> int | None:
@@ -235,12 +249,14 @@ class PoolCursor:
 
     def release(self, value: int) -> None:
         """Forget that an address is held: it comes back when the cursor next passes it."""
+        if value in self.reserved:
+            return
         with self._lock:
             self.taken.discard(value)
 
     def resync(self, taken: Iterable[int]) -> None:
         """Replace what the cursor knows with the database's list of held addresses."""
-        fresh = set(taken)
+        fresh = set(taken) | self.reserved
         with self._lock:
             self.taken = fresh
 
@@ -256,7 +272,8 @@ class CursorRegistry:
     def get(self, subnet: dict[str, Any]) -> PoolCursor:
         """The cursor of a subnet row (keys id, ip_version, allocation_pools)."""
         pools = subnet["allocation_pools"]
-        key = tuple((p["start"], p["end"]) for p in pools)
+        reserved = reserved_addresses(subnet)
+        key = (tuple((p["start"], p["end"]) for p in pools), reserved)
         cursor = self._cursors.get(subnet["id"])
         if cursor is not None and cursor.key == key:
             return cursor
@@ -265,7 +282,7 @@ class CursorRegistry:
             if cursor is None or cursor.key != key:
                 ranges = PoolRanges(subnet["ip_version"], pools_from_dicts(pools))
                 start = self._rng.randrange(ranges.size) if ranges.size else 0
-                cursor = PoolCursor(ranges, start, key)
+                cursor = PoolCursor(ranges, start, key, reserved)
                 self._cursors[subnet["id"]] = cursor
             return cursor
 

@@ -139,3 +139,10 @@ def purge_holds(conn: Connection, older_than: datetime, limit: int = 1000) -> in
     if rows:
         conn.execute(delete(h).where(or_(*(and_(h.c.subnet_id == s, h.c.ip_address == ip) for s, ip in rows))))
     return len(rows)
+
+
+def drop_holds(conn: Connection, subnet_ids: list[str]) -> int:
+    """Forget every hold on the given subnets (their network is being deleted); how many were removed."""
+    if not subnet_ids:
+        return 0
+    return int(conn.execute(delete(c.ip_holds).where(c.ip_holds.c.subnet_id.in_(subnet_ids))).rowcount)

@@ -14,7 +14,7 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, insert, or_, select, update
+from sqlalchemy import Connection, String, and_, bindparam, cast, delete, exists, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql.dml import Insert
 from sqlalchemy.sql.elements import ColumnElement
@@ -114,6 +114,9 @@ def plan_fixed_ips(network: dict[str, Any], subnets: list[dict[str, Any]], fixed
         if str(addr) == subnet["gateway_ip"] and device_owner not in ROUTER_OWNERS:
             raise IpAddressAlreadyAllocated(f"IP address {addr} already allocated in subnet {subnet['id']}: it is "
                                             "the subnet's gateway")
+        if str(addr) in (subnet.get("dns_nameservers") or []) and not device_owner.startswith("network:"):
+            raise IpAddressAlreadyAllocated(f"IP address {addr} already allocated in subnet {subnet['id']}: it is "
+                                            "the subnet's DNS server")
         plan.append((subnet, str(addr)))
     return plan
 
@@ -207,18 +210,39 @@ def _allocate_auto(conn: Connection, stmt: Insert, params: dict[str, str], subne
 
 def _probe(conn: Connection, stmt: Insert, params: dict[str, str], cursor: ipam.PoolCursor,
            holds: limits.AddressPolicy | None, now: datetime | None) -> tuple[str | None, bool]:
-    """Try up to MAX_PROBES proposals: (the address won or None, whether the cursor ran out)."""
+    """Try up to MAX_PROBES proposals: (the address won or None, whether the cursor ran out). With
+    `holds`, one conditional INSERT also skips an address held for another project (no extra statement)."""
+    extra: dict[str, Any] = {}
+    if holds is not None and now is not None:
+        stmt = _insert_unheld(conn)
+        extra = {"h_project": holds.project_id, "h_cutoff": now - timedelta(seconds=holds.hold_s)}
     for _ in range(MAX_PROBES):
         value = cursor.propose()
         if value is None:
             return None, True
         address = cursor.ranges.text(value)
-        if conn.execute(stmt, {**params, "ip_address": address}).rowcount == 1:
-            if holds is None or not limits.held_by_other(conn, holds, params["subnet_id"], address, now):  # type: ignore[arg-type]
-                return address, False
-            a = c.ip_allocations.c
-            conn.execute(delete(c.ip_allocations).where(a.subnet_id == params["subnet_id"], a.ip_address == address))
+        if conn.execute(stmt, {**params, "ip_address": address, **extra}).rowcount == 1:
+            return address, False
     return None, False
+
+
+_UNHELD: dict[str, Insert] = {}
+
+
+def _insert_unheld(conn: Connection) -> Insert:
+    """An allocation INSERT that does nothing when the address is taken or held for another project."""
+    stmt = _UNHELD.get(conn.dialect.name)
+    if stmt is not None:
+        return stmt
+    h, a = c.ip_holds.c, c.ip_allocations
+    cols = ("subnet_id", "ip_address", "port_id", "network_id")
+    held = select(h.subnet_id).where(h.subnet_id == bindparam("subnet_id"), h.ip_address == bindparam("ip_address"),
+                                     h.project_id != bindparam("h_project"), h.released_at > bindparam("h_cutoff"))
+    values = select(*(cast(bindparam(n), String(64)).label(n) for n in cols)).where(~exists(held))
+    base = _insert_ignoring(conn, a)
+    stmt = base.from_select(list(cols), values).execution_options(preserve_rowcount=True)
+    _UNHELD[conn.dialect.name] = stmt
+    return stmt
 
 
 def _held(conn: Connection, subnet_id: str, holds: limits.AddressPolicy | None = None,

@@ -14,7 +14,7 @@ from tests.clouds import V, free_port, server_body, wait_for_server
 
 async def scrape(api: Any) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Every sample of /metrics by (name, sorted labels), through prometheus_client's text parser."""
-    resp = await api.http.get("/metrics")
+    resp = await api.get("/metrics")  # as admin: /metrics is for operators
     assert resp.status_code == 200
     assert resp.headers["content-type"].startswith("text/plain")
     out = {}

@@ -118,10 +118,10 @@ def test_canopy_trace_reads_a_folder_of_logs(tmp_path: Path) -> None:
     assert missing.exit_code == 1 and "no lines for req-404" in missing.output
 
 
-def test_service_down_time_defaults_to_three_heartbeat_intervals_and_can_be_set() -> None:
-    default = Settings(data_dir=Path("/tmp"), agent={"heartbeat_s": 10}, conductor={"heartbeat_flush_s": 2}).resolved()
+def test_service_down_time_defaults_to_three_heartbeat_intervals_and_can_be_set(tmp_path: Path) -> None:
+    default = Settings(data_dir=tmp_path, agent={"heartbeat_s": 10}, conductor={"heartbeat_flush_s": 2}).resolved()
     assert default.scheduler.service_down_s == default.observability.service_down_s == 36
-    explicit = Settings(data_dir=Path("/tmp"), observability={"service_down_s": 90}).resolved()
+    explicit = Settings(data_dir=tmp_path, observability={"service_down_s": 90}).resolved()
     assert explicit.scheduler.service_down_s == 90
-    legacy = Settings(data_dir=Path("/tmp"), scheduler={"service_down_s": 75}).resolved()
+    legacy = Settings(data_dir=tmp_path, scheduler={"service_down_s": 75}).resolved()
     assert legacy.scheduler.service_down_s == legacy.observability.service_down_s == 75

@@ -8,6 +8,7 @@ from sqlalchemy import Connection, desc, select, update
 from starlette.requests import Request
 from starlette.responses import Response
 
+from canopy.api.compute import field_limits
 from canopy.api.compute.common import cell_db, cloud_of, instance_not_found, load_visible_instance
 from canopy.api.compute.microversion import mv
 from canopy.api.compute.server_actions import start_action
@@ -119,17 +120,7 @@ async def server_action(request: Request) -> Response:
 # -- metadata ------------------------------------------------------------------------------------
 
 def _check_metadata(meta: Any, field: str = "metadata") -> dict[str, str]:
-    if not isinstance(meta, dict):
-        raise bad_request(f"Invalid input for field/attribute {field}. Value must be an object.")
-    for key, value in meta.items():
-        if not isinstance(key, str) or not 1 <= len(key) <= 255:
-            raise bad_request(f"Invalid input for field/attribute {field}. Metadata key {key!r} must be 1-255 chars.")
-        if not isinstance(value, str) or len(value) > 255:
-            raise bad_request(f"Invalid input for field/attribute {field}. Value for {key!r} must be a string "
-                              "of at most 255 characters.")
-    if len(meta) > 128:
-        raise ApiError(403, "Quota exceeded for metadata_items: at most 128 items")
-    return meta
+    return field_limits.check_metadata(meta, field)
 
 
 async def _change_metadata(request: Request, change: Any) -> dict[str, str]:
@@ -138,8 +129,7 @@ async def _change_metadata(request: Request, change: Any) -> dict[str, str]:
     def write(conn: Connection) -> dict[str, str]:
         inst = load_visible_instance(conn, uuid, rc.project_id, rc.is_admin)
         meta = change(dict(inst["metadata"] or {}))
-        if len(meta) > 128:
-            raise ApiError(403, "Quota exceeded for metadata_items: at most 128 items")
+        field_limits.check_metadata_count(meta)
         conn.execute(update(c.instances).where(c.instances.c.uuid == uuid)
                      .values(metadata=meta, updated_at=cloud.clock.now()))
         return meta

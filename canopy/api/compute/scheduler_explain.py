@@ -18,7 +18,7 @@ from canopy.api.compute.common import cloud_of
 from canopy.api.compute.server_create import find_flavor
 from canopy.api.compute.server_groups import parse_hints, resolve_hints
 from canopy.api.errors import ApiError, bad_request
-from canopy.api.http import is_uuid, json_response, read_object, require_admin, route
+from canopy.api.http import ctx, is_uuid, json_response, read_object, require_admin, route
 from canopy.db import tables_global as g
 from canopy.rpc.base import BusError, Target
 from canopy.rpc.calls import ExplainPlacement, PlacementExplained, SelectHost
@@ -40,7 +40,7 @@ async def _request(request: Request, body: dict[str, Any]) -> SelectHost:
         raise bad_request("Invalid input for field/attribute server. 'flavorRef' is a required property")
     asked = parse_hints(body)  # checked before anything is looked up
     cloud = cloud_of(request)
-    flavor = await find_flavor(cloud, str(server["flavorRef"]))
+    flavor = await find_flavor(cloud, str(server["flavorRef"]), ctx(request))
     image = None
     if server.get("imageRef"):
         image_id = str(server["imageRef"]).rstrip("/").rsplit("/", 1)[-1]

@@ -17,7 +17,9 @@ from sqlalchemy import Connection, bindparam, insert, or_, select
 from starlette.requests import Request
 
 from canopy import states
-from canopy.api.compute.common import cloud_of
+from canopy.api.compute import field_limits
+from canopy.api.compute.common import cell_db, cloud_of
+from canopy.api.compute.create_checks import bound_count, check_fixed_ip, check_security_groups, zone_exists
 from canopy.api.compute.quota_store import QuotaExceeded, reserve
 from canopy.api.compute.server_groups import HintsRequest, add_group_members, parse_hints, resolve_hints
 from canopy.api.errors import ApiError, bad_request
@@ -81,12 +83,40 @@ class ServerCreate(BaseModel):
     host: str | None = None
     hypervisor_hostname: str | None = None
 
-    @field_validator("name")
+    @field_validator("name", mode="before")
     @classmethod
-    def _no_outer_whitespace(cls, v: str) -> str:
-        if v != v.strip():
-            raise ValueError("the name must not start or end with white space")
-        return v
+    def _printable_name(cls, v: Any) -> str:
+        return field_limits.check_name(v)
+
+    @field_validator("description", mode="before")
+    @classmethod
+    def _printable_description(cls, v: Any) -> str | None:
+        return field_limits.check_description(v)
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _metadata_limits(cls, v: Any) -> dict[str, str] | None:
+        return None if v is None else field_limits.check_metadata(v)
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tag_limits(cls, v: Any) -> list[str] | None:
+        return None if v is None else field_limits.check_tags(v)
+
+    @field_validator("personality", mode="before")
+    @classmethod
+    def _personality_limits(cls, v: Any) -> list[dict[str, str]] | None:
+        return None if v is None else field_limits.check_personality(v)
+
+    @field_validator("accessIPv4", mode="before")
+    @classmethod
+    def _access_v4(cls, v: Any) -> str | None:
+        return field_limits.check_access_ip(v, 4)
+
+    @field_validator("accessIPv6", mode="before")
+    @classmethod
+    def _access_v6(cls, v: Any) -> str | None:
+        return field_limits.check_access_ip(v, 6)
 
 
 # Keys that exist only from (or until) a microversion.
@@ -117,6 +147,7 @@ def parse_server(body: dict[str, Any], mv: tuple[int, int]) -> ServerCreate:
     _check_block_devices(server)
     for net in server.networks if isinstance(server.networks, list) else []:
         _check_network_request(net)
+    check_security_groups(server.security_groups)
     return server
 
 
@@ -160,15 +191,20 @@ def _load_flavor(conn: Connection, flavor_id: str) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
-async def find_flavor(cloud: Cloud, flavor_id: str) -> dict[str, Any]:
-    """A flavor by id, cached briefly (flavors don't change once made; a deleted one ages out)."""
+async def find_flavor(cloud: Cloud, flavor_id: str, rc: RequestContext,
+                      missing: str = "Flavor {id} could not be found.") -> dict[str, Any]:
+    """A flavor the caller may use, by id, cached briefly (flavors don't change once made; a deleted one
+    ages out). A private flavor is the admins' only (there are no per-project grants): to anyone else it
+    does not exist, as flavor show answers (400 `missing`)."""
     hit = _FLAVOR_CACHE.get(flavor_id)
     if hit and time.monotonic() - hit[0] < FLAVOR_CACHE_S:
-        return hit[1]
-    flavor = await cloud.dbs.global_db.read(_load_flavor, flavor_id)
-    if flavor is None:
-        raise bad_request(f"Flavor {flavor_id} could not be found.")
-    _FLAVOR_CACHE[flavor_id] = (time.monotonic(), flavor)
+        flavor: dict[str, Any] | None = hit[1]
+    else:
+        flavor = await cloud.dbs.global_db.read(_load_flavor, flavor_id)
+        if flavor is not None:
+            _FLAVOR_CACHE[flavor_id] = (time.monotonic(), flavor)
+    if flavor is None or not (flavor["is_public"] or rc.is_admin):
+        raise bad_request(missing.format(id=flavor_id))
     return flavor
 
 
@@ -252,6 +288,8 @@ def pick_networks(server: ServerCreate, found: dict[str, Any], rc: RequestContex
             if net is None or not (rc.is_admin or net["network"]["shared"]
                                    or net["network"]["project_id"] == rc.project_id):
                 raise bad_request(f"Network {req.uuid} could not be found.")
+            if req.fixed_ip is not None:
+                check_fixed_ip(net, req.fixed_ip, rc)
             chosen.append({**net, "fixed_ip": req.fixed_ip})
         return chosen
     if len(nets) == 0:
@@ -325,16 +363,29 @@ class Plan:
     zone: str | None
     key_data: str | None
     hints: SchedulerHints
+    requested: int = 1
+    template: BuildPayload | None = None
 
     @property
     def count(self) -> int:
         return len(self.servers)
 
+    def fill(self, count: int) -> None:
+        """Plan `count` servers (their UUIDs, names and build payloads) from the shared template."""
+        assert self.template is not None
+        base, self.servers = self.template, []
+        for i in range(count):
+            uuid = str(uuidlib.uuid4())
+            name = base.name if count == 1 else f"{base.name}-{i + 1}"
+            payload = base.model_copy(update={"name": name, "hostname": hostname_of(name, uuid), "count": count})
+            self.servers.append(PlannedServer(uuid=uuid, name=name, launch_index=i, payload=payload))
+
 
 async def create_servers(request: Request, req: CreateRequest) -> tuple[list[str], str]:
     """Validate against the database, write everything, wake conductors; the new UUIDs and reservation id."""
     cloud, rc, server = cloud_of(request), ctx(request), req.server
-    flavor = await find_flavor(cloud, str(server.flavorRef))
+    bound_count(server, cloud.settings.api.max_servers_per_create)
+    flavor = await find_flavor(cloud, str(server.flavorRef), rc)
     if not server.imageRef:
         raise bad_request("Missing imageRef attribute")
     image_id = _image_ref(server.imageRef)
@@ -345,6 +396,8 @@ async def create_servers(request: Request, req: CreateRequest) -> tuple[list[str
         raise bad_request("Invalid key_name provided.")
     networks = pick_networks(server, found, rc)
     zone, force_host = placement_hints(server, rc)
+    if zone and not await cell_db(request).read(zone_exists, zone):
+        raise bad_request("The requested availability zone is not available")
     hints = await resolve_hints(request, req.hints)
     plan = _plan(server, rc, flavor_snapshot(flavor), image_id, networks, found["key"], zone, force_host, hints,
                  dict(found["image"].get("properties") or {}))
@@ -359,21 +412,18 @@ async def create_servers(request: Request, req: CreateRequest) -> tuple[list[str
 def _plan(server: ServerCreate, rc: RequestContext, flavor: FlavorSnapshot, image_id: str,
           networks: list[dict[str, Any]], key_data: str | None, zone: str | None, force_host: str | None,
           hints: SchedulerHints, image_properties: dict[str, Any]) -> Plan:
-    count = server.max_count or server.min_count
-    reservation_id = f"r-{uuidlib.uuid4().hex[:8]}"
+    """What every server of the create shares; the servers themselves are planned once the quota has
+    granted their number (`Plan.fill`), so a huge max_count costs nothing before it is refused."""
     choices = [NetworkChoice.model_validate(n) for n in networks]
-    servers = []
-    for i in range(count):
-        uuid = str(uuidlib.uuid4())
-        name = server.name if count == 1 else f"{server.name}-{i + 1}"
-        payload = BuildPayload(
-            flavor=flavor, image_id=image_id, networks=choices, availability_zone=zone, force_host=force_host,
-            key_data=key_data, user_data=server.user_data, metadata=server.metadata or {}, name=name,
-            hostname=hostname_of(name, uuid), project_id=rc.project_id or "", user_id=rc.user_id,
-            scheduler_hints=hints, image_properties=image_properties, reservation_id=reservation_id, count=count)
-        servers.append(PlannedServer(uuid=uuid, name=name, launch_index=i, payload=payload))
-    return Plan(servers=servers, flavor=flavor, image_id=image_id, min_count=server.min_count,
-                reservation_id=reservation_id, zone=zone, key_data=key_data, hints=hints)
+    template = BuildPayload(
+        flavor=flavor, image_id=image_id, networks=choices, availability_zone=zone, force_host=force_host,
+        key_data=key_data, user_data=server.user_data, metadata=server.metadata or {}, name=server.name,
+        hostname=hostname_of(server.name, "0"), project_id=rc.project_id or "", user_id=rc.user_id,
+        scheduler_hints=hints, image_properties=image_properties, reservation_id=f"r-{uuidlib.uuid4().hex[:8]}",
+        count=1)
+    return Plan(servers=[], flavor=flavor, image_id=image_id, min_count=server.min_count,
+                reservation_id=template.reservation_id, zone=zone, key_data=key_data, hints=hints,
+                requested=server.max_count or server.min_count, template=template)
 
 
 async def _write(cloud: Cloud, rc: RequestContext, plan: Plan, server: ServerCreate) -> None:
@@ -407,17 +457,18 @@ async def _write(cloud: Cloud, rc: RequestContext, plan: Plan, server: ServerCre
         raise
 
 
-def _reserve(conn: Connection, cloud: Cloud, rc: RequestContext, plan: Plan) -> None:
-    f, n = plan.flavor, plan.count
+def _reserve(conn: Connection, cloud: Cloud, rc: RequestContext, plan: Plan, n: int | None = None) -> None:
+    """Reserve the quota of the servers asked for (or, over quota, of min_count), then plan that many."""
+    f, n = plan.flavor, plan.requested if n is None else n
     try:
         reserve(conn, rc.project_id or "", {"instances": n, "cores": f.vcpus * n, "ram": f.memory_mb * n},
                 cloud.settings.quota)
     except QuotaExceeded as exc:
         if plan.min_count < n:
-            plan.servers = plan.servers[: plan.min_count]
-            _reserve(conn, cloud, rc, plan)
+            _reserve(conn, cloud, rc, plan, plan.min_count)
             return
         raise ApiError(403, str(exc)) from None
+    plan.fill(n)
 
 
 def _undo_global(conn: Connection, plan: Plan, rc: RequestContext) -> None:

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from canopy import states
-from canopy.api.compute import server_actions
+from canopy.api.compute import field_limits, server_actions
 from canopy.api.compute.common import cell_db, cloud_of, load_visible_instance
 from canopy.api.compute.microversion import mv
 from canopy.api.compute.os_services import is_up
@@ -59,7 +59,8 @@ async def _resize(request: Request, uuid: str, arg: Any) -> None:
     if not isinstance(ref, (str, int)) or isinstance(ref, bool) or not str(ref):
         raise bad_request("Invalid input for field/attribute flavorRef. Value: None. 'flavorRef' is a required "
                           "property" if ref is None else f"Invalid input for field/attribute flavorRef: {ref!r}")
-    flavor = flavor_snapshot(await find_flavor(cloud_of(request), str(ref)))
+    flavor = flavor_snapshot(await find_flavor(cloud_of(request), str(ref), ctx(request),
+                                               "Unable to locate requested flavor {id}."))
     inst = await _instance(request, uuid)
     old = inst["flavor"]
     if flavor.id == old["id"]:
@@ -126,13 +127,30 @@ async def _revert(request: Request, uuid: str, arg: Any) -> None:
     await start_action(request, uuid, "revert_resize")
 
 
+def _check_rebuild_fields(body: dict[str, Any]) -> None:
+    """The limits of what a rebuild may also carry (metadata, personality, access addresses, user data)."""
+    if body.get("metadata") is not None:
+        field_limits.check_metadata(body["metadata"])
+    if body.get("personality") is not None:
+        field_limits.check_personality(body["personality"])
+    if "description" in body:
+        field_limits.check_description(body["description"])
+    for version in (4, 6):
+        field_limits.check_access_ip(body.get(f"accessIPv{version}"), version)
+    user_data = body.get("user_data")
+    if user_data is not None and (not isinstance(user_data, str) or len(user_data) > 65535):
+        raise bad_request("Invalid input for field/attribute user_data. It must be base64 text of at most "
+                          "65535 characters.")
+
+
 async def _rebuild(request: Request, uuid: str, arg: Any) -> Response:
     body = _obj(arg, "rebuild")
     if not isinstance(body.get("imageRef"), str):
         raise bad_request("Invalid input for field/attribute imageRef. 'imageRef' is a required property")
     name = body.get("name")
-    if name is not None and (not isinstance(name, str) or not 1 <= len(name.strip()) <= 255):
-        raise bad_request("Invalid input for field/attribute name. It must be a string of 1-255 characters.")
+    if name is not None:
+        field_limits.check_name(name)
+    _check_rebuild_fields(body)
     image_id = await _usable_image(request, body["imageRef"])
     await start_action(request, uuid, "rebuild", ActionPayload(image_id=image_id, name=name or None))
     from canopy.api.compute.servers import show_server_body
@@ -166,12 +184,8 @@ async def _unrescue(request: Request, uuid: str, arg: Any) -> None:
 async def _create_image(request: Request, uuid: str, arg: Any) -> Response:
     """A queued image owned by the server's project, with the base image's boot properties, then the task."""
     body = _obj(arg, "createImage")
-    name = body.get("name")
-    if not isinstance(name, str) or not 1 <= len(name.strip()) <= 255:
-        raise bad_request("Invalid input for field/attribute name. 'name' is a required string of 1-255 characters.")
-    meta = body.get("metadata") or {}
-    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
-        raise bad_request("Invalid input for field/attribute metadata. It must be an object of strings.")
+    name = field_limits.check_name(body.get("name"))
+    meta = field_limits.check_metadata(body.get("metadata") or {})
     inst = await _instance(request, uuid)
     rule = states.ACTIONS["snapshot"]
     if inst["vm_state"] not in rule.from_vm_states or inst["task_state"] is not None:

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from canopy import states
-from canopy.api.compute import server_actions, server_list_cells
+from canopy.api.compute import field_limits, server_actions, server_list_cells
 from canopy.api.compute.common import cell_db, cloud_of, instance_db, load_visible_instance
 from canopy.api.compute.microversion import mv
 from canopy.api.compute.server_create import create_servers, parse_create
@@ -201,15 +201,11 @@ async def update(request: Request) -> Response:
                           f"({', '.join(sorted(extra))} was unexpected)")
     values: dict[str, Any] = {}
     if "name" in body:
-        name = body["name"]
-        if not isinstance(name, str) or not name or len(name) > 255 or name != name.strip():
-            raise bad_request(f"Invalid input for field/attribute name. Value: {name!r}. Invalid name.")
-        values["name"] = name
+        values["name"] = field_limits.check_name(body["name"])
     if "description" in body:
-        if body["description"] is not None and (not isinstance(body["description"], str)
-                                                or len(body["description"]) > 255):
-            raise bad_request("Invalid input for field/attribute description.")
-        values["description"] = body["description"]
+        values["description"] = field_limits.check_description(body["description"])
+    for version in (4, 6):  # validated only; issue 16 stores them
+        field_limits.check_access_ip(body.get(f"accessIPv{version}"), version)
     cloud = cloud_of(request)
 
     def write(conn: Connection) -> None:

@@ -7,4 +7,4 @@ from canopy.api.image import routes
 
 
 def service() -> Service:
-    return Service("image", routes.ROUTES, routes.is_public)
+    return Service("image", routes.ROUTES, routes.is_public, streams_body=routes.streams_body)

@@ -262,12 +262,13 @@ async def update_image(request: Request) -> Response:
 async def delete_image(request: Request) -> Response:
     """DELETE /v2/images/{image_id}: the record and its data; a protected image is refused."""
     c, image_id = ctx(request), request.path_params["image_id"]
+    now = _cloud(request).clock.now()
 
     def remove(conn: Connection) -> None:
         image = _owned(store.get_image(conn, image_id), c, image_id)
         if image["protected"]:
             raise forbidden(f"Image {image_id} is protected and cannot be deleted.")
-        store.delete_image(conn, image_id)
+        store.delete_image(conn, image_id, now)
 
     await _db(request).write(remove)
     store.remove_data(_cloud(request).image_dir, image_id)
@@ -363,3 +364,8 @@ ROUTES: list[BaseRoute] = [
 
 def is_public(method: str, path: str) -> bool:
     return method == "GET" and path in ("/", "/versions")
+
+
+def streams_body(method: str, path: str) -> bool:
+    """Whether a request's body is image data, streamed to the store (its own size limit, not JSON's)."""
+    return method == "PUT" and path.endswith("/file")

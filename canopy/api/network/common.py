@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import unicodedata
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -91,7 +92,21 @@ def text(body: dict[str, Any], key: str, max_len: int = 255) -> str | None:
         raise invalid(key, f"{value!r} is not a valid string")
     if len(value) > max_len:
         raise invalid(key, f"'{value[:40]}...' exceeds maximum length of {max_len}")
+    bad = unprintable(value, newlines=key == "description")
+    if bad is not None:
+        raise invalid(key, f"'{value[:40]}' contains the control character {bad!r}")
     return value
+
+
+def unprintable(value: str, newlines: bool = False) -> str | None:
+    """The first control or invisible format character of a text (NUL, terminal escapes, bidi overrides…);
+    new lines and tabs are allowed where `newlines` says (descriptions)."""
+    for ch in value:
+        if newlines and ch in "\n\r\t":
+            continue
+        if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
+            return ch
+    return None
 
 
 def flag(body: dict[str, Any], key: str) -> bool | None:

@@ -12,8 +12,8 @@ from canopy.api.http import ctx, empty_response, is_uuid, route
 from canopy.api.network import common as cm
 from canopy.api.network.qos import usable_qos_policy
 from canopy.context import RequestContext
+from canopy.network import limits, ports, qos
 from canopy.network import networks as nets
-from canopy.network import ports, qos
 from canopy.network.errors import NetworkInUse
 from canopy.network.segments import check_physnet
 from canopy.rpc.calls import PortChange
@@ -187,11 +187,13 @@ async def delete_network(request: Request) -> Response:
     """DELETE /v2.0/networks/{id}: 409 while servers have ports on it; other ports go with it."""
     network_id = request.path_params["network_id"]
     await owned_network(request, network_id, "delete")
+    subnet_ids = (await cm.global_db(request).read_fresh(nets.subnet_ids_of, [network_id])).get(network_id, [])
 
     def release_ports(conn: Connection) -> list[dict[str, Any]]:
         if ports.network_has_server_ports(conn, network_id):
             raise NetworkInUse(f"Unable to complete operation on network {network_id}. There are one or more "
                                "ports still in use on the network.")
+        limits.drop_holds(conn, subnet_ids)  # a deleted network's addresses are held for nobody
         return ports.remove_ports_of_network(conn, network_id)
 
     removed = await cm.cell_db(request).write(release_ports)

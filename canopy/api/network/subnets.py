@@ -12,7 +12,7 @@ from canopy.api.errors import ApiError
 from canopy.api.http import ctx, empty_response, is_uuid, route
 from canopy.api.network import common as cm
 from canopy.api.network.networks import visible_network
-from canopy.network import port_views
+from canopy.network import limits, port_views
 from canopy.network import subnets as sn
 from canopy.network.errors import SubnetInUse
 
@@ -166,6 +166,7 @@ async def delete_subnet(request: Request) -> Response:
         raise SubnetInUse(f"Unable to complete operation on subnet {subnet_id}: One or more ports have an IP "
                           "allocation from this subnet.")
     await cm.global_db(request).write(sn.delete_subnet, subnet_id)
+    await cm.cell_db(request).write(limits.drop_holds, [subnet_id])  # its addresses are held for nobody now
     return empty_response()
 
 
