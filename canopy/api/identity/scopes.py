@@ -17,6 +17,7 @@ from canopy.api.http import ctx, empty_response, json_response, read_object, rou
 from canopy.api.identity import grants, store
 from canopy.api.identity.admin import _Body, _collection, _parse, _read, _write, project_view, role_view
 from canopy.api.identity.catalog import endpoint_url, load_catalog
+from canopy.api.identity.domains import domain_view
 from canopy.api.token_state import record_events, user_event
 from canopy.auth.tokens import Scope
 from canopy.db import tables_global as g
@@ -65,11 +66,6 @@ async def auth_catalog(request: Request) -> Response:
     """GET /v3/auth/catalog: the catalog a scoped token carries."""
     catalog = await _read(request, load_catalog, _public(request))
     return json_response({"catalog": catalog, "links": {"self": f"{_base(request)}/auth/catalog"}})
-
-
-def domain_view(base: str, d: dict[str, Any]) -> dict[str, Any]:
-    return {"id": d["id"], "name": d["name"], "description": d.get("description", ""), "enabled": d["enabled"],
-            "tags": [], "options": {}, "links": {"self": f"{base}/domains/{d['id']}"}}
 
 
 def _all(table: Any) -> Any:

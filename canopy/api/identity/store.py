@@ -72,9 +72,11 @@ def _rows(conn: Connection, q: Any) -> list[dict[str, Any]]:
 
 
 def list_projects(conn: Connection, *, name: str | None = None, project_id: str | None = None,
-                  enabled: bool | None = None) -> list[dict[str, Any]]:
-    """Projects, optionally filtered by name, id or enabled, ordered by name."""
+                  enabled: bool | None = None, domain_id: str | None = None) -> list[dict[str, Any]]:
+    """Projects, optionally filtered by name, id, enabled or domain, ordered by name."""
     q = select(g.projects).order_by(g.projects.c.name)
+    if domain_id is not None:
+        q = q.where(g.projects.c.domain_id == domain_id)
     if name is not None:
         q = q.where(g.projects.c.name == name)
     if project_id is not None:
@@ -110,12 +112,17 @@ def update_project(conn: Connection, project_id: str, values: dict[str, Any]) ->
 def delete_project(conn: Connection, project_id: str) -> bool:
     """Delete a project and its role assignments; False when it does not exist."""
     conn.execute(delete(g.role_assignments).where(g.role_assignments.c.project_id == project_id))
+    grants.drop_target(conn, "project", project_id)
+    conn.execute(delete(g.project_tags).where(g.project_tags.c.project_id == project_id))
     return conn.execute(delete(g.projects).where(g.projects.c.id == project_id)).rowcount > 0
 
 
-def list_users(conn: Connection, *, name: str | None = None, enabled: bool | None = None) -> list[dict[str, Any]]:
-    """Users, optionally filtered by name or enabled, ordered by name."""
+def list_users(conn: Connection, *, name: str | None = None, enabled: bool | None = None,
+               domain_id: str | None = None) -> list[dict[str, Any]]:
+    """Users, optionally filtered by name, enabled or domain, ordered by name."""
     q = select(g.users).order_by(g.users.c.name)
+    if domain_id is not None:
+        q = q.where(g.users.c.domain_id == domain_id)
     if name is not None:
         q = q.where(g.users.c.name == name)
     if enabled is not None:
@@ -149,6 +156,8 @@ def update_user(conn: Connection, user_id: str, values: dict[str, Any]) -> dict[
 def delete_user(conn: Connection, user_id: str) -> bool:
     """Delete a user and its role assignments; False when it does not exist."""
     conn.execute(delete(g.role_assignments).where(g.role_assignments.c.user_id == user_id))
+    grants.drop_actor(conn, "user", user_id)
+    conn.execute(delete(g.group_members).where(g.group_members.c.user_id == user_id))
     return conn.execute(delete(g.users).where(g.users.c.id == user_id)).rowcount > 0
 
 
