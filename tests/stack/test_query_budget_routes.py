@@ -136,7 +136,9 @@ NOT_MEASURED: dict[str, str] = {
                      "identity:list_endpoints", "identity:list_regions", "identity:list_groups",
                      "identity:group_member", "identity:scoped_grants", "identity:scoped_grant",
                      "identity:domain_grants", "identity:get_group", "identity:list_group_users",
-                     "identity:list_user_groups", "identity:project_group_grants"),
+                     "identity:list_user_groups", "identity:project_group_grants", "identity:get_service",
+                     "identity:get_endpoint", "identity:get_region", "identity:list_project_tags",
+                     "identity:get_project_tag"),
                     "identity and catalog rows only (issue 14/16 identity routes), bounded by the operator's data"),
 }
 WRITE_ROUTES_ON_SMALL_TABLES = "an administrative write on identity, flavor, image, aggregate, group or quota rows"

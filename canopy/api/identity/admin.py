@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute
 
 from canopy.api.errors import ApiError, bad_request, conflict, forbidden, not_found
 from canopy.api.http import bool_param, ctx, empty_response, json_response, read_object, route
-from canopy.api.identity import store
+from canopy.api.identity import store, tags
 from canopy.api.identity.passwords import hash_password
 from canopy.api.token_state import project_event, record_events, user_event
 from canopy.auth.revocation import RevocationEvent
@@ -38,6 +38,7 @@ class ProjectCreate(_Body):
     domain_id: str | None = None
     parent_id: str | None = None
     is_domain: bool = False
+    tags: list[str] = Field(default_factory=list)
 
 
 class ProjectUpdate(_Body):
@@ -45,6 +46,7 @@ class ProjectUpdate(_Body):
     name: str = Field(default="", min_length=1, max_length=64)
     description: str = ""
     enabled: bool = True
+    tags: list[str] = Field(default_factory=list)
 
 
 class UserCreate(_Body):
@@ -204,7 +206,8 @@ def _present(request: Request, name: str) -> bool:
 def project_view(base: str, p: dict[str, Any]) -> dict[str, Any]:
     """A project as Keystone shows it."""
     return {"id": p["id"], "name": p["name"], "domain_id": p["domain_id"], "description": p["description"],
-            "enabled": p["enabled"], "parent_id": p["domain_id"], "is_domain": False, "tags": [], "options": {},
+            "enabled": p["enabled"], "parent_id": p["domain_id"], "is_domain": False, "tags": p.get("tags", []),
+            "options": {},
             "links": {"self": f"{base}/projects/{p['id']}"}}
 
 
@@ -232,9 +235,13 @@ async def list_projects(request: Request) -> Response:
     only = None if c.is_admin or limit else (c.project_id or "-")
     enabled = bool_param(q.get("enabled"), "enabled")
     domain_id = q.get("domain_id") or limit
-    rows = [] if limit and domain_id != limit else await _read(
-        request, lambda conn: store.list_projects(conn, name=q.get("name"), project_id=only, enabled=enabled,
-                                                  domain_id=domain_id))
+    wanted = tags.tag_filter(request)
+
+    def load(conn: Connection) -> list[dict[str, Any]]:
+        found = store.list_projects(conn, name=q.get("name"), project_id=only, enabled=enabled, domain_id=domain_id)
+        return [p for p in tags.with_tags(conn, found) if tags.matches(p["tags"], wanted)]
+
+    rows = [] if limit and domain_id != limit else await _read(request, load)
     return _collection(request, "projects", [project_view(_base(request), p) for p in rows])
 
 
@@ -245,7 +252,7 @@ async def create_project(request: Request) -> Response:
     if body.is_domain or body.parent_id not in (None, domain_id):
         raise bad_request("Invalid input for field 'parent_id': nested projects are not supported")
     values = {"name": body.name, "description": body.description, "enabled": body.enabled,
-              "domain_id": domain_id, "created_at": _cloud(request).clock.now()}
+              "domain_id": domain_id, "tags": tags.check_tags(body.tags), "created_at": _cloud(request).clock.now()}
     return _saved(request, "project", await _write(request, store.create_project, values), project_view, body.name)
 
 
@@ -256,8 +263,7 @@ async def get_project(request: Request) -> Response:
     if not c.is_admin and not c.domain_id and c.project_id != project_id:
         raise forbidden()
     await _in_reach(request, "project", project_id)
-    return await _show(request, "project", project_id, lambda conn, i: store.find_project(conn, project_id=i),
-                       project_view)
+    return await _show(request, "project", project_id, store.project_with_tags, project_view)
 
 
 async def update_project(request: Request) -> Response:
@@ -265,6 +271,8 @@ async def update_project(request: Request) -> Response:
     project_id = request.path_params["project_id"]
     await _in_reach(request, "project", project_id)
     changes = _changes(_parse(ProjectUpdate, await read_object(request, "project")))
+    if "tags" in changes:
+        changes["tags"] = tags.check_tags(changes["tags"])
     events = (lambda: [project_event(project_id)]) if changes.get("enabled") is False else list
     return _saved(request, "project", await _write_revoking(request, events, store.update_project, project_id,
                                                             changes), project_view)
@@ -427,39 +435,6 @@ async def list_grants(request: Request) -> Response:
     return _collection(request, "roles", [role_view(_base(request), r) for r in rows])
 
 
-def _assignment_view(base: str, a: dict[str, Any], names: bool, prior: str | None = None) -> dict[str, Any]:
-    source = prior or a["role_id"]
-    links = {"assignment": f"{base}/projects/{a['project_id']}/users/{a['user_id']}/roles/{source}"}
-    if prior:
-        links["prior_role"] = f"{base}/roles/{prior}"
-    view: dict[str, Any] = {"role": {"id": a["role_id"]}, "user": {"id": a["user_id"]},
-                            "scope": {"project": {"id": a["project_id"]}}, "links": links}
-    if names:
-        view["role"]["name"] = a["role_name"]
-        view["user"].update(name=a["user_name"], domain=dict(store.DEFAULT_DOMAIN))
-        view["scope"]["project"].update(name=a["project_name"], domain=dict(store.DEFAULT_DOMAIN))
-    return view
-
-
-async def list_role_assignments(request: Request) -> Response:
-    """GET /v3/role_assignments, filtered by user.id, scope.project.id and role.id."""
-    q = request.query_params
-    names, effective = _present(request, "include_names"), _present(request, "effective")
-    if q.get("scope.domain.id") or q.get("group.id") or q.get("scope.system"):
-        return _collection(request, "role_assignments", [])
-    user_id, project_id, role_id = q.get("user.id"), q.get("scope.project.id"), q.get("role.id")
-
-    def load(conn: Connection) -> list[tuple[dict[str, Any], str | None]]:
-        if effective:
-            return store.effective_assignments(conn, user_id=user_id, project_id=project_id, role_id=role_id)
-        return [(a, None) for a in store.list_assignments(conn, user_id=user_id, project_id=project_id,
-                                                          role_id=role_id)]
-
-    found = await _read(request, load)
-    base = _base(request)
-    return _collection(request, "role_assignments", [_assignment_view(base, a, names, p) for a, p in found])
-
-
 ROUTES: list[BaseRoute] = [
     route("/v3/projects", list_projects, ["GET"], "identity:list_projects"),
     route("/v3/projects", create_project, ["POST"], "identity:create_project"),
@@ -479,5 +454,4 @@ ROUTES: list[BaseRoute] = [
     route("/v3/roles", create_role, ["POST"], "identity:create_role"),
     route("/v3/roles/{role_id}", get_role, ["GET"], "identity:get_role"),
     route("/v3/roles/{role_id}", delete_role, ["DELETE"], "identity:delete_role"),
-    route("/v3/role_assignments", list_role_assignments, ["GET"], "identity:list_role_assignments"),
 ]

@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
 
-from canopy.api.identity import grants
+from canopy.api.identity import grants, tags
 from canopy.auth.tokens import Scope
 from canopy.db import tables_global as g
 
@@ -91,8 +91,11 @@ def create_project(conn: Connection, values: dict[str, Any]) -> dict[str, Any] |
     if find_project(conn, name=values["name"], domain_id=values.get("domain_id") or "default") is not None:
         return None
     row = {"id": values.get("id") or new_id(), "domain_id": "default", **values}
+    project_tags = row.pop("tags", None)
     conn.execute(insert(g.projects).values(**row))
-    return find_project(conn, project_id=row["id"])
+    if project_tags:
+        tags.set_tags(conn, row["id"], project_tags)
+    return project_with_tags(conn, row["id"])
 
 
 def update_project(conn: Connection, project_id: str, values: dict[str, Any]) -> dict[str, Any] | None:
@@ -104,9 +107,18 @@ def update_project(conn: Connection, project_id: str, values: dict[str, Any]) ->
         other = find_project(conn, name=values["name"], domain_id=found["domain_id"])
         if other is not None and other["id"] != project_id:
             raise NameTaken(values["name"])
+    values = dict(values)
+    if "tags" in values:
+        tags.set_tags(conn, project_id, values.pop("tags"))
     if values:
         conn.execute(update(g.projects).where(g.projects.c.id == project_id).values(**values))
-    return find_project(conn, project_id=project_id)
+    return project_with_tags(conn, project_id)
+
+
+def project_with_tags(conn: Connection, project_id: str) -> dict[str, Any] | None:
+    """A project with its `tags`."""
+    found = find_project(conn, project_id=project_id)
+    return tags.with_tags(conn, [found])[0] if found else None
 
 
 def delete_project(conn: Connection, project_id: str) -> bool:
