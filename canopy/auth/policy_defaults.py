@@ -109,12 +109,13 @@ NETWORK = {
             "network.security_group_rules.show"),
     **_each(_WRITE, "network.networks.create", "network.networks.update", "network.networks.delete",
             "network.subnets.create", "network.subnets.update", "network.subnets.delete", "network.ports.create",
-            "network.ports.update", "network.ports.delete", "network.qos.policies.create",
-            "network.qos.policies.update", "network.qos.policies.delete", "network.qos.rules.create",
-            "network.qos.rules.update", "network.qos.rules.delete", "network.security_groups.create",
+            "network.ports.update", "network.ports.delete", "network.security_groups.create",
             "network.security_groups.update", "network.security_groups.delete", "network.security_group_rules.create",
             "network.security_group_rules.delete"),
-    **_each(_ADMIN, "network.segments.list", "network.segments.create", "network.segments.show",
+    # QoS policies and their rules are written by admins only, as Neutron's defaults
+    **_each(_ADMIN, "network.qos.policies.create", "network.qos.policies.update", "network.qos.policies.delete",
+            "network.qos.rules.create", "network.qos.rules.update", "network.qos.rules.delete",
+            "network.segments.list", "network.segments.create", "network.segments.show",
             "network.segments.update", "network.segments.delete", "network.quotas.list", "network.quotas.update",
             "network.quotas.delete"),
 }
