@@ -89,6 +89,9 @@ async def test_group_grants_on_projects_and_group_lifecycle(api: ApiClient) -> N
     token = login.headers["x-subject-token"]
     assert (await api.http.get("/compute/v2.1/servers", headers={"X-Auth-Token": token})).status_code == 200
     assert (await api.get(f"{V3}/groups/{group}")).json()["group"]["name"] == "ops"
+    assert [x["id"] for x in (await api.get(f"{V3}/groups?name=ops")).json()["groups"]] == [group]
+    assert (await api.get(f"{V3}/groups?domain_id=elsewhere")).json()["groups"] == []
+    assert (await api.post(f"{V3}/groups", json={"group": {"name": "g", "domain_id": "nope"}})).status_code == 404
     resp = await api.patch(f"{V3}/groups/{group}", json={"group": {"description": "operators"}})
     assert resp.json()["group"]["description"] == "operators"
     assert [u["name"] for u in (await api.get(f"{V3}/groups/{group}/users")).json()["users"]] == ["gus"]

@@ -84,6 +84,17 @@ async def test_domain_admin_manages_only_its_own_domain(api: ApiClient) -> None:
     assert login.status_code == 201, login.text
     assert (await api.http.put(f"{V3}/projects/{demo_project}/users/{cust}/roles/{member}",
                                headers=hdr)).status_code == 403
+    assert (await api.http.put(f"{V3}/projects/{cust_proj}/users/{demo}/roles/{member}",
+                               headers=hdr)).status_code == 403
+    assert (await api.http.put(f"{V3}/domains/{domain_id}/users/{demo}/roles/{member}",
+                               headers=hdr)).status_code == 403
+    # what stays the cloud admin's
+    for method, path, body in (("POST", f"{V3}/roles", {"role": {"name": "r"}}), ("GET", f"{V3}/role_assignments",
+                               None), ("GET", f"{V3}/services", None), ("PATCH", f"{V3}/domains/{domain_id}",
+                               {"domain": {"enabled": False}}), ("GET", f"{V3}/domains/default/users/{demo}/roles",
+                               None)):
+        resp = await api.http.request(method, path, headers=hdr, json=body)
+        assert resp.status_code == 403, (method, path, resp.text)
 
 
 async def test_disabling_a_domain_ends_its_tokens_and_delete_needs_it_disabled(api: ApiClient) -> None:

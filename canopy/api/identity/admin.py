@@ -397,6 +397,7 @@ async def grant(request: Request) -> Response:
     pp = request.path_params
     project_id, user_id, role_id = pp["project_id"], pp["user_id"], pp["role_id"]
     await _in_reach(request, "project", project_id)
+    await _in_reach(request, "user", user_id)
 
     def apply(conn: Connection) -> bool:
         _check_parties(conn, project_id, user_id, role_id)

@@ -196,10 +196,16 @@ async def domain_grants(request: Request) -> Response:
 async def domain_grant(request: Request) -> Response:
     """PUT, HEAD, DELETE /v3/domains/{domain_id}/users|groups/{id}/roles/{role_id}."""
     domain_id = request.path_params["domain_id"]
+    actor = grant_actor(request)
 
     def exists(conn: Connection) -> None:
         if find(conn, domain_id) is None:
             raise _missing("domain", domain_id)
+        if ctx(request).domain_id is not None:  # a domain's admin grants to its own users and groups only
+            table = g.users if actor[0] == "user" else g.groups
+            home = conn.execute(select(table.c.domain_id).where(table.c.id == actor[1])).scalar()
+            if home not in (None, domain_id):
+                raise forbidden(f"{actor[0]} {actor[1]} is not in domain {domain_id}.")
 
     return await apply_grant(request, ("domain", domain_id), exists)
 

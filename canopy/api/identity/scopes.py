@@ -80,13 +80,18 @@ def group_view(base: str, r: dict[str, Any]) -> dict[str, Any]:
 
 
 async def list_groups(request: Request) -> Response:
+    """GET /v3/groups, filtered by name and domain_id."""
+    q = request.query_params
+    wanted = [g.groups.c[f] == q[f] for f in ("name", "domain_id") if q.get(f) is not None]
     rows = await _read(request, lambda conn: [dict(r) for r in conn.execute(
-        select(g.groups).order_by(g.groups.c.name)).mappings()])
+        select(g.groups).where(*wanted).order_by(g.groups.c.name)).mappings()])
     return _collection(request, "groups", [group_view(_base(request), r) for r in rows])
 
 
 async def create_group(request: Request) -> Response:
     body = _parse(GroupCreate, await read_object(request, "group"))
+    if await _read(request, lambda conn: store.find_domain(conn, {"id": body.domain_id})) is None:
+        raise not_found(f"Could not find domain: {body.domain_id}.")
     row = {"id": store.new_id(), "name": body.name, "description": body.description, "domain_id": body.domain_id}
     await _write(request, lambda conn: conn.execute(insert(g.groups).values(**row)))
     return json_response({"group": group_view(_base(request), row)}, status=201)
