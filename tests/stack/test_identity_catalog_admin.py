@@ -4,6 +4,7 @@ with role grants on projects, project tags, and system grants in /role_assignmen
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 from tests.clouds import ApiClient
@@ -73,28 +74,30 @@ async def test_catalog_bad_input_and_members(api: ApiClient) -> None:
 
 
 async def test_group_grants_on_projects_and_group_lifecycle(api: ApiClient) -> None:
-    resp = await api.post(f"{V3}/users", json={"user": {"name": "gus", "password": "gus"}})
+    # unique names: the integration tier runs this body on databases shared by a session
+    user_name, group_name = f"gus-{uuid.uuid4().hex[:6]}", f"ops-{uuid.uuid4().hex[:6]}"
+    resp = await api.post(f"{V3}/users", json={"user": {"name": user_name, "password": user_name}})
     gus = resp.json()["user"]["id"]
-    group = (await api.post(f"{V3}/groups", json={"group": {"name": "ops"}})).json()["group"]["id"]
+    group = (await api.post(f"{V3}/groups", json={"group": {"name": group_name}})).json()["group"]["id"]
     assert (await api.put(f"{V3}/groups/{group}/users/{gus}")).status_code == 204
     demo_project, member = await _id(api, "project", "demo"), await _id(api, "role", "member")
-    assert (await _login(api, "gus", "demo")).status_code == 401
+    assert (await _login(api, user_name, "demo")).status_code == 401
     grant = f"{V3}/projects/{demo_project}/groups/{group}/roles/{member}"
     assert (await api.put(grant)).status_code == 204
     assert (await api.request("HEAD", grant)).status_code == 204
     roles = (await api.get(f"{V3}/projects/{demo_project}/groups/{group}/roles")).json()["roles"]
     assert [r["name"] for r in roles] == ["member"]
-    login = await _login(api, "gus", "demo")
+    login = await _login(api, user_name, "demo")
     assert login.status_code == 201, login.text
     token = login.headers["x-subject-token"]
     assert (await api.http.get("/compute/v2.1/servers", headers={"X-Auth-Token": token})).status_code == 200
-    assert (await api.get(f"{V3}/groups/{group}")).json()["group"]["name"] == "ops"
-    assert [x["id"] for x in (await api.get(f"{V3}/groups?name=ops")).json()["groups"]] == [group]
+    assert (await api.get(f"{V3}/groups/{group}")).json()["group"]["name"] == group_name
+    assert [x["id"] for x in (await api.get(f"{V3}/groups?name={group_name}")).json()["groups"]] == [group]
     assert (await api.get(f"{V3}/groups?domain_id=elsewhere")).json()["groups"] == []
     assert (await api.post(f"{V3}/groups", json={"group": {"name": "g", "domain_id": "nope"}})).status_code == 404
     resp = await api.patch(f"{V3}/groups/{group}", json={"group": {"description": "operators"}})
     assert resp.json()["group"]["description"] == "operators"
-    assert [u["name"] for u in (await api.get(f"{V3}/groups/{group}/users")).json()["users"]] == ["gus"]
+    assert [u["name"] for u in (await api.get(f"{V3}/groups/{group}/users")).json()["users"]] == [user_name]
     assert [x["id"] for x in (await api.get(f"{V3}/users/{gus}/groups")).json()["groups"]] == [group]
     found = (await api.get(f"{V3}/role_assignments?group.id={group}")).json()["role_assignments"]
     assert found[0]["group"]["id"] == group and found[0]["scope"]["project"]["id"] == demo_project
@@ -102,7 +105,7 @@ async def test_group_grants_on_projects_and_group_lifecycle(api: ApiClient) -> N
     assert any(a["user"]["id"] == gus and "membership" in a["links"] for a in effective)
     assert (await api.delete(f"{V3}/groups/{group}")).status_code == 204
     assert (await api.http.get("/compute/v2.1/servers", headers={"X-Auth-Token": token})).status_code == 401
-    assert (await _login(api, "gus", "demo")).status_code == 401
+    assert (await _login(api, user_name, "demo")).status_code == 401
     assert (await api.get(f"{V3}/groups/{group}")).status_code == 404
 
 
