@@ -103,6 +103,9 @@ async def test_group_grants_on_projects_and_group_lifecycle(api: ApiClient) -> N
     assert found[0]["group"]["id"] == group and found[0]["scope"]["project"]["id"] == demo_project
     effective = (await api.get(f"{V3}/role_assignments?user.id={gus}&effective")).json()["role_assignments"]
     assert any(a["user"]["id"] == gus and "membership" in a["links"] for a in effective)
+    implied = [a for a in effective if "prior_role" in a["links"]]
+    assert implied and implied[0]["links"]["prior_role"].endswith(f"/roles/{member}")
+    assert implied[0]["links"]["assignment"].endswith(f"/groups/{group}/roles/{member}")
     assert (await api.delete(f"{V3}/groups/{group}")).status_code == 204
     assert (await api.http.get("/compute/v2.1/servers", headers={"X-Auth-Token": token})).status_code == 401
     assert (await _login(api, user_name, "demo")).status_code == 401

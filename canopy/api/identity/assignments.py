@@ -40,7 +40,10 @@ def _grant_view(base: str, gr: dict[str, Any], names: dict[tuple[str, str], str]
     scope: dict[str, Any] = {"system": {"all": True}} if target_type == "system" else {target_type: {"id": target_id}}
     where = SCOPE_PATHS[target_type].format(target_id)
     actor_type, actor_id = ("group", via_group) if via_group else (gr["actor_type"], gr["actor_id"])
-    links = {"assignment": f"{base}/{where}/{actor_type}s/{actor_id}/roles/{gr['role_id']}"}
+    prior = gr.get("prior_role")
+    links = {"assignment": f"{base}/{where}/{actor_type}s/{actor_id}/roles/{prior or gr['role_id']}"}
+    if prior:
+        links["prior_role"] = f"{base}/roles/{prior}"
     if via_group:
         links["membership"] = f"{base}/groups/{via_group}/users/{gr['actor_id']}"
     view: dict[str, Any] = {"role": {"id": gr["role_id"]}, gr["actor_type"]: {"id": gr["actor_id"]},
@@ -92,6 +95,23 @@ def _grant_rows(conn: Connection, request: Request, effective: bool) -> list[tup
         for member in members.scalars():
             if user_id in (None, member):
                 out.append(({**r, "actor_type": "user", "actor_id": member}, r["actor_id"]))
+    return _with_implied(conn, out, role_id)
+
+
+def _with_implied(conn: Connection, rows: list[tuple[dict[str, Any], str | None]],
+                  role_id: str | None) -> list[tuple[dict[str, Any], str | None]]:
+    """Effective grants: each with the roles it implies (marked with the implying `prior_role`), once each."""
+    by_name = {r.name: r.id for r in conn.execute(select(g.roles.c.id, g.roles.c.name))}
+    out: list[tuple[dict[str, Any], str | None]] = []
+    seen: set[tuple[str, str, str, str]] = set()
+    for r, via in rows:
+        implied = [(n, by_name[n]) for n in grants.IMPLIED_ROLES.get(r["role_name"], ()) if n in by_name]
+        for name, rid, prior in [(r["role_name"], r["role_id"], None), *((n, i, r["role_id"]) for n, i in implied)]:
+            key = (r["actor_id"], r["target_type"], r["target_id"], rid)
+            if key in seen or (role_id and rid != role_id):
+                continue
+            seen.add(key)
+            out.append(({**r, "role_id": rid, "role_name": name, "prior_role": prior}, via))
     return out
 
 
