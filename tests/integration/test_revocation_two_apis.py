@@ -1,7 +1,7 @@
 """Issue 14 deliverable 2: a token revoked through one `canopy api` process is refused by a second `canopy
 api` process on the same database within the documented bound (`auth.revocation_cache_s`, canopy/api/
-token_state.py), and so are the tokens of a user disabled through the first. Each process is a real
-subprocess; the database is SQLite, MariaDB or PostgreSQL."""
+token_state.py), and so are the tokens of a user, or of a reseller's domain, disabled through the first.
+Each process is a real subprocess; the database is SQLite, MariaDB or PostgreSQL."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -114,3 +115,34 @@ def test_a_token_revoked_on_one_api_is_refused_by_another_within_the_bound(
         assert resp.status_code == 200, resp.text
         disabled_at = time.monotonic()
         assert _refused_after(second, fresh, disabled_at) <= BOUND_S + LATENCY_ROOM_S
+        # and a reseller's domain disabled through the first ends its customers' tokens on the second
+        customer = _domain_customer(first, admin)
+        assert _status(second, customer["token"]) == 200
+        resp = httpx.patch(f"{first}/identity/v3/domains/{customer['domain']}", headers={"X-Auth-Token": admin},
+                           json={"domain": {"enabled": False}}, timeout=30)
+        assert resp.status_code == 200, resp.text
+        disabled_at = time.monotonic()
+        assert _refused_after(second, customer["token"], disabled_at) <= BOUND_S + LATENCY_ROOM_S
+
+
+def _domain_customer(url: str, admin: str) -> dict[str, str]:
+    """A domain with a user holding member on a project of it; the user's project-scoped token."""
+    h = {"X-Auth-Token": admin}
+
+    def post(path: str, body: dict[str, object]) -> dict[str, str]:
+        resp = httpx.post(f"{url}/identity/v3/{path}", headers=h, json=body, timeout=30)
+        assert resp.status_code == 201, resp.text
+        return dict(next(iter(resp.json().values())))
+
+    domain = post("domains", {"domain": {"name": f"resell-{uuid.uuid4().hex[:6]}"}})["id"]
+    user = post("users", {"user": {"name": "cust", "password": "cust", "domain_id": domain}})["id"]
+    project = post("projects", {"project": {"name": "cust", "domain_id": domain}})["id"]
+    member = httpx.get(f"{url}/identity/v3/roles?name=member", headers=h, timeout=30).json()["roles"][0]["id"]
+    resp = httpx.put(f"{url}/identity/v3/projects/{project}/users/{user}/roles/{member}", headers=h, timeout=30)
+    assert resp.status_code == 204, resp.text
+    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        "name": "cust", "domain": {"id": domain}, "password": "cust"}}},
+        "scope": {"project": {"id": project}}}}
+    login = httpx.post(url + "/identity/v3/auth/tokens", json=body, timeout=30)
+    assert login.status_code == 201, login.text
+    return {"domain": domain, "token": login.headers["x-subject-token"]}
