@@ -47,8 +47,19 @@ def enforce(request: Request, rule: str) -> RequestContext:
         # Fail closed: a route nobody wrote a rule for is refused (canopy/auth/policy_defaults.py).
         raise forbidden(f"No policy rule for {rule}; refused until one is added.")
     if not policy.check(rule, credentials(c), request.path_params):
-        raise forbidden(f"Policy doesn't allow {rule} to be performed.")
+        raise refusal(rule)
     return c
+
+
+def refusal(rule: str) -> ApiError:
+    """A policy refusal worded as the rule's service words it (Neutron, Keystone, Glance, else Nova)."""
+    if rule.startswith("network."):
+        return ApiError(403, f"(rule:{rule}) is disallowed by policy", neutron_type="PolicyNotAuthorized")
+    if rule.startswith("identity:"):
+        return forbidden(f"You are not authorized to perform the requested action: {rule}.")
+    if rule.startswith("image:"):
+        return forbidden(f"You are not authorized to complete {rule.split(':', 1)[1]} action.")
+    return forbidden(f"Policy doesn't allow {rule} to be performed.")
 
 
 def require_admin(request: Request) -> RequestContext:

@@ -16,10 +16,14 @@ PERSONAS = {
     "owner": "user_id:%(user_id)s",
     "admin_or_owner": "rule:admin or rule:owner",
     "domain_admin": "role:admin and scope:domain and domain_id:%(domain_id)s",
+    # a reseller's admin (admin on its domain): the handlers narrow it to that domain's users and projects
+    "domain_manager": "role:admin and scope:domain",
+    "cloud_or_domain_admin": "rule:admin or rule:domain_manager",
     "anyone": "@",
 }
 
 _READ, _WRITE, _ADMIN, _ANY = "rule:project_reader", "rule:project_member", "rule:admin", "rule:anyone"
+_DOMAIN = "rule:cloud_or_domain_admin"
 
 
 def _each(rule: str, *names: str) -> dict[str, str]:
@@ -61,21 +65,24 @@ IDENTITY = {
             "identity:check_token", "identity:revoke_token",
             # what an unscoped token is for: finding the scopes it may ask for
             "identity:auth_projects", "identity:auth_domains", "identity:auth_system", "identity:auth_catalog"),
-    "identity:list_domains": _ADMIN,
+    "identity:list_domains": "rule:admin or scope:domain",
     "identity:get_domain": "rule:admin or domain_id:%(domain_id)s",
     **_each(_ADMIN, "identity:create_domain", "identity:update_domain", "identity:delete_domain"),
+    **_each("rule:admin or rule:domain_admin", "identity:domain_grants", "identity:domain_grant"),
     "identity:list_projects": "rule:project_reader or scope:domain",
-    "identity:get_project": "rule:admin or (rule:reader and project_id:%(project_id)s)",
-    **_each(_ADMIN, "identity:create_project", "identity:update_project", "identity:delete_project",
-            "identity:list_grants", "identity:grant", "identity:check_grant", "identity:revoke_grant",
-            "identity:list_users", "identity:create_user", "identity:update_user", "identity:delete_user",
-            "identity:list_roles", "identity:create_role", "identity:get_role", "identity:delete_role",
-            "identity:list_role_assignments", "identity:list_role_inferences"),
+    "identity:get_project": "rule:admin or rule:domain_manager or (rule:reader and project_id:%(project_id)s)",
+    **_each(_DOMAIN, "identity:create_project", "identity:update_project", "identity:delete_project",
+            "identity:list_grants", "identity:grant", "identity:list_users", "identity:create_user",
+            "identity:update_user", "identity:delete_user"),
+    **_each(_ADMIN, "identity:check_grant", "identity:revoke_grant", "identity:list_roles", "identity:create_role",
+            "identity:get_role", "identity:delete_role", "identity:list_role_assignments",
+            "identity:list_role_inferences", "identity:project_group_grants", "identity:project_group_grant"),
     "identity:list_project_tags": "rule:admin or (rule:reader and project_id:%(project_id)s)",
     "identity:get_project_tag": "rule:admin or (rule:reader and project_id:%(project_id)s)",
     **_each(_ADMIN, "identity:update_project_tags", "identity:add_project_tag", "identity:delete_project_tag",
             "identity:delete_project_tags"),
-    **_each("rule:admin_or_owner", "identity:get_user", "identity:list_user_projects", "identity:list_user_groups",
+    "identity:get_user": "rule:admin_or_owner or rule:domain_manager",
+    **_each("rule:admin_or_owner", "identity:list_user_projects", "identity:list_user_groups",
             "identity:list_app_creds", "identity:get_app_cred", "identity:delete_app_cred"),
     # made by its user only (with the project-scoped token whose roles it takes), as Keystone's
     "identity:create_app_cred": "rule:owner",
@@ -105,12 +112,13 @@ NETWORK = {
             "network.security_group_rules.show"),
     **_each(_WRITE, "network.networks.create", "network.networks.update", "network.networks.delete",
             "network.subnets.create", "network.subnets.update", "network.subnets.delete", "network.ports.create",
-            "network.ports.update", "network.ports.delete", "network.qos.policies.create",
-            "network.qos.policies.update", "network.qos.policies.delete", "network.qos.rules.create",
-            "network.qos.rules.update", "network.qos.rules.delete", "network.security_groups.create",
+            "network.ports.update", "network.ports.delete", "network.security_groups.create",
             "network.security_groups.update", "network.security_groups.delete", "network.security_group_rules.create",
             "network.security_group_rules.delete"),
-    **_each(_ADMIN, "network.segments.list", "network.segments.create", "network.segments.show",
+    # QoS policies and their rules are written by admins only, as Neutron's defaults
+    **_each(_ADMIN, "network.qos.policies.create", "network.qos.policies.update", "network.qos.policies.delete",
+            "network.qos.rules.create", "network.qos.rules.update", "network.qos.rules.delete",
+            "network.segments.list", "network.segments.create", "network.segments.show",
             "network.segments.update", "network.segments.delete", "network.quotas.list", "network.quotas.update",
             "network.quotas.delete"),
 }

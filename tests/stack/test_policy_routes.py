@@ -1,6 +1,7 @@
 """Issue 14 item 10 and deliverable 3: every route of the app has a policy rule, and each answers admin,
-member, reader, another project's member and no token as the rule says; a reader only reads. The routes
-are read from the app's own route table, so a route added anywhere is walked (or fails for want of a rule)."""
+member, reader, another project's member, a domain's admin and no token as the rule says; a reader only
+reads. The routes are read from the app's own route table, so a route added anywhere is walked (or fails
+for want of a rule)."""
 
 from __future__ import annotations
 
@@ -34,8 +35,9 @@ def app_routes(app: CloudApp) -> list[tuple[str, str, str, str]]:
 
 
 class Persona:
-    def __init__(self, name: str, user: str | None, project: str | None, ctx: RequestContext | None) -> None:
-        self.name, self.user, self.project, self.ctx = name, user, project, ctx
+    def __init__(self, name: str, user: str | None, project: str | None, ctx: RequestContext | None,
+                 token: str | None = None) -> None:
+        self.name, self.user, self.project, self.ctx, self.token = name, user, project, ctx, token
 
 
 async def _user(api: ApiClient, name: str, project_id: str, role: str) -> str:
@@ -60,7 +62,26 @@ async def _personas(api: ApiClient) -> tuple[list[Persona], dict[str, str]]:
         ctx = RequestContext(user_id=data.user_id, project_id=data.project_id, roles=data.roles)
         personas.append(Persona(name, user, project, ctx))
     personas.insert(0, Persona("none", None, None, None))
+    personas.append(await _domain_admin(api))
     return personas, {"project_id": demo, "user_id": demo_user, "tenant_id": demo}
+
+
+async def _domain_admin(api: ApiClient) -> Persona:
+    """A reseller's admin: the admin role on its own domain, with a domain-scoped token."""
+    domain = (await api.post("/identity/v3/domains", json={"domain": {"name": "resell"}})).json()["domain"]["id"]
+    resp = await api.post("/identity/v3/users", json={"user": {"name": "dora", "password": "dora",
+                                                               "domain_id": domain}})
+    uid = resp.json()["user"]["id"]
+    rid = (await api.get("/identity/v3/roles?name=admin")).json()["roles"][0]["id"]
+    assert (await api.put(f"/identity/v3/domains/{domain}/users/{uid}/roles/{rid}")).status_code == 204
+    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        "name": "dora", "domain": {"id": domain}, "password": "dora"}}}, "scope": {"domain": {"id": domain}}}}
+    login = await api.http.post("/identity/v3/auth/tokens", json=body)
+    assert login.status_code == 201, login.text
+    token = login.headers["x-subject-token"]
+    data = api.app.state.cloud.tokens.validate(token)
+    ctx = RequestContext(user_id=data.user_id, roles=data.roles, domain_id=data.domain_id)
+    return Persona("domain-admin", "dora", None, ctx, token)
 
 
 def _path(prefix: str, path: str, method: str, real: dict[str, str]) -> tuple[str, dict[str, str]]:
@@ -90,7 +111,8 @@ async def test_each_route_answers_each_persona_as_its_rule_says(api: ApiClient) 
     for persona in personas:
         for name, method, prefix, path in app_routes(api.app):
             url, params = _path(prefix, path, method, real)
-            headers = {"X-Auth-Token": await api.token(persona.user, persona.project)} if persona.user else {}
+            token = persona.token or (await api.token(persona.user, persona.project) if persona.user else None)
+            headers = {"X-Auth-Token": token} if token else {}
             body: dict[str, Any] | None = {} if method in ("POST", "PUT", "PATCH") else None
             resp = await api.http.request(method, url, headers=headers, json=body)
             got = resp.status_code
@@ -112,7 +134,8 @@ async def test_each_route_answers_each_persona_as_its_rule_says(api: ApiClient) 
                 problems.append(f"refused: {where}")
             if persona.name == "reader" and method in MUTATING and name not in SELF_SERVICE and allowed:
                 problems.append(f"a reader may write: {where}")
-            if persona.name in ("member", "other") and policy.text.get(name) == "rule:admin" and allowed:
+            if persona.name in ("member", "other", "domain-admin") and policy.text.get(name) == "rule:admin" \
+                    and allowed:
                 problems.append(f"a member passes an admin rule: {where}")
     assert not problems, "\n".join(problems)
 

@@ -135,7 +135,11 @@ NOT_MEASURED: dict[str, str] = {
     **dict.fromkeys(("identity:list_app_creds", "identity:get_app_cred", "identity:auth_projects",
                      "identity:auth_domains", "identity:auth_system", "identity:auth_catalog", "identity:list_services",
                      "identity:list_endpoints", "identity:list_regions", "identity:list_groups",
-                     "identity:group_member", "identity:scoped_grants", "identity:scoped_grant"),
+                     "identity:group_member", "identity:scoped_grants", "identity:scoped_grant",
+                     "identity:domain_grants", "identity:get_group", "identity:list_group_users",
+                     "identity:list_user_groups", "identity:project_group_grants", "identity:get_service",
+                     "identity:get_endpoint", "identity:get_region", "identity:list_project_tags",
+                     "identity:get_project_tag"),
                     "identity and catalog rows only (issue 14/16 identity routes), bounded by the operator's data"),
     "compute:canopy-inventory:show": "one inventory row by its key (global table); paging is measured by :index",
 }

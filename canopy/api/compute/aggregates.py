@@ -19,7 +19,7 @@ from canopy.api.compute.common import cell_db, cloud_of
 from canopy.api.compute.microversion import mv
 from canopy.api.compute.zones import DEFAULT_ZONE
 from canopy.api.errors import ApiError, bad_request, conflict
-from canopy.api.http import json_response, read_object, require_admin, route
+from canopy.api.http import json_response, read_object, route
 from canopy.clock import isotime_us
 from canopy.db import tables_cell as c
 from canopy.db import tables_global as g
@@ -94,7 +94,6 @@ def _zone_conflicts(conn: Connection, hosts: list[str], zone: str | None, agg_id
 
 async def list_aggregates(request: Request) -> Response:
     """GET /os-aggregates."""
-    require_admin(request)
 
     def read(conn: Connection) -> list[tuple[dict[str, Any], list[str]]]:
         rows = [dict(r) for r in conn.execute(select(g.aggregates).where(a.deleted == 0).order_by(a.id)).mappings()]
@@ -111,7 +110,6 @@ async def list_aggregates(request: Request) -> Response:
 
 async def create_aggregate(request: Request) -> Response:
     """POST /os-aggregates."""
-    require_admin(request)
     body = await read_object(request, "aggregate")
     extra = sorted(set(body) - {"name", AZ_KEY})
     if extra:
@@ -134,14 +132,12 @@ async def create_aggregate(request: Request) -> Response:
 
 async def show_aggregate(request: Request) -> Response:
     """GET /os-aggregates/{id}."""
-    require_admin(request)
     row, hosts = await cloud_of(request).dbs.global_db.read(_load, request.path_params["aggregate_id"])
     return json_response({"aggregate": render(row, hosts, mv(request))})
 
 
 async def update_aggregate(request: Request) -> Response:
     """PUT /os-aggregates/{id}: a new name and/or availability zone."""
-    require_admin(request)
     body = await read_object(request, "aggregate")
     extra = sorted(set(body) - {"name", AZ_KEY})
     if extra or not body:
@@ -233,7 +229,6 @@ def _set_host_zones(conn: Connection, zones: dict[str, str], now: Any) -> None:
 
 async def aggregate_action(request: Request) -> Response:
     """POST /os-aggregates/{id}/action: add_host, remove_host or set_metadata."""
-    require_admin(request)
     body = await read_object(request)
     if len(body) != 1 or next(iter(body)) not in ("add_host", "remove_host", "set_metadata"):
         raise bad_request("Invalid input for field/attribute action. Exactly one of 'add_host', 'remove_host' "
@@ -264,7 +259,6 @@ def _metadata_arg(args: dict[str, Any]) -> dict[str, Any]:
 
 async def delete_aggregate(request: Request) -> Response:
     """DELETE /os-aggregates/{id}: only an aggregate without hosts."""
-    require_admin(request)
     cloud = cloud_of(request)
     now = cloud.clock.now()
 

@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute
 from canopy.api.compute.common import cloud_of, link
 from canopy.api.compute.microversion import mv
 from canopy.api.errors import ApiError, bad_request, conflict
-from canopy.api.http import ctx, empty_response, json_response, page_params, read_object, require_admin, route, validate
+from canopy.api.http import ctx, empty_response, json_response, page_params, read_object, route, validate
 from canopy.db import tables_global as g
 
 f = g.flavors.c
@@ -227,7 +227,6 @@ def _insert_flavor(conn: Connection, values: dict[str, Any]) -> dict[str, Any]:
 
 async def create_flavor(request: Request) -> Response:
     """POST /flavors (admin)."""
-    require_admin(request)
     raw = await read_object(request, "flavor")
     if "description" in raw and mv(request) < (2, 55):
         raise bad_request("Invalid input for field/attribute flavor. Additional properties are not allowed "
@@ -256,7 +255,6 @@ async def update_flavor(request: Request) -> Response:
     """PUT /flavors/{flavor_id} (2.55+, admin): change the description."""
     if mv(request) < (2, 55):
         raise ApiError(404, "The resource could not be found.")
-    require_admin(request)
     body = validate(FlavorUpdate, await read_object(request, "flavor"), "flavor")
     row = await cloud_of(request).dbs.global_db.write(_set_description, request.path_params["flavor_id"],
                                                       body.description)
@@ -270,14 +268,12 @@ def _delete_flavor(conn: Connection, flavor_id: str) -> None:
 
 async def delete_flavor(request: Request) -> Response:
     """DELETE /flavors/{flavor_id} (admin)."""
-    require_admin(request)
     await cloud_of(request).dbs.global_db.write(_delete_flavor, request.path_params["flavor_id"])
     return empty_response(202)
 
 
 async def list_access(request: Request) -> Response:
     """GET /flavors/{flavor_id}/os-flavor-access (admin): private flavors have no per-project grants yet."""
-    require_admin(request)
     row = await load_flavor(request, request.path_params["flavor_id"])
     if row["is_public"]:
         raise ApiError(404, "Access list not available for public flavors.")
@@ -327,7 +323,6 @@ async def list_specs(request: Request) -> Response:
 
 async def create_specs(request: Request) -> Response:
     """POST /flavors/{flavor_id}/os-extra_specs (admin): add or replace keys."""
-    require_admin(request)
     specs = _check_specs(await read_object(request, "extra_specs"))
     await cloud_of(request).dbs.global_db.write(_merge_specs, request.path_params["flavor_id"], specs, None)
     return json_response({"extra_specs": specs})
@@ -344,7 +339,6 @@ async def show_spec(request: Request) -> Response:
 
 async def update_spec(request: Request) -> Response:
     """PUT /flavors/{flavor_id}/os-extra_specs/{key} (admin): the body is `{key: value}`."""
-    require_admin(request)
     key = request.path_params["key"]
     body = await read_object(request)
     if key not in body:
@@ -358,7 +352,6 @@ async def update_spec(request: Request) -> Response:
 
 async def delete_spec(request: Request) -> Response:
     """DELETE /flavors/{flavor_id}/os-extra_specs/{key} (admin)."""
-    require_admin(request)
     await cloud_of(request).dbs.global_db.write(_merge_specs, request.path_params["flavor_id"], {},
                                                 request.path_params["key"])
     return empty_response(202)

@@ -18,7 +18,7 @@ from canopy.api.compute.common import cloud_of
 from canopy.api.compute.server_create import find_flavor
 from canopy.api.compute.server_groups import parse_hints, resolve_hints
 from canopy.api.errors import ApiError, bad_request
-from canopy.api.http import ctx, is_uuid, json_response, read_object, require_admin, route
+from canopy.api.http import ctx, is_uuid, json_response, read_object, route
 from canopy.db import tables_global as g
 from canopy.rpc.base import BusError, Target
 from canopy.rpc.calls import ExplainPlacement, PlacementExplained, SelectHost
@@ -34,7 +34,7 @@ def _image(conn: Any, image_id: str) -> dict[str, Any] | None:
 
 
 async def _request(request: Request, body: dict[str, Any]) -> SelectHost:
-    rc = require_admin(request)
+    rc = ctx(request)
     server = body.get("server")
     if not isinstance(server, dict) or "flavorRef" not in server:
         raise bad_request("Invalid input for field/attribute server. 'flavorRef' is a required property")

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from canopy.api.app import Service
 from canopy.api.http import route
-from canopy.api.identity import admin, app_creds, auth, scopes
+from canopy.api.identity import (
+    admin,
+    app_creds,
+    assignments,
+    auth,
+    catalog_admin,
+    domains,
+    group_admin,
+    project_tags,
+    scopes,
+)
 
 PUBLIC = {("GET", "/"), ("GET", "/v3"), ("GET", "/v3/"), ("POST", "/v3/auth/tokens")}
 
@@ -22,6 +32,11 @@ def service() -> Service:
         route("/v3/auth/tokens", auth.check_token, ["GET", "HEAD"], "identity:check_token"),
         route("/v3/auth/tokens", auth.revoke_token, ["DELETE"], "identity:revoke_token"),
         *admin.ROUTES,
+        *assignments.ROUTES,
+        *domains.ROUTES,
+        *group_admin.ROUTES,
+        *catalog_admin.ROUTES,
+        *project_tags.ROUTES,
         *app_creds.ROUTES,
         *scopes.ROUTES,
     ]

@@ -15,8 +15,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from canopy.api.errors import ApiError, bad_request, conflict, forbidden, not_found
-from canopy.api.http import bool_param, ctx, empty_response, json_response, read_object, require_admin, route
-from canopy.api.identity import store
+from canopy.api.http import bool_param, ctx, empty_response, json_response, read_object, route
+from canopy.api.identity import store, tags
 from canopy.api.identity.passwords import hash_password
 from canopy.api.token_state import project_event, record_events, user_event
 from canopy.auth.revocation import RevocationEvent
@@ -35,9 +35,10 @@ class ProjectCreate(_Body):
     name: str = Field(min_length=1, max_length=64)
     description: str = ""
     enabled: bool = True
-    domain_id: str = "default"
+    domain_id: str | None = None
     parent_id: str | None = None
     is_domain: bool = False
+    tags: list[str] = Field(default_factory=list)
 
 
 class ProjectUpdate(_Body):
@@ -45,6 +46,7 @@ class ProjectUpdate(_Body):
     name: str = Field(default="", min_length=1, max_length=64)
     description: str = ""
     enabled: bool = True
+    tags: list[str] = Field(default_factory=list)
 
 
 class UserCreate(_Body):
@@ -53,7 +55,7 @@ class UserCreate(_Body):
     default_project_id: str | None = None
     email: str | None = None
     enabled: bool = True
-    domain_id: str = "default"
+    domain_id: str | None = None
 
 
 class UserUpdate(_Body):
@@ -142,7 +144,8 @@ async def _show(request: Request, kind: str, ident: str, fn: Callable[..., Any],
 
 async def _remove(request: Request, kind: str, ident: str, fn: Callable[..., bool]) -> Response:
     """Delete with `fn(conn, ident)`: 204, or 404 when there was nothing."""
-    require_admin(request)
+    if kind in ("user", "project"):
+        await _in_reach(request, kind, ident)
     events = {"user": lambda: [user_event(ident)], "project": lambda: [project_event(ident)]}.get(kind, list)
     if not await _write_revoking(request, events, fn, ident):
         raise _missing(kind, ident)
@@ -165,9 +168,33 @@ def _duplicate(kind: str, name: str) -> ApiError:
     return conflict(f"Conflict occurred attempting to store {kind} - Duplicate entry found with name {name}.")
 
 
-def _check_domain(domain_id: str | None) -> None:
-    if domain_id not in (None, "default"):
-        raise _missing("domain", str(domain_id))
+def domain_limit(request: Request) -> str | None:
+    """The one domain a domain-scoped caller (a reseller's admin) may manage; None for a cloud admin."""
+    return ctx(request).domain_id
+
+
+async def _domain_for(request: Request, domain_id: str | None) -> str:
+    """The domain a new user or project goes into: the body's, else the caller's, else `default`;
+    it must exist, and a domain's admin may only create in its own."""
+    limit = domain_limit(request)
+    wanted = domain_id or limit or "default"
+    if limit is not None and wanted != limit:
+        raise forbidden(f"A domain's admin manages its own domain only, not {wanted}.")
+    found = await _read(request, lambda conn: store.find_domain(conn, {"id": wanted}))
+    if found is None:
+        raise _missing("domain", wanted)
+    return wanted
+
+
+async def _in_reach(request: Request, kind: str, ident: str) -> None:
+    """403 when a domain's admin names a user or project of another domain (a missing one is left to 404)."""
+    limit = domain_limit(request)
+    if limit is None:
+        return
+    find = store.find_user if kind == "user" else store.find_project
+    found = await _read(request, lambda conn: find(conn, **{f"{kind}_id": ident}))
+    if found is not None and found["domain_id"] != limit:
+        raise forbidden(f"{kind} {ident} is not in domain {limit}.")
 
 
 def _present(request: Request, name: str) -> bool:
@@ -176,16 +203,11 @@ def _present(request: Request, name: str) -> bool:
     return value is not None and value.lower() not in ("0", "false", "no", "off")
 
 
-def domain_view(base: str) -> dict[str, Any]:
-    """The one domain, `default`."""
-    return {"id": "default", "name": "Default", "description": "The default domain", "enabled": True,
-            "tags": [], "options": {}, "links": {"self": f"{base}/domains/default"}}
-
-
 def project_view(base: str, p: dict[str, Any]) -> dict[str, Any]:
     """A project as Keystone shows it."""
     return {"id": p["id"], "name": p["name"], "domain_id": p["domain_id"], "description": p["description"],
-            "enabled": p["enabled"], "parent_id": p["domain_id"], "is_domain": False, "tags": [], "options": {},
+            "enabled": p["enabled"], "parent_id": p["domain_id"], "is_domain": False, "tags": p.get("tags", []),
+            "options": {},
             "links": {"self": f"{base}/projects/{p['id']}"}}
 
 
@@ -206,42 +228,31 @@ def role_view(base: str, r: dict[str, Any]) -> dict[str, Any]:
             "links": {"self": f"{base}/roles/{r['id']}"}}
 
 
-async def list_domains(request: Request) -> Response:
-    """GET /v3/domains: only `default`."""
-    require_admin(request)
-    name = request.query_params.get("name")
-    domains = [domain_view(_base(request))] if name in (None, "Default") else []
-    return _collection(request, "domains", domains)
-
-
-async def get_domain(request: Request) -> Response:
-    """GET /v3/domains/{domain_id}."""
-    require_admin(request)
-    if request.path_params["domain_id"] != "default":
-        raise _missing("domain", request.path_params["domain_id"])
-    return json_response({"domain": domain_view(_base(request))})
-
-
 async def list_projects(request: Request) -> Response:
     """GET /v3/projects: every project for an admin; a member sees only its own."""
-    c = ctx(request)
+    c, limit = ctx(request), domain_limit(request)
     q = request.query_params
-    only = None if c.is_admin else (c.project_id or "-")
+    only = None if c.is_admin or limit else (c.project_id or "-")
     enabled = bool_param(q.get("enabled"), "enabled")
-    rows = [] if q.get("domain_id", "default") != "default" else await _read(
-        request, lambda conn: store.list_projects(conn, name=q.get("name"), project_id=only, enabled=enabled))
+    domain_id = q.get("domain_id") or limit
+    wanted = tags.tag_filter(request)
+
+    def load(conn: Connection) -> list[dict[str, Any]]:
+        found = store.list_projects(conn, name=q.get("name"), project_id=only, enabled=enabled, domain_id=domain_id)
+        return [p for p in tags.with_tags(conn, found) if tags.matches(p["tags"], wanted)]
+
+    rows = [] if limit and domain_id != limit else await _read(request, load)
     return _collection(request, "projects", [project_view(_base(request), p) for p in rows])
 
 
 async def create_project(request: Request) -> Response:
     """POST /v3/projects."""
-    require_admin(request)
     body = _parse(ProjectCreate, await read_object(request, "project"))
-    _check_domain(body.domain_id)
-    if body.is_domain or body.parent_id not in (None, body.domain_id):
+    domain_id = await _domain_for(request, body.domain_id)
+    if body.is_domain or body.parent_id not in (None, domain_id):
         raise bad_request("Invalid input for field 'parent_id': nested projects are not supported")
     values = {"name": body.name, "description": body.description, "enabled": body.enabled,
-              "created_at": _cloud(request).clock.now()}
+              "domain_id": domain_id, "tags": tags.check_tags(body.tags), "created_at": _cloud(request).clock.now()}
     return _saved(request, "project", await _write(request, store.create_project, values), project_view, body.name)
 
 
@@ -249,17 +260,19 @@ async def get_project(request: Request) -> Response:
     """GET /v3/projects/{project_id}: admins, and members of that project."""
     project_id = request.path_params["project_id"]
     c = ctx(request)
-    if not c.is_admin and c.project_id != project_id:
+    if not c.is_admin and not c.domain_id and c.project_id != project_id:
         raise forbidden()
-    return await _show(request, "project", project_id, lambda conn, i: store.find_project(conn, project_id=i),
-                       project_view)
+    await _in_reach(request, "project", project_id)
+    return await _show(request, "project", project_id, store.project_with_tags, project_view)
 
 
 async def update_project(request: Request) -> Response:
     """PATCH /v3/projects/{project_id}."""
-    require_admin(request)
     project_id = request.path_params["project_id"]
+    await _in_reach(request, "project", project_id)
     changes = _changes(_parse(ProjectUpdate, await read_object(request, "project")))
+    if "tags" in changes:
+        changes["tags"] = tags.check_tags(changes["tags"])
     events = (lambda: [project_event(project_id)]) if changes.get("enabled") is False else list
     return _saved(request, "project", await _write_revoking(request, events, store.update_project, project_id,
                                                             changes), project_view)
@@ -272,11 +285,11 @@ async def delete_project(request: Request) -> Response:
 
 async def list_users(request: Request) -> Response:
     """GET /v3/users."""
-    require_admin(request)
-    q = request.query_params
+    q, limit = request.query_params, domain_limit(request)
     enabled = bool_param(q.get("enabled"), "enabled")
-    rows = [] if q.get("domain_id", "default") != "default" else await _read(
-        request, lambda conn: store.list_users(conn, name=q.get("name"), enabled=enabled))
+    domain_id = q.get("domain_id") or limit
+    rows = [] if limit and domain_id != limit else await _read(
+        request, lambda conn: store.list_users(conn, name=q.get("name"), enabled=enabled, domain_id=domain_id))
     return _collection(request, "users", [user_view(_base(request), u) for u in rows])
 
 
@@ -296,12 +309,11 @@ async def _user_values(request: Request, changes: dict[str, Any]) -> dict[str, A
 
 async def create_user(request: Request) -> Response:
     """POST /v3/users."""
-    require_admin(request)
     body = _parse(UserCreate, await read_object(request, "user"))
-    _check_domain(body.domain_id)
+    domain_id = await _domain_for(request, body.domain_id)
     values = await _user_values(request, {"name": body.name, "password": body.password, "email": body.email,
                                           "default_project_id": body.default_project_id,
-                                          "enabled": body.enabled})
+                                          "enabled": body.enabled, "domain_id": domain_id})
     values["created_at"] = _cloud(request).clock.now()
     return _saved(request, "user", await _write(request, store.create_user, values), user_view, body.name)
 
@@ -310,15 +322,17 @@ async def get_user(request: Request) -> Response:
     """GET /v3/users/{user_id}: admins, and the user itself."""
     user_id = request.path_params["user_id"]
     c = ctx(request)
-    if not c.is_admin and c.user_id != user_id:
+    if not c.is_admin and not c.domain_id and c.user_id != user_id:
         raise forbidden()
+    if c.user_id != user_id:
+        await _in_reach(request, "user", user_id)
     return await _show(request, "user", user_id, lambda conn, i: store.find_user(conn, user_id=i), user_view)
 
 
 async def update_user(request: Request) -> Response:
     """PATCH /v3/users/{user_id}."""
-    require_admin(request)
     user_id = request.path_params["user_id"]
+    await _in_reach(request, "user", user_id)
     changes = _changes(_parse(UserUpdate, await read_object(request, "user")))
     values = await _user_values(request, changes)
     # A new password or a disabled user ends every token the user holds (Keystone does the same).
@@ -348,7 +362,6 @@ async def list_user_projects(request: Request) -> Response:
 
 async def list_roles(request: Request) -> Response:
     """GET /v3/roles."""
-    require_admin(request)
     name = request.query_params.get("name")
     rows = await _read(request, lambda conn: store.list_roles(conn, name=name))
     return _collection(request, "roles", [role_view(_base(request), r) for r in rows])
@@ -356,7 +369,6 @@ async def list_roles(request: Request) -> Response:
 
 async def create_role(request: Request) -> Response:
     """POST /v3/roles."""
-    require_admin(request)
     body = _parse(RoleCreate, await read_object(request, "role"))
     if body.domain_id is not None:
         raise bad_request("Invalid input for field 'domain_id': domain-specific roles are not supported")
@@ -365,7 +377,6 @@ async def create_role(request: Request) -> Response:
 
 async def get_role(request: Request) -> Response:
     """GET /v3/roles/{role_id}."""
-    require_admin(request)
     return await _show(request, "role", request.path_params["role_id"],
                        lambda conn, i: store.find_role(conn, role_id=i), role_view)
 
@@ -383,9 +394,10 @@ def _check_parties(conn: Connection, project_id: str, user_id: str, role_id: str
 
 async def grant(request: Request) -> Response:
     """PUT, HEAD and DELETE /v3/projects/{project_id}/users/{user_id}/roles/{role_id}."""
-    require_admin(request)
     pp = request.path_params
     project_id, user_id, role_id = pp["project_id"], pp["user_id"], pp["role_id"]
+    await _in_reach(request, "project", project_id)
+    await _in_reach(request, "user", user_id)
 
     def apply(conn: Connection) -> bool:
         _check_parties(conn, project_id, user_id, role_id)
@@ -413,8 +425,8 @@ async def grant(request: Request) -> Response:
 
 async def list_grants(request: Request) -> Response:
     """GET /v3/projects/{project_id}/users/{user_id}/roles: the roles assigned directly."""
-    require_admin(request)
     project_id, user_id = request.path_params["project_id"], request.path_params["user_id"]
+    await _in_reach(request, "project", project_id)
 
     def load(conn: Connection) -> list[dict[str, Any]]:
         _check_parties(conn, project_id, user_id, None)
@@ -424,43 +436,7 @@ async def list_grants(request: Request) -> Response:
     return _collection(request, "roles", [role_view(_base(request), r) for r in rows])
 
 
-def _assignment_view(base: str, a: dict[str, Any], names: bool, prior: str | None = None) -> dict[str, Any]:
-    source = prior or a["role_id"]
-    links = {"assignment": f"{base}/projects/{a['project_id']}/users/{a['user_id']}/roles/{source}"}
-    if prior:
-        links["prior_role"] = f"{base}/roles/{prior}"
-    view: dict[str, Any] = {"role": {"id": a["role_id"]}, "user": {"id": a["user_id"]},
-                            "scope": {"project": {"id": a["project_id"]}}, "links": links}
-    if names:
-        view["role"]["name"] = a["role_name"]
-        view["user"].update(name=a["user_name"], domain=dict(store.DEFAULT_DOMAIN))
-        view["scope"]["project"].update(name=a["project_name"], domain=dict(store.DEFAULT_DOMAIN))
-    return view
-
-
-async def list_role_assignments(request: Request) -> Response:
-    """GET /v3/role_assignments, filtered by user.id, scope.project.id and role.id."""
-    require_admin(request)
-    q = request.query_params
-    names, effective = _present(request, "include_names"), _present(request, "effective")
-    if q.get("scope.domain.id") or q.get("group.id") or q.get("scope.system"):
-        return _collection(request, "role_assignments", [])
-    user_id, project_id, role_id = q.get("user.id"), q.get("scope.project.id"), q.get("role.id")
-
-    def load(conn: Connection) -> list[tuple[dict[str, Any], str | None]]:
-        if effective:
-            return store.effective_assignments(conn, user_id=user_id, project_id=project_id, role_id=role_id)
-        return [(a, None) for a in store.list_assignments(conn, user_id=user_id, project_id=project_id,
-                                                          role_id=role_id)]
-
-    found = await _read(request, load)
-    base = _base(request)
-    return _collection(request, "role_assignments", [_assignment_view(base, a, names, p) for a, p in found])
-
-
 ROUTES: list[BaseRoute] = [
-    route("/v3/domains", list_domains, ["GET"], "identity:list_domains"),
-    route("/v3/domains/{domain_id}", get_domain, ["GET"], "identity:get_domain"),
     route("/v3/projects", list_projects, ["GET"], "identity:list_projects"),
     route("/v3/projects", create_project, ["POST"], "identity:create_project"),
     route("/v3/projects/{project_id}", get_project, ["GET"], "identity:get_project"),
@@ -479,5 +455,4 @@ ROUTES: list[BaseRoute] = [
     route("/v3/roles", create_role, ["POST"], "identity:create_role"),
     route("/v3/roles/{role_id}", get_role, ["GET"], "identity:get_role"),
     route("/v3/roles/{role_id}", delete_role, ["DELETE"], "identity:delete_role"),
-    route("/v3/role_assignments", list_role_assignments, ["GET"], "identity:list_role_assignments"),
 ]

@@ -1,5 +1,5 @@
 """What a token may be scoped to (`/v3/auth/projects`, `/auth/domains`, `/auth/system`, `/auth/catalog`),
-the catalog's administration read side (`/v3/services`, `/endpoints`, `/regions`), groups, and
+group listing, creation and membership, and
 system-scoped role grants (`/v3/system/users/{user_id}/roles/{role_id}`)."""
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from canopy.api.errors import not_found
 from canopy.api.http import ctx, empty_response, json_response, read_object, route
 from canopy.api.identity import grants, store
 from canopy.api.identity.admin import _Body, _collection, _parse, _read, _write, project_view, role_view
-from canopy.api.identity.catalog import endpoint_url, load_catalog
+from canopy.api.identity.catalog import load_catalog
+from canopy.api.identity.domains import domain_view
 from canopy.api.token_state import record_events, user_event
 from canopy.auth.tokens import Scope
 from canopy.db import tables_global as g
@@ -67,37 +68,6 @@ async def auth_catalog(request: Request) -> Response:
     return json_response({"catalog": catalog, "links": {"self": f"{_base(request)}/auth/catalog"}})
 
 
-def domain_view(base: str, d: dict[str, Any]) -> dict[str, Any]:
-    return {"id": d["id"], "name": d["name"], "description": d.get("description", ""), "enabled": d["enabled"],
-            "tags": [], "options": {}, "links": {"self": f"{base}/domains/{d['id']}"}}
-
-
-def _all(table: Any) -> Any:
-    # str(k): a column named like a keyword (`type`) comes back as a quoted_name, which orjson refuses
-    return lambda conn: [{str(k): v for k, v in r.items()}
-                         for r in conn.execute(select(table).order_by(table.c.id)).mappings()]
-
-
-async def list_services(request: Request) -> Response:
-    rows = await _read(request, _all(g.services))
-    base = _base(request)
-    return _collection(request, "services", [{**r, "links": {"self": f"{base}/services/{r['id']}"}} for r in rows])
-
-
-async def list_endpoints(request: Request) -> Response:
-    rows = await _read(request, _all(g.endpoints))
-    base, public = _base(request), _public(request)
-    return _collection(request, "endpoints", [
-        {**r, "region": r["region_id"], "url": endpoint_url(r["url"], public),
-         "links": {"self": f"{base}/endpoints/{r['id']}"}} for r in rows])
-
-
-async def list_regions(request: Request) -> Response:
-    rows = await _read(request, _all(g.regions))
-    base = _base(request)
-    return _collection(request, "regions", [{**r, "links": {"self": f"{base}/regions/{r['id']}"}} for r in rows])
-
-
 class GroupCreate(_Body):
     name: str = Field(min_length=1, max_length=64)
     description: str = ""
@@ -110,13 +80,18 @@ def group_view(base: str, r: dict[str, Any]) -> dict[str, Any]:
 
 
 async def list_groups(request: Request) -> Response:
+    """GET /v3/groups, filtered by name and domain_id."""
+    q = request.query_params
+    wanted = [g.groups.c[f] == q[f] for f in ("name", "domain_id") if q.get(f) is not None]
     rows = await _read(request, lambda conn: [dict(r) for r in conn.execute(
-        select(g.groups).order_by(g.groups.c.name)).mappings()])
+        select(g.groups).where(*wanted).order_by(g.groups.c.name)).mappings()])
     return _collection(request, "groups", [group_view(_base(request), r) for r in rows])
 
 
 async def create_group(request: Request) -> Response:
     body = _parse(GroupCreate, await read_object(request, "group"))
+    if await _read(request, lambda conn: store.find_domain(conn, {"id": body.domain_id})) is None:
+        raise not_found(f"Could not find domain: {body.domain_id}.")
     row = {"id": store.new_id(), "name": body.name, "description": body.description, "domain_id": body.domain_id}
     await _write(request, lambda conn: conn.execute(insert(g.groups).values(**row)))
     return json_response({"group": group_view(_base(request), row)}, status=201)
@@ -186,9 +161,6 @@ ROUTES: list[BaseRoute] = [
     route("/v3/auth/domains", auth_domains, ["GET"], "identity:auth_domains"),
     route("/v3/auth/system", auth_system, ["GET"], "identity:auth_system"),
     route("/v3/auth/catalog", auth_catalog, ["GET"], "identity:auth_catalog"),
-    route("/v3/services", list_services, ["GET"], "identity:list_services"),
-    route("/v3/endpoints", list_endpoints, ["GET"], "identity:list_endpoints"),
-    route("/v3/regions", list_regions, ["GET"], "identity:list_regions"),
     route("/v3/groups", list_groups, ["GET"], "identity:list_groups"),
     route("/v3/groups", create_group, ["POST"], "identity:create_group"),
     route("/v3/groups/{group_id}/users/{user_id}", group_member, ["PUT", "HEAD", "DELETE"], "identity:group_member"),

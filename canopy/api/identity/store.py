@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
 
-from canopy.api.identity import grants
+from canopy.api.identity import grants, tags
 from canopy.auth.tokens import Scope
 from canopy.db import tables_global as g
 
@@ -72,9 +72,11 @@ def _rows(conn: Connection, q: Any) -> list[dict[str, Any]]:
 
 
 def list_projects(conn: Connection, *, name: str | None = None, project_id: str | None = None,
-                  enabled: bool | None = None) -> list[dict[str, Any]]:
-    """Projects, optionally filtered by name, id or enabled, ordered by name."""
+                  enabled: bool | None = None, domain_id: str | None = None) -> list[dict[str, Any]]:
+    """Projects, optionally filtered by name, id, enabled or domain, ordered by name."""
     q = select(g.projects).order_by(g.projects.c.name)
+    if domain_id is not None:
+        q = q.where(g.projects.c.domain_id == domain_id)
     if name is not None:
         q = q.where(g.projects.c.name == name)
     if project_id is not None:
@@ -89,8 +91,11 @@ def create_project(conn: Connection, values: dict[str, Any]) -> dict[str, Any] |
     if find_project(conn, name=values["name"], domain_id=values.get("domain_id") or "default") is not None:
         return None
     row = {"id": values.get("id") or new_id(), "domain_id": "default", **values}
+    project_tags = row.pop("tags", None)
     conn.execute(insert(g.projects).values(**row))
-    return find_project(conn, project_id=row["id"])
+    if project_tags:
+        tags.set_tags(conn, row["id"], project_tags)
+    return project_with_tags(conn, row["id"])
 
 
 def update_project(conn: Connection, project_id: str, values: dict[str, Any]) -> dict[str, Any] | None:
@@ -102,20 +107,34 @@ def update_project(conn: Connection, project_id: str, values: dict[str, Any]) ->
         other = find_project(conn, name=values["name"], domain_id=found["domain_id"])
         if other is not None and other["id"] != project_id:
             raise NameTaken(values["name"])
+    values = dict(values)
+    if "tags" in values:
+        tags.set_tags(conn, project_id, values.pop("tags"))
     if values:
         conn.execute(update(g.projects).where(g.projects.c.id == project_id).values(**values))
-    return find_project(conn, project_id=project_id)
+    return project_with_tags(conn, project_id)
+
+
+def project_with_tags(conn: Connection, project_id: str) -> dict[str, Any] | None:
+    """A project with its `tags`."""
+    found = find_project(conn, project_id=project_id)
+    return tags.with_tags(conn, [found])[0] if found else None
 
 
 def delete_project(conn: Connection, project_id: str) -> bool:
     """Delete a project and its role assignments; False when it does not exist."""
     conn.execute(delete(g.role_assignments).where(g.role_assignments.c.project_id == project_id))
+    grants.drop_target(conn, "project", project_id)
+    conn.execute(delete(g.project_tags).where(g.project_tags.c.project_id == project_id))
     return conn.execute(delete(g.projects).where(g.projects.c.id == project_id)).rowcount > 0
 
 
-def list_users(conn: Connection, *, name: str | None = None, enabled: bool | None = None) -> list[dict[str, Any]]:
-    """Users, optionally filtered by name or enabled, ordered by name."""
+def list_users(conn: Connection, *, name: str | None = None, enabled: bool | None = None,
+               domain_id: str | None = None) -> list[dict[str, Any]]:
+    """Users, optionally filtered by name, enabled or domain, ordered by name."""
     q = select(g.users).order_by(g.users.c.name)
+    if domain_id is not None:
+        q = q.where(g.users.c.domain_id == domain_id)
     if name is not None:
         q = q.where(g.users.c.name == name)
     if enabled is not None:
@@ -149,6 +168,8 @@ def update_user(conn: Connection, user_id: str, values: dict[str, Any]) -> dict[
 def delete_user(conn: Connection, user_id: str) -> bool:
     """Delete a user and its role assignments; False when it does not exist."""
     conn.execute(delete(g.role_assignments).where(g.role_assignments.c.user_id == user_id))
+    grants.drop_actor(conn, "user", user_id)
+    conn.execute(delete(g.group_members).where(g.group_members.c.user_id == user_id))
     return conn.execute(delete(g.users).where(g.users.c.id == user_id)).rowcount > 0
 
 
