@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from tests.clouds import ROOT, free_port
+from tests.databases import MARIADB_SERVER, POSTGRES_SERVER, fresh_database
 
 BOUND_S = 2.0          # CANOPY_AUTH__REVOCATION_CACHE_S given to both processes
 LATENCY_ROOM_S = 3.0   # one request's round trip on a loaded 2-core machine, on top of the bound
@@ -92,10 +93,18 @@ def _refused_after(url: str, token: str, since: float) -> float:
     raise AssertionError(f"{url} still accepts the token")
 
 
-@pytest.mark.parametrize("backend_url", ["sqlite", "mariadb", "postgresql"], indirect=True)
+@pytest.fixture(params=["sqlite", "mariadb", "postgresql"])
+def own_database(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """A database of this test's own (it disables users and domains: the session's shared one must not see it)."""
+    if request.param == "sqlite":
+        yield None
+    else:
+        yield from fresh_database(MARIADB_SERVER if request.param == "mariadb" else POSTGRES_SERVER, "test")
+
+
 def test_a_token_revoked_on_one_api_is_refused_by_another_within_the_bound(
-        tmp_path: Path, backend_url: str | None) -> None:
-    with two_apis(tmp_path, backend_url) as (first, second):
+        tmp_path: Path, own_database: str | None) -> None:
+    with two_apis(tmp_path, own_database) as (first, second):
         token = _token(first, "demo", "demo")
         assert _status(first, token) == 200 and _status(second, token) == 200  # the second has loaded events
         resp = httpx.delete(first + "/identity/v3/auth/tokens", timeout=30,
