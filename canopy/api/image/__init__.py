@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from canopy.api.app import Service
-from canopy.api.image import routes
+from canopy.api.image import discovery, members, routes
 
 
 def service() -> Service:
-    return Service("image", routes.ROUTES, routes.is_public)
+    return Service("image", [*routes.ROUTES, *members.ROUTES, *discovery.ROUTES], routes.is_public)
