@@ -67,7 +67,8 @@ def compute_body(status: int, message: str) -> dict[str, Any]:
 
 
 def network_body(status: int, message: str, neutron_type: str | None) -> dict[str, Any]:
-    return {"NeutronError": {"type": neutron_type or TITLES.get(status, "Error").replace(" ", ""),
+    # Without a named type, Neutron's body names the webob exception: HTTPNotFound, HTTPMethodNotAllowed, ...
+    return {"NeutronError": {"type": neutron_type or "HTTP" + TITLES.get(status, "Error").replace(" ", ""),
                              "message": message, "detail": ""}}
 
 
