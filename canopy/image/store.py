@@ -60,13 +60,16 @@ def is_visible(image: dict[str, Any], project_id: str | None, is_admin: bool, me
 
 def get_visible_image(conn: Connection, image_id: str, project_id: str | None, is_admin: bool
                       ) -> dict[str, Any] | None:
-    """An image record if the caller may see it (with its project's membership), else None."""
+    """An image record if the caller may see it, else None (a membership is read only for a shared image
+    of another project)."""
     image = get_image(conn, image_id)
-    if image is None or is_admin or project_id is None:
-        return image if image is not None and is_visible(image, project_id, is_admin) else None
+    if image is None or is_visible(image, project_id, is_admin):
+        return image
+    if image["visibility"] != "shared" or project_id is None:
+        return None
     m = g.image_members.c
     status = conn.execute(select(m.status).where(m.image_id == image_id, m.member_id == project_id)).scalar()
-    return image if is_visible(image, project_id, is_admin, status) else None
+    return image if status is not None else None
 
 
 def get_image(conn: Connection, image_id: str) -> dict[str, Any] | None:

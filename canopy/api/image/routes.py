@@ -53,7 +53,8 @@ def image_view(row: dict[str, Any]) -> dict[str, Any]:
     view = dict(row["properties"] or {})
     view.update({
         "id": iid, "name": row["name"], "status": row["status"], "visibility": row["visibility"],
-        "protected": row["protected"], "checksum": row["checksum"], "os_hash_algo": row["os_hash_algo"],
+        "protected": row["protected"], "os_hidden": False, "checksum": row["checksum"],
+        "os_hash_algo": row["os_hash_algo"],
         "os_hash_value": row["os_hash_value"], "size": row["size"], "virtual_size": None,
         "min_disk": row["min_disk"], "min_ram": row["min_ram"], "disk_format": row["disk_format"],
         "container_format": row["container_format"], "owner": row["owner"], "tags": list(row["tags"] or []),
