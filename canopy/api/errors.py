@@ -77,7 +77,9 @@ def identity_body(status: int, message: str) -> dict[str, Any]:
 
 
 def image_body(status: int, message: str) -> dict[str, Any]:
-    return {"code": status, "title": TITLES.get(status, "Error"), "message": message}
+    """Glance's errors are webob's JSON bodies: the status line as `code`, its reason as `title`."""
+    title = TITLES.get(status, "Error")
+    return {"code": f"{status} {title}", "title": title, "message": message}
 
 
 SHAPES = {"compute": compute_body, "identity": identity_body, "image": image_body}

@@ -20,7 +20,7 @@ def _error(resp: httpx.Response, status: int) -> str:
     """The message of an image-shaped error with `status`."""
     assert resp.status_code == status, resp.text
     body = resp.json()
-    assert body["code"] == status
+    assert set(body) == {"code", "title", "message"} and body["code"] == f"{status} {body['title']}"
     return str(body["message"])
 
 

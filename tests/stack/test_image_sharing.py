@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.clouds import ApiClient, V, server_body, wait_for_server
-from tests.stack.test_image_api import IMAGES, OCTETS, _create, _error, _ids, _patch
+from tests.stack.test_image_api import IMAGES, OCTETS, PATCH, _create, _error, _ids, _patch
 
 PATCH_20 = {"Content-Type": "application/openstack-images-v2.0-json-patch"}
 
@@ -149,3 +149,32 @@ async def test_boot_from_an_image_shared_with_the_project(stack: Any) -> None:
     resp = await api.post("/compute/v2.1/servers", json=body, headers=V, as_user="demo")
     assert resp.status_code == 202, resp.text
     await wait_for_server(api, resp.json()["server"]["id"], {"ACTIVE"}, as_user="demo")
+
+
+@pytest.mark.parametrize("method,path,body,headers,status", [
+    ("GET", "/images/00000000-0000-0000-0000-000000000000", None, {}, 404),
+    ("GET", "/images?sort_key=colour", None, {}, 400),
+    ("GET", "/images?member_status=maybe", None, {}, 400),
+    ("GET", "/images?visibility=everyone", None, {}, 400),
+    ("POST", "/images", ["x"], {}, 400),
+    ("POST", "/images", {"visibility": "public"}, {}, 403),
+    ("POST", "/images", {"os_glance_x": "1"}, {}, 403),
+    ("PATCH", "/images/{tiny}", [{"op": "replace", "path": "/name", "value": "x"}], PATCH, 403),
+    ("PATCH", "/images/{tiny}", [{"op": "replace", "path": "/name", "value": "x"}], PATCH_20, 400),
+    ("PATCH", "/images/{tiny}", [], {"Content-Type": "application/json"}, 415),
+    ("DELETE", "/images/{tiny}", None, {}, 403),
+    ("PUT", "/images/{tiny}/file", b"x", OCTETS, 403),
+    ("POST", "/images/{tiny}/members", {"member": "p"}, {}, 403),
+    ("GET", "/images/{tiny}/members/p", None, {}, 403),
+    ("POST", "/images/{tiny}/actions/deactivate", None, {}, 403),
+    ("GET", "/metadefs/namespaces", None, {}, 404),
+    ("GET", "/no-such-thing", None, {}, 404),
+])
+async def test_error_paths_answer_glance_errors(api: ApiClient, method: str, path: str, body: Any,
+                                                headers: dict[str, str], status: int) -> None:
+    from canopy.seed import TINY_IMAGE_ID
+
+    kw: dict[str, Any] = {"content": body} if isinstance(body, bytes) else {"json": body}
+    resp = await api.request(method, "/image/v2" + path.format(tiny=TINY_IMAGE_ID), as_user="demo",
+                             headers=headers, **kw)
+    assert _error(resp, status)

@@ -133,7 +133,9 @@ def patch_ops(body: Any, draft10: bool = False) -> list[tuple[str, str, Any]]:
         else:
             op, path = (item.get("op"), item.get("path")) if isinstance(item, dict) else (None, None)
         if op not in ("add", "replace", "remove"):
-            raise bad_request(f"Operation objects must contain an 'op' of add, replace or remove: {item!r}")
+            wanted = ("exactly one member named add, remove or replace" if draft10
+                      else "an 'op' of add, replace or remove")
+            raise bad_request(f"Operation objects must contain {wanted}: {str(item)[:200]}")
         if not isinstance(path, str) or not path.startswith("/") or path.count("/") != 1 or path == "/":
             raise bad_request(f"Invalid JSON pointer for this resource: '{path}'")
         if op != "remove" and "value" not in item:

@@ -98,8 +98,8 @@ class JsonSchema(Body):
 
 
 class ImageError(Body):
-    """Every error of the image API (Canopy's JSON rendering of Glance's errors)."""
+    """Every error of the image API, as Glance's webob renders it in JSON ("404 Not Found", "Not Found", ...)."""
 
-    code: int
+    code: str = Field(pattern=r"^[1-5][0-9][0-9] ")
     title: str
     message: str
