@@ -36,9 +36,16 @@ def _member_id(body: dict[str, Any]) -> str:
     return value
 
 
+# Keys of the member schema a client may echo back in an update (openstacksdk does); only status changes.
+ECHOED = frozenset({"status", "member_id", "image_id", "created_at", "updated_at", "schema", "member"})
+
+
 def _status(body: dict[str, Any]) -> str:
     value = body.get("status")
-    if value not in members.STATUSES or set(body) != {"status"}:
+    unknown = sorted(set(body) - ECHOED)
+    if unknown:
+        raise bad_request(f"Provided object does not match schema 'member': unexpected attributes {unknown}")
+    if value not in members.STATUSES:
         raise bad_request(f"Provided object does not match schema 'member': {value!r} is not one of "
                           f"{list(members.STATUSES)} (attribute 'status')")
     return str(value)
