@@ -210,3 +210,25 @@ def test_sdk_bulk_networks_subnets_and_ports(demo: Any) -> None:
         demo.network.delete_port(port)
     for net in nets:
         demo.network.delete_network(net)
+
+
+def test_sdk_multi_nic_server_leaves_nothing_once_deleted(demo: Any) -> None:
+    """Boot on two private networks, delete, wait for 404, then delete both subnets and networks at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    tag = uuid.uuid4().hex[:6]
+    nets = [demo.network.create_network(name=f"nic-{tag}-{i}") for i in range(2)]
+    subnets = [demo.network.create_subnet(network_id=n.id, ip_version=4, cidr=f"10.88.{i}.0/24")
+               for i, n in enumerate(nets)]
+    image = demo.image.find_image("canopy-tiny")
+    flavor = demo.compute.find_flavor("m1.tiny")
+    server = demo.compute.create_server(name=f"nic-{tag}", image_id=image.id, flavor_id=flavor.id,
+                                        networks=[{"uuid": n.id} for n in reversed(nets)])
+    server = demo.compute.wait_for_server(server, wait=60, interval=0.2)
+    assert list(server.addresses) == [n.name for n in reversed(nets)]
+    demo.compute.delete_server(server)
+    demo.compute.wait_for_delete(server, wait=60, interval=0.2)
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(demo.network.delete_subnet, subnets))
+        list(pool.map(demo.network.delete_network, nets))
+    assert not list(demo.network.ports(device_id=server.id))
