@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from canopy.seed import PUBLIC_NETWORK_ID, PUBLIC_SUBNET_ID
 from tests.stack.test_network_api import N, make_network, make_port, make_subnet
 
 
@@ -118,6 +119,9 @@ async def test_ip_address_substr_filter(api: Any) -> None:
     ("GET", "/routers", None, 404, "HTTPNotFound"),
     ("GET", "/floatingips", None, 404, "HTTPNotFound"),
     ("GET", "/security-group-rules-that-do-not-exist", None, 404, "HTTPNotFound"),
+    ("PATCH", "/networks", None, 405, "HTTPMethodNotAllowed"),
+    ("DELETE", f"/subnets/{PUBLIC_SUBNET_ID}", None, 403, "PolicyNotAuthorized"),
+    ("PUT", f"/networks/{PUBLIC_NETWORK_ID}", {"network": {"name": "mine"}}, 403, "PolicyNotAuthorized"),
 ])
 async def test_error_paths_answer_neutron_errors(api: Any, method: str, path: str, body: Any, status: int,
                                                  kind: str) -> None:

@@ -65,3 +65,25 @@ async def test_server_deleted_while_building_leaves_no_port(stack: Any) -> None:
     assert [r.status_code for r in results] == [204, 204], [r.text for r in results]
     results = await asyncio.gather(*(api.delete(f"{N}/networks/{n}", as_user="demo") for n, _ in nets))
     assert [r.status_code for r in results] == [204, 204], [r.text for r in results]
+
+
+async def test_duplicate_network_nics_are_kept_and_released(stack: Any) -> None:
+    """networks [a, b, a] (Nova allows a network twice): three NICs in that order, all gone with the server."""
+    api = stack.api
+    (net_a, sub_a), (net_b, sub_b) = [await private_network(api, f"dup-{i}", f"10.30.{i}.0/24") for i in range(2)]
+    order = [net_a, net_b, net_a]
+    body = server_body(name="dup", networks=[{"uuid": n} for n in order])
+    resp = await api.post("/compute/v2.1/servers", json=body, headers=V, as_user="demo")
+    assert resp.status_code == 202, resp.text
+    sid = resp.json()["server"]["id"]
+    server = await wait_for_server(api, sid, {"ACTIVE", "ERROR"}, as_user="demo")
+    assert server["status"] == "ACTIVE", server
+    with stack.cloud.dbs.cell(stack.cloud.cell_name).reader() as conn:
+        assert [p["network_id"] for p in port_views.ports_of_devices(conn, [sid])[sid]] == order
+    assert sum(len(v) for v in server["addresses"].values()) == 3
+    assert (await api.delete(f"/compute/v2.1/servers/{sid}", as_user="demo")).status_code == 204
+    await wait_for_server(api, sid, {"DELETED"}, as_user="demo")
+    results = await asyncio.gather(*(api.delete(f"{N}/subnets/{s}", as_user="demo") for s in (sub_a, sub_b)))
+    assert [r.status_code for r in results] == [204, 204], [r.text for r in results]
+    results = await asyncio.gather(*(api.delete(f"{N}/networks/{n}", as_user="demo") for n in (net_a, net_b)))
+    assert [r.status_code for r in results] == [204, 204], [r.text for r in results]
