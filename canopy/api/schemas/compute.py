@@ -102,8 +102,14 @@ class Server(Body):
     locked_reason: str | None = since("2.73")
 
 
+class ServerShown(Server):
+    """GET /servers/{id} and PUT's answer: the detail, and from 2.71 the server's groups."""
+
+    server_groups: list[str] = since("2.71")
+
+
 class ServerOne(Body):
-    server: Server
+    server: ServerShown
 
 
 class ServerDetails(Body):
