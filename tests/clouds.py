@@ -64,7 +64,11 @@ class ApiClient:
 
     def __init__(self, app: Any) -> None:
         self.app = app
-        self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://canopy.test")
+        from tests.conformance import check
+
+        # Every response is checked against its route's schema (tests/conformance.py).
+        self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://canopy.test",
+                                      event_hooks={"response": [check]})
         self._tokens: dict[str, str] = {}
 
     async def token(self, user: str, project: str | None = None) -> str:

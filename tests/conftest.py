@@ -37,3 +37,11 @@ def data_dir(tmp_path: Path, seeded_template: Path) -> Path:
     target = tmp_path / "data"
     shutil.copytree(seeded_template, target)
     return target
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """List the routes this run answered whose responses have no schema yet (tests/conformance.py)."""
+    from tests.conformance import UNCHECKED
+
+    if UNCHECKED:
+        terminalreporter.write_line(f"routes answered without a response schema: {', '.join(sorted(UNCHECKED))}")

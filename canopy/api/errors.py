@@ -70,7 +70,8 @@ def compute_body(status: int, message: str) -> dict[str, Any]:
 
 
 def network_body(status: int, message: str, neutron_type: str | None) -> dict[str, Any]:
-    return {"NeutronError": {"type": neutron_type or TITLES.get(status, "Error").replace(" ", ""),
+    # Without a named type, Neutron's body names the webob exception: HTTPNotFound, HTTPMethodNotAllowed, ...
+    return {"NeutronError": {"type": neutron_type or "HTTP" + TITLES.get(status, "Error").replace(" ", ""),
                              "message": message, "detail": ""}}
 
 
@@ -79,7 +80,9 @@ def identity_body(status: int, message: str) -> dict[str, Any]:
 
 
 def image_body(status: int, message: str) -> dict[str, Any]:
-    return {"code": status, "title": TITLES.get(status, "Error"), "message": message}
+    """Glance's errors are webob's JSON bodies: the status line as `code`, its reason as `title`."""
+    title = TITLES.get(status, "Error")
+    return {"code": f"{status} {title}", "title": title, "message": message}
 
 
 SHAPES = {"compute": compute_body, "identity": identity_body, "image": image_body}

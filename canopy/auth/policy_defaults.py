@@ -97,9 +97,14 @@ IDENTITY = {
 }
 
 IMAGE = {
-    **_each(_ANY, "image:versions_root", "image:versions", "image:schema_image", "image:schema_images"),
-    **_each(_READ, "image:list_images", "image:get_image", "image:download"),
-    **_each(_WRITE, "image:create_image", "image:update_image", "image:delete_image", "image:tag", "image:upload"),
+    **_each(_ANY, "image:versions_root", "image:versions", "image:schema_image", "image:schema_images",
+            "image:schema_member", "image:schema_members", "image:schema_metadefs"),
+    **_each(_READ, "image:list_images", "image:get_image", "image:download", "image:list_members",
+            "image:get_member", "image:info_import", "image:info_stores", "image:metadefs"),
+    # sharing: the owner adds and removes members, a member accepts or rejects (the handlers tell which)
+    **_each(_WRITE, "image:create_image", "image:update_image", "image:delete_image", "image:tag", "image:upload",
+            "image:create_member", "image:update_member", "image:delete_member", "image:metadefs_write"),
+    **_each(_ADMIN, "image:deactivate", "image:reactivate"),
 }
 
 NETWORK = {

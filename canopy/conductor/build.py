@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, select
@@ -147,12 +148,14 @@ def _networking(conn: Connection, env: TaskEnv, run: TaskRun, selected: HostSele
     now = env.clock.now()
     ports: list[PortRecord] = []
     addresses: dict[str, list[dict[str, Any]]] = {}
-    for req in reqs:
+    for index, req in enumerate(reqs):
         fixed = [{"ip_address": req["fixed_ip"]}] if req.get("fixed_ip") else None
+        # Ports list oldest first: a microsecond apart, they keep the order the server asked for its NICs.
+        created = now + timedelta(microseconds=index)
         port = netports.create_port(
             conn, network=req["network"], subnets=req["subnets"], project_id=run.build.project_id,
             device_id=run.instance_uuid, device_owner=f"compute:{selected.availability_zone}",
-            host_id=selected.host, fixed_ips=fixed, now=now, policy=policy)
+            host_id=selected.host, fixed_ips=fixed, now=created, policy=policy)
         ports.append(port)
         addresses.setdefault(req["network"]["name"] or req["network"]["id"], []).extend(
             {"version": 6 if ":" in ip["ip_address"] else 4, "addr": ip["ip_address"], "mac": port.mac_address}

@@ -128,6 +128,18 @@ deleted_images = Table(
     Column("deleted_at", UTCDateTime, nullable=False),
 )
 
+# Projects an image is shared with (visibility "shared"): each member accepts, rejects or leaves it pending.
+image_members = Table(
+    "image_members",
+    metadata,
+    Column("image_id", String(36), ForeignKey("images.id", ondelete="CASCADE"), primary_key=True),
+    Column("member_id", String(255), primary_key=True),
+    Column("status", String(20), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_image_members_member", "member_id", "status"),
+)
+
 keypairs = Table(
     "keypairs",
     metadata,

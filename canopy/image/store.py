@@ -46,11 +46,30 @@ class ListQuery:
     properties: dict[str, str] = field(default_factory=dict)
     sort: list[tuple[str, str]] = field(default_factory=lambda: [("created_at", "desc")])
     marker: dict[str, Any] | None = None
+    member_status: str = "accepted"  # which offered images a member lists ("all": any answer)
 
 
-def is_visible(image: dict[str, Any], project_id: str | None, is_admin: bool) -> bool:
-    """Whether a caller may see an image: admins all; others public, community and their project's own."""
-    return is_admin or image["visibility"] in ("public", "community") or image["owner"] == project_id
+def is_visible(image: dict[str, Any], project_id: str | None, is_admin: bool, membership: str | None = None
+               ) -> bool:
+    """Whether a caller may see an image: admins all; others public, community, their project's own, and
+    shared images offered to their project (`membership`: its status, whatever it is, as in Glance)."""
+    if is_admin or image["visibility"] in ("public", "community") or image["owner"] == project_id:
+        return True
+    return image["visibility"] == "shared" and membership is not None
+
+
+def get_visible_image(conn: Connection, image_id: str, project_id: str | None, is_admin: bool
+                      ) -> dict[str, Any] | None:
+    """An image record if the caller may see it, else None (a membership is read only for a shared image
+    of another project)."""
+    image = get_image(conn, image_id)
+    if image is None or is_visible(image, project_id, is_admin):
+        return image
+    if image["visibility"] != "shared" or project_id is None:
+        return None
+    m = g.image_members.c
+    status = conn.execute(select(m.status).where(m.image_id == image_id, m.member_id == project_id)).scalar()
+    return image if status is not None else None
 
 
 def get_image(conn: Connection, image_id: str) -> dict[str, Any] | None:
@@ -59,17 +78,28 @@ def get_image(conn: Connection, image_id: str) -> dict[str, Any] | None:
     return dict(row) if row else None
 
 
+def _offered(q: ListQuery) -> ColumnElement[bool]:
+    """Shared images offered to the caller's project, answered as the list asks."""
+    m = g.image_members.c
+    mine = select(m.image_id).where(m.member_id == q.project_id)
+    if q.member_status != "all":
+        mine = mine.where(m.status == q.member_status)
+    return and_(c.visibility == "shared", c.id.in_(mine))
+
+
 def _visibility_clause(q: ListQuery) -> ColumnElement[bool] | None:
     v = q.visibility
     if q.is_admin:
         return c.visibility == v if v and v != "all" else None
     own = c.owner == q.project_id
     if v is None:
-        return or_(c.visibility == "public", own)
+        return or_(c.visibility == "public", own, _offered(q))
     if v == "all":
-        return or_(c.visibility.in_(("public", "community")), own)
+        return or_(c.visibility.in_(("public", "community")), own, _offered(q))
     if v in ("public", "community"):
         return c.visibility == v
+    if v == "shared":
+        return or_(and_(c.visibility == v, own), _offered(q))
     return and_(c.visibility == v, own)
 
 
@@ -148,7 +178,9 @@ def save_image(conn: Connection, image_id: str, values: dict[str, Any]) -> dict[
 
 
 def delete_image(conn: Connection, image_id: str, now: dt.datetime | None = None) -> bool:
-    """Delete an image record, keeping its id as used (never reused); False when there was none."""
+    """Delete an image record and its memberships, keeping its id as used (never reused); False when there
+    was none."""
+    conn.execute(delete(g.image_members).where(g.image_members.c.image_id == image_id))
     gone = conn.execute(delete(g.images).where(c.id == image_id)).rowcount > 0
     if gone and now is not None:
         conn.execute(insert(g.deleted_images).values(id=image_id, deleted_at=now))
@@ -175,6 +207,12 @@ def finish_upload(conn: Connection, image_id: str, size: int, checksum: str, sha
     return conn.execute(update(g.images).where(c.id == image_id, c.status == "saving").values(
         status="active", size=size, checksum=checksum, os_hash_algo="sha512", os_hash_value=sha512,
         updated_at=now)).rowcount > 0
+
+
+def set_status(conn: Connection, image_id: str, old: str, new: str, now: dt.datetime) -> bool:
+    """Move an image from status `old` to `new` (deactivate, reactivate); False when it was not in `old`."""
+    return conn.execute(update(g.images).where(c.id == image_id, c.status == old)
+                        .values(status=new, updated_at=now)).rowcount > 0
 
 
 def abort_upload(conn: Connection, image_id: str, now: dt.datetime) -> None:

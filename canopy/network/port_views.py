@@ -159,7 +159,11 @@ def list_ports(conn: Connection, *, filters: dict[str, list[Any]], ip_filters: l
     for column, values in filters.items():
         stmt = stmt.where(p.c[column].in_(values))
     for key, value in ip_filters:
-        stmt = stmt.where(p.c.id.in_(select(a.c.port_id).where(a.c[key] == value)))
+        if key == "ip_address_substr":  # Neutron's substring match on the address text
+            match = a.c.ip_address.contains(value, autoescape=True)
+        else:
+            match = a.c[key] == value
+        stmt = stmt.where(p.c.id.in_(select(a.c.port_id).where(match)))
     if project_id is not None:
         stmt = stmt.where(p.c.project_id == project_id)
     if marker:

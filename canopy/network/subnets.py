@@ -13,13 +13,13 @@ from sqlalchemy import Connection, delete, select, update
 from canopy.clock import isotime
 from canopy.db import tables_global as g
 from canopy.network import ipam
-from canopy.network.errors import invalid
+from canopy.network.errors import InvalidInput, invalid
 
 MISSING: Any = object()
 
 
 def addressing(ip_version: int, cidr: object, gateway_ip: object = MISSING, allocation_pools: object = MISSING,
-               *, existing: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+               *, existing: Sequence[dict[str, Any]] = (), network_id: str = "") -> dict[str, Any]:
     """cidr, gateway_ip and allocation_pools for a new subnet, validated and normalised; an absent
     gateway defaults to the first host address, absent pools to the usable range minus the gateway.
     `existing` are the network's other subnets, which the new CIDR must not overlap."""
@@ -28,8 +28,9 @@ def addressing(ip_version: int, cidr: object, gateway_ip: object = MISSING, allo
     net = ipam.parse_cidr(cidr, ip_version)
     for other in existing:
         if ipam.network_of(other["cidr"]).overlaps(net):
-            raise invalid("cidr", f"requested subnet with cidr {net} for network {other['network_id']} overlaps "
-                                  f"with subnet {other['id']} ({other['cidr']})")
+            # Neutron's words exactly: clients match "overlaps with another subnet" to try the next CIDR.
+            raise InvalidInput(f"Invalid input for operation: Requested subnet with cidr: {net} for network: "
+                               f"{network_id or other['network_id']} overlaps with another subnet.")
     gateway = ipam.default_gateway(net) if gateway_ip is MISSING else ipam.check_gateway(net, gateway_ip)
     if allocation_pools is MISSING:
         ranges = ipam.default_pools(net, gateway)

@@ -162,3 +162,73 @@ def test_openstack_cli_resize_migrate_snapshot_rescue_rebuild(running_cloud: Run
     assert s["status"] == "ACTIVE" and s["addresses"] == made["addresses"]
     _cli(running_cloud, "canopy", "server", "delete", "--wait", "mob-1")
     _cli(running_cloud, "canopy", "image", "delete", "mob-1-snap")
+
+
+def test_openstack_cli_image_members_and_deactivate(running_cloud: RunningCloud, tmp_path: Path) -> None:
+    """Share an image with a project (member create/set/delete) and deactivate it, as the CLI types it."""
+    data = tmp_path / "blob.raw"
+    data.write_bytes(b"canopy" * 1000)
+    made = _cli(running_cloud, "canopy", "image", "create", "--disk-format", "raw", "--container-format", "bare",
+                "--shared", "--file", str(data), "-f", "json", "cli-shared")
+    iid = made["id"]
+    demo_images = {i["ID"] for i in _cli(running_cloud, "canopy-demo", "image", "list", "-f", "json")}
+    assert iid not in demo_images
+    _cli(running_cloud, "canopy", "image", "add", "project", iid, "demo")
+    members = _cli(running_cloud, "canopy", "image", "member", "list", "-f", "json", iid)
+    assert [m["Status"] for m in members] == ["pending"]
+    _cli(running_cloud, "canopy-demo", "image", "set", "--accept", iid)
+    demo_images = {i["ID"] for i in _cli(running_cloud, "canopy-demo", "image", "list", "-f", "json")}
+    assert iid in demo_images
+    _cli(running_cloud, "canopy", "image", "set", "--deactivate", iid)
+    assert _cli(running_cloud, "canopy", "image", "show", "-f", "json", iid)["status"] == "deactivated"
+    _cli(running_cloud, "canopy", "image", "set", "--activate", iid)
+    assert _cli(running_cloud, "canopy", "image", "show", "-f", "json", iid)["status"] == "active"
+    _cli(running_cloud, "canopy", "image", "remove", "project", iid, "demo")
+    demo_images = {i["ID"] for i in _cli(running_cloud, "canopy-demo", "image", "list", "-f", "json")}
+    assert iid not in demo_images
+    _cli(running_cloud, "canopy", "image", "delete", iid)
+
+
+def test_sdk_bulk_networks_subnets_and_ports(demo: Any) -> None:
+    """openstacksdk's bulk creates: all made in one call, and one bad element makes none."""
+    from openstack.network.v2.network import Network
+    from openstack.network.v2.subnet import Subnet
+
+    tag = uuid.uuid4().hex[:6]
+    nets = list(Network.bulk_create(demo.network, [{"name": f"bulk-{tag}-a"}, {"name": f"bulk-{tag}-b"}]))
+    assert [n.name for n in nets] == [f"bulk-{tag}-a", f"bulk-{tag}-b"]
+    subnets = list(Subnet.bulk_create(demo.network, [
+        {"network_id": n.id, "ip_version": 4, "cidr": "10.77.0.0/24"} for n in nets]))
+    assert {s.cidr for s in subnets} == {"10.77.0.0/24"}
+    ports = list(demo.network.create_ports([{"network_id": n.id, "name": f"bulk-{tag}"} for n in nets]))
+    assert len(ports) == 2 and all(p.fixed_ips[0]["ip_address"].startswith("10.77.0.") for p in ports)
+    with pytest.raises(osexc.BadRequestException):
+        list(demo.network.create_ports([{"network_id": nets[0].id, "name": f"bulk-{tag}-bad-1"},
+                                        {"network_id": nets[0].id, "mac_address": "not-a-mac"}]))
+    assert not list(demo.network.ports(name=f"bulk-{tag}-bad-1"))
+    for port in ports:
+        demo.network.delete_port(port)
+    for net in nets:
+        demo.network.delete_network(net)
+
+
+def test_sdk_multi_nic_server_leaves_nothing_once_deleted(demo: Any) -> None:
+    """Boot on two private networks, delete, wait for 404, then delete both subnets and networks at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    tag = uuid.uuid4().hex[:6]
+    nets = [demo.network.create_network(name=f"nic-{tag}-{i}") for i in range(2)]
+    subnets = [demo.network.create_subnet(network_id=n.id, ip_version=4, cidr=f"10.88.{i}.0/24")
+               for i, n in enumerate(nets)]
+    image = demo.image.find_image("canopy-tiny")
+    flavor = demo.compute.find_flavor("m1.tiny")
+    server = demo.compute.create_server(name=f"nic-{tag}", image_id=image.id, flavor_id=flavor.id,
+                                        networks=[{"uuid": n.id} for n in reversed(nets)])
+    server = demo.compute.wait_for_server(server, wait=60, interval=0.2)
+    assert list(server.addresses) == [n.name for n in reversed(nets)]
+    demo.compute.delete_server(server)
+    demo.compute.wait_for_delete(server, wait=60, interval=0.2)
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(demo.network.delete_subnet, subnets))
+        list(pool.map(demo.network.delete_network, nets))
+    assert not list(demo.network.ports(device_id=server.id))

@@ -46,6 +46,17 @@ async def api(cloud: Cloud) -> AsyncIterator[ApiClient]:
 
 
 @pytest.fixture
+async def other(api: ApiClient) -> str:
+    """A second project and member user, both named `other`, made through the identity API."""
+    project = await api.post("/identity/v3/projects", json={"project": {"name": "other"}})
+    user = await api.post("/identity/v3/users", json={"user": {"name": "other", "password": "other"}})
+    roles = await api.get("/identity/v3/roles?name=member")
+    pid, uid, rid = project.json()["project"]["id"], user.json()["user"]["id"], roles.json()["roles"][0]["id"]
+    assert (await api.put(f"/identity/v3/projects/{pid}/users/{uid}/roles/{rid}")).status_code == 204
+    return "other"
+
+
+@pytest.fixture
 async def stack(data_dir: Path) -> AsyncIterator[Any]:
     """A whole cloud in-process on SQLite: api (no HTTP port), conductor, scheduler and 4 fake hypervisors."""
     async with in_process_cloud(stack_settings(data_dir), 4) as aio:

@@ -6,7 +6,6 @@ import hashlib
 from typing import Any
 
 import httpx
-import pytest
 
 from canopy.runtime import Cloud
 from canopy.seed import TINY_IMAGE_ID
@@ -21,7 +20,7 @@ def _error(resp: httpx.Response, status: int) -> str:
     """The message of an image-shaped error with `status`."""
     assert resp.status_code == status, resp.text
     body = resp.json()
-    assert body["code"] == status
+    assert set(body) == {"code", "title", "message"} and body["code"] == f"{status} {body['title']}"
     return str(body["message"])
 
 
@@ -41,17 +40,6 @@ async def _ids(api: ApiClient, as_user: str, query: str = "") -> list[str]:
     resp = await api.get(f"{IMAGES}?limit=1000{query}", as_user=as_user)
     assert resp.status_code == 200, resp.text
     return [i["id"] for i in resp.json()["images"]]
-
-
-@pytest.fixture
-async def other(api: ApiClient) -> str:
-    """A second project and member user, both named `other`, made through the identity API."""
-    project = await api.post("/identity/v3/projects", json={"project": {"name": "other"}})
-    user = await api.post("/identity/v3/users", json={"user": {"name": "other", "password": "other"}})
-    roles = await api.get("/identity/v3/roles?name=member")
-    pid, uid, rid = project.json()["project"]["id"], user.json()["user"]["id"], roles.json()["roles"][0]["id"]
-    assert (await api.put(f"/identity/v3/projects/{pid}/users/{uid}/roles/{rid}")).status_code == 204
-    return "other"
 
 
 async def test_versions_are_public(api: ApiClient) -> None:

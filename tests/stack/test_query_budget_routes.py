@@ -121,6 +121,10 @@ MEASURED: dict[str, Req] = {
     "image:schema_images": ("GET", "/image/v2/schemas/images", None, "demo"),
     "image:list_images": ("GET", "/image/v2/images", None, "demo"),
     "image:get_image": ("GET", f"/image/v2/images/{TINY_IMAGE_ID}", None, "demo"),
+    "image:schema_member": ("GET", "/image/v2/schemas/member", None, "demo"),
+    "image:schema_members": ("GET", "/image/v2/schemas/members", None, "demo"),
+    "image:info_import": ("GET", "/image/v2/info/import", None, "demo"),
+    "image:info_stores": ("GET", "/image/v2/info/stores", None, "demo"),
     "compute:servers:delete": ("DELETE", "/compute/v2.1/servers/{server}", None, "demo"),  # last: it goes away
 }
 # Not measured here, each with its reason. None of them reads instances, ports or hosts.
@@ -131,6 +135,10 @@ NOT_MEASURED: dict[str, str] = {
     "identity:revoke_token": "would end the session the other requests use",
     "image:download": "streams the image file; one row read",
     "image:upload": "streams a file into the store; one row written",
+    "image:list_members": "an image row and its members (at most 128, Glance's member quota) by primary key",
+    "image:get_member": "an image row and one member row, by primary key",
+    "image:metadefs": "a 404 before any statement (metadefs are not served)",
+    "image:schema_metadefs": "a 404 before any statement (metadefs are not served)",
     "compute:server_migrations:show": "the same query as compute:server_migrations:index with the id added",
     **dict.fromkeys(("identity:list_app_creds", "identity:get_app_cred", "identity:auth_projects",
                      "identity:auth_domains", "identity:auth_system", "identity:auth_catalog", "identity:list_services",

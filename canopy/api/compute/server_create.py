@@ -27,6 +27,7 @@ from canopy.api.http import ctx, is_uuid, validate
 from canopy.context import RequestContext
 from canopy.db import tables_cell as c
 from canopy.db import tables_global as g
+from canopy.image import store as image_store
 from canopy.rpc.base import Target
 from canopy.rpc.calls import WakeTask
 from canopy.rpc.tasks import (
@@ -218,7 +219,6 @@ def _image_ref(ref: str) -> str:
 _n, _s = g.networks.c, g.subnets.c
 _NETS_WITH_SUBNETS = select(g.networks, g.subnets).select_from(
     g.networks.outerjoin(g.subnets, _s.network_id == _n.id))
-_IMAGE_BY_ID = select(g.images).where(g.images.c.id == bindparam("w_id"))
 _NETS_BY_ID = _NETS_WITH_SUBNETS.where(_n.id.in_(bindparam("w_ids", expanding=True)))
 _NETS_AUTO = _NETS_WITH_SUBNETS.where(or_(_n.shared.is_(True), _n.project_id == bindparam("w_project")))
 _KEY = select(g.keypairs.c.public_key).where(g.keypairs.c.user_id == bindparam("w_user"),
@@ -228,8 +228,8 @@ _KEY = select(g.keypairs.c.public_key).where(g.keypairs.c.user_id == bindparam("
 def _lookups(conn: Connection, rc: RequestContext, image_id: str, network_ids: list[str] | None,
              key_name: str | None) -> dict[str, Any]:
     """Image, networks (with their subnets, one query) and key pair the request names."""
-    image = conn.execute(_IMAGE_BY_ID, {"w_id": image_id}).mappings().first()
-    found: dict[str, Any] = {"image": dict(image) if image else None, "networks": {}, "key": None}
+    image = image_store.get_visible_image(conn, image_id, rc.project_id, rc.is_admin)
+    found: dict[str, Any] = {"image": image, "networks": {}, "key": None}
     if network_ids is not None:
         rows = conn.execute(_NETS_BY_ID, {"w_ids": network_ids}).all() if network_ids else []
     else:  # "auto": the shared networks, and the project's own
@@ -258,12 +258,8 @@ def _subnet_fields(m: Any, s: Any) -> dict[str, Any]:
             "segment_id": m[s.segment_id], "name": m[s.name]}
 
 
-def _image_visible(image: dict[str, Any], rc: RequestContext) -> bool:
-    return rc.is_admin or image["visibility"] in ("public", "community") or image["owner"] == rc.project_id
-
-
 def check_image(image: dict[str, Any] | None, image_id: str, flavor: dict[str, Any], rc: RequestContext) -> None:
-    if image is None or not _image_visible(image, rc):
+    if image is None:  # or not visible to the caller: loaded by get_visible_image
         raise bad_request(f"Image {image_id} could not be found.")
     if image["status"] != "active":
         raise bad_request(f"Image {image_id} is not active.")

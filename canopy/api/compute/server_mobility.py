@@ -19,7 +19,7 @@ from canopy.api.compute.common import cell_db, cloud_of, load_visible_instance
 from canopy.api.compute.microversion import mv
 from canopy.api.compute.os_services import is_up
 from canopy.api.compute.server_actions import start_action
-from canopy.api.compute.server_create import _image_ref, _image_visible, find_flavor, flavor_snapshot
+from canopy.api.compute.server_create import _image_ref, find_flavor, flavor_snapshot
 from canopy.api.errors import ApiError, bad_request
 from canopy.api.http import ctx, empty_response, json_response, require_admin, route
 from canopy.clock import isotime_us
@@ -160,8 +160,10 @@ async def _rebuild(request: Request, uuid: str, arg: Any) -> Response:
 
 async def _usable_image(request: Request, ref: str) -> str:
     image_id = _image_ref(ref)
-    image = await cloud_of(request).dbs.global_db.read(store.get_image, image_id)
-    if image is None or not _image_visible(image, ctx(request)):
+    rc = ctx(request)
+    image = await cloud_of(request).dbs.global_db.read(store.get_visible_image, image_id, rc.project_id,
+                                                        rc.is_admin)
+    if image is None:
         raise bad_request(f"Image {image_id} could not be found.")
     if image["status"] != "active":
         raise ApiError(409, f"Image {image_id} is not active (it is {image['status']}).")

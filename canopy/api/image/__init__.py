@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from canopy.api.app import Service
-from canopy.api.image import routes
+from canopy.api.image import discovery, members, routes
 
 
 def service() -> Service:
-    return Service("image", routes.ROUTES, routes.is_public, streams_body=routes.streams_body)
+    return Service("image", [*routes.ROUTES, *members.ROUTES, *discovery.ROUTES], routes.is_public,
+                   streams_body=routes.streams_body)

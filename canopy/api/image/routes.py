@@ -29,7 +29,7 @@ from canopy.api.image import schema
 from canopy.clock import isotime
 from canopy.context import RequestContext
 from canopy.db.engine import Database
-from canopy.image import store
+from canopy.image import members, store
 from canopy.runtime import Cloud
 
 VERSIONS = [f"v2.{n}" for n in range(16, -1, -1)]
@@ -53,7 +53,8 @@ def image_view(row: dict[str, Any]) -> dict[str, Any]:
     view = dict(row["properties"] or {})
     view.update({
         "id": iid, "name": row["name"], "status": row["status"], "visibility": row["visibility"],
-        "protected": row["protected"], "checksum": row["checksum"], "os_hash_algo": row["os_hash_algo"],
+        "protected": row["protected"], "os_hidden": False, "checksum": row["checksum"],
+        "os_hash_algo": row["os_hash_algo"],
         "os_hash_value": row["os_hash_value"], "size": row["size"], "virtual_size": None,
         "min_disk": row["min_disk"], "min_ram": row["min_ram"], "disk_format": row["disk_format"],
         "container_format": row["container_format"], "owner": row["owner"], "tags": list(row["tags"] or []),
@@ -99,15 +100,20 @@ def _check_policy(c: RequestContext, changes: dict[str, Any]) -> None:
         raise forbidden(f"You are not permitted to create images owned by '{changes['owner']}'.")
 
 
-def _visible(image: dict[str, Any] | None, c: RequestContext, image_id: str) -> dict[str, Any]:
-    if image is None or not store.is_visible(image, c.project_id, c.is_admin):
+def _found(image: dict[str, Any] | None, image_id: str) -> dict[str, Any]:
+    if image is None:
         raise not_found(f"No image found with ID {image_id}")
     return image
 
 
-def _owned(image: dict[str, Any] | None, c: RequestContext, image_id: str) -> dict[str, Any]:
+def visible(conn: Connection, c: RequestContext, image_id: str) -> dict[str, Any]:
+    """The image if the caller may see it (its own, public, community, or offered to it), else 404."""
+    return _found(store.get_visible_image(conn, image_id, c.project_id, c.is_admin), image_id)
+
+
+def owned(conn: Connection, c: RequestContext, image_id: str) -> dict[str, Any]:
     """The image if the caller may change it: 404 when it cannot see it, 403 when it is someone else's."""
-    image = _visible(image, c, image_id)
+    image = visible(conn, c, image_id)
     if not c.is_admin and image["owner"] != c.project_id:
         raise forbidden(f"You are not permitted to modify image {image_id}.")
     return image
@@ -152,6 +158,9 @@ def _list_query(request: Request, c: RequestContext) -> tuple[store.ListQuery, s
     q = store.ListQuery(project_id=c.project_id, is_admin=c.is_admin, limit=limit, sort=_sort(qp),
                         tags=qp.getlist("tag"), size_min=_int_param(qp, "size_min"),
                         size_max=_int_param(qp, "size_max"))
+    q.member_status = qp.get("member_status", "accepted")
+    if q.member_status not in (*members.STATUSES, "all"):
+        raise bad_request(f"Invalid status value: {q.member_status}")
     q.visibility = qp.get("visibility")
     if q.visibility is not None and q.visibility not in (*store.VISIBILITIES, "all"):
         raise bad_request(f"Invalid visibility value: {q.visibility}")
@@ -171,8 +180,8 @@ async def list_images(request: Request) -> Response:
 
     def load(conn: Connection) -> list[dict[str, Any]]:
         if marker:
-            found = store.get_image(conn, marker)
-            if found is None or not store.is_visible(found, c.project_id, c.is_admin):
+            found = store.get_visible_image(conn, marker, c.project_id, c.is_admin)
+            if found is None:
                 raise bad_request(f"Marker {marker} could not be found.")
             q.marker = found
         return store.list_images(conn, q)
@@ -213,8 +222,8 @@ async def create_image(request: Request) -> Response:
 async def get_image(request: Request) -> Response:
     """GET /v2/images/{image_id}."""
     image_id = request.path_params["image_id"]
-    image = await _db(request).read_fresh(store.get_image, image_id)
-    return json_response(image_view(_visible(image, ctx(request), image_id)))
+    image = await _db(request).read_fresh(visible, ctx(request), image_id)
+    return json_response(image_view(image))
 
 
 def _apply_op(image: dict[str, Any], op: str, key: str, value: Any, changes: dict[str, Any]) -> None:
@@ -241,14 +250,15 @@ def _apply_op(image: dict[str, Any], op: str, key: str, value: Any, changes: dic
 
 async def update_image(request: Request) -> Response:
     """PATCH /v2/images/{image_id}: a JSON patch of add, replace and remove on attributes and properties."""
-    if request.headers.get("content-type", "").split(";")[0].strip() not in PATCH_TYPES:
+    media = request.headers.get("content-type", "").split(";")[0].strip()
+    if media not in PATCH_TYPES:
         raise ApiError(415, f"Unsupported Content-Type; use {PATCH_TYPES[0]}")
     c, image_id = ctx(request), request.path_params["image_id"]
-    ops = schema.patch_ops(await read_json(request))
+    ops = schema.patch_ops(await read_json(request), draft10=media == PATCH_TYPES[1])
     now = _cloud(request).clock.now()
 
     def apply(conn: Connection) -> dict[str, Any] | None:
-        image = _owned(store.get_image(conn, image_id), c, image_id)
+        image = owned(conn, c, image_id)
         image["properties"] = dict(image["properties"] or {})
         changes: dict[str, Any] = {}
         for op, key, value in ops:
@@ -256,7 +266,7 @@ async def update_image(request: Request) -> Response:
         _check_policy(c, changes)
         return store.save_image(conn, image_id, {**changes, "properties": image["properties"], "updated_at": now})
 
-    return json_response(image_view(_visible(await _db(request).write(apply), c, image_id)))
+    return json_response(image_view(_found(await _db(request).write(apply), image_id)))
 
 
 async def delete_image(request: Request) -> Response:
@@ -265,7 +275,7 @@ async def delete_image(request: Request) -> Response:
     now = _cloud(request).clock.now()
 
     def remove(conn: Connection) -> None:
-        image = _owned(store.get_image(conn, image_id), c, image_id)
+        image = owned(conn, c, image_id)
         if image["protected"]:
             raise forbidden(f"Image {image_id} is protected and cannot be deleted.")
         store.delete_image(conn, image_id, now)
@@ -281,7 +291,7 @@ async def tag(request: Request) -> Response:
     now = _cloud(request).clock.now()
 
     def apply(conn: Connection) -> None:
-        tags = list(_owned(store.get_image(conn, image_id), c, image_id)["tags"] or [])
+        tags = list(owned(conn, c, image_id)["tags"] or [])
         if request.method == "PUT":
             tags = schema.check_attribute("tags", [*tags, name])
         elif name in tags:
@@ -304,7 +314,7 @@ async def upload(request: Request) -> Response:
     cloud, c, image_id = _cloud(request), ctx(request), request.path_params["image_id"]
 
     def begin(conn: Connection) -> None:
-        image = _owned(store.get_image(conn, image_id), c, image_id)
+        image = owned(conn, c, image_id)
         if image["container_format"] is None or image["disk_format"] is None:
             raise bad_request("Properties container_format, disk_format must be set prior to saving data.")
         blocked = store.start_upload(conn, image_id, cloud.clock.now())
@@ -336,9 +346,11 @@ async def upload(request: Request) -> Response:
 async def download(request: Request) -> Response:
     """GET /v2/images/{image_id}/file: the data, streamed, with its md5 as Content-MD5; 204 when there is none."""
     cloud, c, image_id = _cloud(request), ctx(request), request.path_params["image_id"]
-    image = _visible(await _db(request).read_fresh(store.get_image, image_id), c, image_id)
+    image = await _db(request).read_fresh(visible, c, image_id)
+    if image["status"] == "deactivated" and not c.is_admin:
+        raise forbidden("The requested image has been deactivated. Image data download is forbidden.")
     path = store.data_path(cloud.image_dir, image_id)
-    if image["status"] != "active" or not path.is_file():
+    if image["status"] not in ("active", "deactivated") or not path.is_file():
         return empty_response(204)
     headers = {"Content-Length": str(path.stat().st_size)}
     if image["checksum"]:

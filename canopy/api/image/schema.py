@@ -12,6 +12,7 @@ from canopy.image import store
 READ_ONLY = ("status", "checksum", "os_hash_algo", "os_hash_value", "size", "virtual_size", "created_at",
              "updated_at", "self", "file", "schema", "direct_url", "locations", "stores", "os_hidden")
 RESERVED = ("location", "deleted", "deleted_at")
+RESERVED_PREFIX = "os_glance"
 # Base attributes a client may set (`id` only when creating).
 MUTABLE = ("name", "visibility", "protected", "container_format", "disk_format", "min_disk", "min_ram", "tags",
            "owner")
@@ -103,22 +104,38 @@ def check_property(key: str, value: Any) -> str:
 
 
 def refuse_key(key: str) -> None:
-    """403 for a key no client may set."""
-    if key in RESERVED:
+    """403 for a key no client may set (Glance keeps `os_glance_*` for itself)."""
+    if key in RESERVED or key.startswith(RESERVED_PREFIX):
         raise forbidden(f"Attribute '{key}' is reserved.")
     if key in READ_ONLY:
         raise forbidden(f"Attribute '{key}' is read-only.")
 
 
-def patch_ops(body: Any) -> list[tuple[str, str, Any]]:
-    """(op, key, value) for each operation of a JSON patch on an image's top-level keys."""
+def _draft10_op(item: Any) -> tuple[Any, Any]:
+    """The op and path of Glance's older patch ({"replace": "/name", "value": ...}): one op key per item."""
+    if not isinstance(item, dict):
+        return None, None
+    named = [k for k in ("add", "replace", "remove") if k in item]
+    if len(named) != 1 or set(item) - {named[0], "value"}:
+        return None, None
+    return named[0], item[named[0]]
+
+
+def patch_ops(body: Any, draft10: bool = False) -> list[tuple[str, str, Any]]:
+    """(op, key, value) for each operation of a JSON patch on an image's top-level keys: RFC 6902
+    (openstack-images-v2.1-json-patch) or, with `draft10`, Glance's openstack-images-v2.0-json-patch."""
     if not isinstance(body, list):
         raise bad_request("Request body must be a JSON array of operation objects.")
     ops = []
     for item in body:
-        op, path = (item.get("op"), item.get("path")) if isinstance(item, dict) else (None, None)
+        if draft10:
+            op, path = _draft10_op(item)
+        else:
+            op, path = (item.get("op"), item.get("path")) if isinstance(item, dict) else (None, None)
         if op not in ("add", "replace", "remove"):
-            raise bad_request(f"Operation objects must contain an 'op' of add, replace or remove: {item!r}")
+            wanted = ("exactly one member named add, remove or replace" if draft10
+                      else "an 'op' of add, replace or remove")
+            raise bad_request(f"Operation objects must contain {wanted}: {str(item)[:200]}")
         if not isinstance(path, str) or not path.startswith("/") or path.count("/") != 1 or path == "/":
             raise bad_request(f"Invalid JSON pointer for this resource: '{path}'")
         if op != "remove" and "value" not in item:

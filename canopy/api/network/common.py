@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from canopy.api.errors import ApiError
-from canopy.api.http import json_response, page_params, read_object
+from canopy.api.http import json_response, page_params, read_json, read_object
 from canopy.context import RequestContext
 from canopy.db.engine import Database
 from canopy.network.errors import NetworkError
@@ -81,6 +81,39 @@ async def body_of(request: Request, root: str, allowed: frozenset[str]) -> dict[
     if unknown:
         raise bad(f"Unrecognized attribute(s) '{', '.join(unknown)}'", "HTTPBadRequest")
     return body
+
+
+MAX_BULK = 100  # resources one bulk create may make: bounded before any of them costs a query
+
+
+async def bodies_of(request: Request, root: str, allowed: frozenset[str]) -> tuple[list[dict[str, Any]], bool]:
+    """The objects of a create: `{root: {...}}` (one) or `{root + "s": [...]}` (bulk); and whether it was
+    bulk. Each object is checked as body_of checks one."""
+    body = await read_json(request)
+    plural = f"{root}s"
+    if not isinstance(body, dict) or plural not in body or root in body:
+        return [await body_of(request, root, allowed)], False
+    items = body[plural]
+    if not isinstance(items, list) or not items:
+        raise bad(f"Invalid input for {plural}: a non-empty list of {root} objects was expected", "HTTPBadRequest")
+    if len(items) > MAX_BULK:
+        raise bad(f"Invalid input for {plural}: at most {MAX_BULK} {plural} may be created at once",
+                  "HTTPBadRequest")
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise bad(f"Invalid input for {plural}[{index}]: {item!r} is not an object", "HTTPBadRequest")
+        unknown = sorted(set(item) - allowed)
+        if unknown:
+            raise bad(f"Unrecognized attribute(s) '{', '.join(unknown)}'", "HTTPBadRequest")
+    return items, True
+
+
+def created(request: Request, root: str, views: list[dict[str, Any]], bulk: bool) -> Response:
+    """The 201 of a create: one `{root: view}`, or `{roots: [views]}` for a bulk create."""
+    if not bulk:
+        return item(request, root, views[0], status=201)
+    fields = request.query_params.getlist("fields")
+    return json_response({f"{root}s": [shaped(v, fields) for v in views]}, status=201)
 
 
 def text(body: dict[str, Any], key: str, max_len: int = 255) -> str | None:

@@ -134,25 +134,32 @@ def check_admin_attributes(c: RequestContext, body: dict[str, Any], action: str)
             raise cm.policy(f"rule:{action}_network and rule:{action}_network:{key}")
 
 
-@cm.neutron_errors
-async def create_network(request: Request) -> Response:
-    """POST /v2.0/networks"""
-    c = ctx(request)
-    body = await cm.body_of(request, "network", CREATE)
+async def network_plan(request: Request, c: RequestContext, body: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    """The column values and QoS policy of one network to create, checked before anything is written."""
     check_admin_attributes(c, body, "create")
     values = {**common_values(body), **provider_values(body), "project_id": cm.owner_of(body, c)}
-    policy = await usable_qos_policy(request, body)
+    return values, await usable_qos_policy(request, body)
+
+
+def insert_planned(conn: Connection, values: dict[str, Any], policy: Any, now: Any) -> dict[str, Any]:
+    """Write one planned network (a flat one claims its physical network)."""
+    if values["network_type"] == "flat":  # a physical network carries one network or one segment
+        check_physnet(conn, "flat", values["physical_network"], None)
+    row = nets.insert_network(conn, values, now)
+    qos.set_network_policy(conn, row["id"], policy)
+    return {**row, "qos_policy_id": policy}
+
+
+@cm.neutron_errors
+async def create_network(request: Request) -> Response:
+    """POST /v2.0/networks: one network, or several ({"networks": [...]}) all in one transaction."""
+    c = ctx(request)
+    bodies, bulk = await cm.bodies_of(request, "network", CREATE)
+    plans = [await network_plan(request, c, body) for body in bodies]
     now = cm.cloud_of(request).clock.now()
-
-    def work(conn: Connection) -> dict[str, Any]:
-        if values["network_type"] == "flat":  # a physical network carries one network or one segment
-            check_physnet(conn, "flat", values["physical_network"], None)
-        row = nets.insert_network(conn, values, now)
-        qos.set_network_policy(conn, row["id"], policy)
-        return {**row, "qos_policy_id": policy}
-
-    row = await cm.global_db(request).write(work)
-    return cm.item(request, "network", nets.network_view(row, [], admin=c.is_admin), status=201)
+    rows = await cm.global_db(request).write(
+        lambda conn: [insert_planned(conn, values, policy, now) for values, policy in plans])
+    return cm.created(request, "network", [nets.network_view(r, [], admin=c.is_admin) for r in rows], bulk)
 
 
 @cm.neutron_errors

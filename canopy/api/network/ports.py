@@ -47,12 +47,13 @@ def shown(c: RequestContext, view: dict[str, Any]) -> dict[str, Any]:
 
 
 def ip_filters_of(request: Request) -> list[tuple[str, str]]:
-    """`fixed_ips=ip_address=...` and `fixed_ips=subnet_id=...` query filters."""
+    """`fixed_ips=ip_address=...`, `fixed_ips=ip_address_substr=...` and `fixed_ips=subnet_id=...` filters."""
     out = []
     for raw in request.query_params.getlist("fixed_ips"):
         key, _, value = raw.partition("=")
-        if key not in ("ip_address", "subnet_id") or not value:
-            raise cm.invalid("fixed_ips", f"'{raw}' is not ip_address=<ip> or subnet_id=<id>")
+        if key not in ("ip_address", "ip_address_substr", "subnet_id") or not value or len(value) > 64:
+            raise cm.invalid("fixed_ips", f"'{raw[:80]}' is not ip_address=<ip>, ip_address_substr=<text> or "
+                                          "subnet_id=<id>")
         out.append((key, value))
     return out
 
@@ -132,11 +133,8 @@ async def network_with_subnets(request: Request, network_id: str, check: bool = 
     return loaded
 
 
-@cm.neutron_errors
-async def create_port(request: Request) -> Response:
-    """POST /v2.0/ports"""
-    c = ctx(request)
-    body = await cm.body_of(request, "port", CREATE)
+async def port_plan(request: Request, c: RequestContext, body: dict[str, Any]) -> dict[str, Any]:
+    """The create_port arguments of one port (checked: network visible, policy, QoS, quotas) before any write."""
     network_id = body.get("network_id")
     if not isinstance(network_id, str):
         raise cm.bad("Failed to parse request. Required attribute 'network_id' not specified", "HTTPBadRequest")
@@ -146,24 +144,33 @@ async def create_port(request: Request) -> Response:
     check_policy(c, network, body, "create")
     values = column_values(body)
     project_id = cm.owner_of(body, c)
-    mac = body.get("mac_address")
-    qos = await usable_qos_policy(request, body)
     groups = await port_groups(request, body, project_id, values.get("port_security_enabled", True), creating=True)
-    policy = await cm.address_policy(request, project_id)
+    return {"network": network, "subnets": subnets, "project_id": project_id, "fixed_ips": body.get("fixed_ips"),
+            "mac_address": body.get("mac_address"), "qos_policy_id": await usable_qos_policy(request, body),
+            "policy": await cm.address_policy(request, project_id), "security_groups": groups or [], **values}
+
+
+def _create_with_groups(conn: Any, now: Any, plan: dict[str, Any]) -> PortRecord:
+    """One planned port, bound to its security groups in the same transaction."""
+    args = {k: v for k, v in plan.items() if k != "security_groups"}
+    port = pt.create_port(conn, now=now, **args)
+    sg.set_port_groups(conn, port.id, plan["security_groups"])
+    return dataclasses.replace(port, security_groups=list(plan["security_groups"]))
+
+
+@cm.neutron_errors
+async def create_port(request: Request) -> Response:
+    """POST /v2.0/ports: one port, or several ({"ports": [...]}) all in one transaction (one bad port: none)."""
+    c = ctx(request)
+    bodies, bulk = await cm.bodies_of(request, "port", CREATE)
+    plans = [await port_plan(request, c, body) for body in bodies]
     now = cm.cloud_of(request).clock.now()
-
-    def write(conn: Any) -> PortRecord:
-        port = pt.create_port(conn, network=network, subnets=subnets, project_id=project_id,
-                              fixed_ips=body.get("fixed_ips"), now=now, mac_address=mac, policy=policy,
-                              qos_policy_id=qos, **values)
-        sg.set_port_groups(conn, port.id, groups or [])
-        return dataclasses.replace(port, security_groups=list(groups or []))
-
-    port = await cm.cell_db(request).write(write)
-    if port.host_id:
-        await cm.announce(request, [PortChange(port_id=port.id, network_id=network["id"])])
-        await groups_changed(request, groups or [], members=True)
-    return cm.item(request, "port", shown(c, port_view(port.row(), port.fixed_ips)), status=201)
+    made = await cm.cell_db(request).write(lambda conn: [_create_with_groups(conn, now, plan) for plan in plans])
+    bound = [p for p in made if p.host_id]
+    await cm.announce(request, [PortChange(port_id=p.id, network_id=p.network_id) for p in bound])
+    if bound:
+        await groups_changed(request, sorted({g for p in bound for g in p.security_groups}), members=True)
+    return cm.created(request, "port", [shown(c, port_view(p.row(), p.fixed_ips)) for p in made], bulk)
 
 
 @cm.neutron_errors

@@ -12,6 +12,7 @@ from canopy.api.errors import ApiError
 from canopy.api.http import ctx, empty_response, is_uuid, route
 from canopy.api.network import common as cm
 from canopy.api.network.networks import visible_network
+from canopy.context import RequestContext
 from canopy.network import limits, port_views
 from canopy.network import subnets as sn
 from canopy.network.errors import SubnetInUse
@@ -99,11 +100,8 @@ def check_segment(conn: Connection, segment_id: str | None, network_id: str) -> 
         raise cm.invalid("segment_id", f"segment {segment_id} is not a segment of network {network_id}")
 
 
-@cm.neutron_errors
-async def create_subnet(request: Request) -> Response:
-    """POST /v2.0/subnets"""
-    c = ctx(request)
-    body = await cm.body_of(request, "subnet", CREATE)
+async def subnet_plan(request: Request, c: RequestContext, body: dict[str, Any]) -> dict[str, Any]:
+    """What one subnet to create needs (checked, its network visible and the caller's) before any write."""
     for key, default in UNSUPPORTED.items():
         cm.only_default(body, key, default)
     network_id = required(body, "network_id")
@@ -116,16 +114,28 @@ async def create_subnet(request: Request) -> Response:
     if "host_routes" in body:
         values["host_routes"] = sn.host_routes(body["host_routes"], version)
     addressing = {k: body[k] for k in ("gateway_ip", "allocation_pools") if k in body}
+    return {"values": values, "version": version, "cidr": cidr, "addressing": addressing}
+
+
+def insert_planned(conn: Connection, plan: dict[str, Any], now: Any) -> dict[str, Any]:
+    """Write one planned subnet; its CIDR must not overlap the network's others (those of this request too)."""
+    values = plan["values"]
+    check_segment(conn, values.get("segment_id"), values["network_id"])
+    existing = sn.subnets_of(conn, values["network_id"])
+    address = sn.addressing(plan["version"], plan["cidr"], **plan["addressing"], existing=existing,
+                            network_id=values["network_id"])
+    return sn.insert_subnet(conn, {**values, **address}, now)
+
+
+@cm.neutron_errors
+async def create_subnet(request: Request) -> Response:
+    """POST /v2.0/subnets: one subnet, or several ({"subnets": [...]}) all in one transaction."""
+    c = ctx(request)
+    bodies, bulk = await cm.bodies_of(request, "subnet", CREATE)
+    plans = [await subnet_plan(request, c, body) for body in bodies]
     now = cm.cloud_of(request).clock.now()
-
-    def work(conn: Connection) -> dict[str, Any]:
-        check_segment(conn, values.get("segment_id"), network["id"])
-        existing = sn.subnets_of(conn, network["id"])
-        address = sn.addressing(version, cidr, **addressing, existing=existing)
-        return sn.insert_subnet(conn, {**values, **address}, now)
-
-    row = await cm.global_db(request).write(work)
-    return cm.item(request, "subnet", sn.subnet_view(row), status=201)
+    rows = await cm.global_db(request).write(lambda conn: [insert_planned(conn, plan, now) for plan in plans])
+    return cm.created(request, "subnet", [sn.subnet_view(r) for r in rows], bulk)
 
 
 @cm.neutron_errors
