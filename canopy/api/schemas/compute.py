@@ -3,7 +3,7 @@ Fields carry their range (`since`, `until`); `at_version` gives a model at one m
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -108,12 +108,28 @@ class ServerShown(Server):
     server_groups: list[str] = since("2.71")
 
 
+class ServerDown(Body):
+    """A server whose cell does not answer (2.69+): only what the global database knows."""
+
+    id: str
+    status: Literal["UNKNOWN"]
+    links: list[Link]
+    tenant_id: str | None = None
+    created: str | None = None
+
+
 class ServerOne(Body):
     server: ServerShown
 
 
+class ServerDownOne(Body):
+    """GET /servers/{id} of a server whose cell does not answer (2.69+)."""
+
+    server: ServerDown
+
+
 class ServerDetails(Body):
-    servers: list[Server]
+    servers: list[Server | ServerDown]
     servers_links: list[Link] | None = None
 
 
@@ -124,7 +140,7 @@ class ServerBrief(Body):
 
 
 class ServerList(Body):
-    servers: list[ServerBrief]
+    servers: list[ServerBrief | ServerDown]
     servers_links: list[Link] | None = None
 
 

@@ -28,7 +28,7 @@ def _crud(kind: str, one: type[Body], many: type[Body]) -> dict[str, Spec]:
 
 
 COMPUTE: dict[str, Spec] = {
-    "compute:servers:show": {200: (cs.ServerOne,)},
+    "compute:servers:show": {200: (cs.ServerOne, cs.ServerDownOne)},
     "compute:servers:update": {200: (cs.ServerOne,)},
     "compute:servers:detail": {200: (cs.ServerDetails,)},
     "compute:servers:index": {200: (cs.ServerList,)},
