@@ -111,7 +111,7 @@ def _instance_spec(run: TaskRun, ports: list[PortRecord]) -> InstanceSpec:
         flavor_extra_specs=flavor.extra_specs,
         ports=[PortSpec(id=pt.id, mac_address=pt.mac_address, network_id=pt.network_id,
                         fixed_ips=pt.fixed_ips, subnets=subnets.get(pt.network_id, [])) for pt in ports],
-        key_data=p.key_data, user_data=p.user_data, metadata=p.metadata,
+        key_data=p.key_data, user_data=p.user_data, metadata=p.metadata, admin_pass=p.admin_pass,
     )
 
 

@@ -147,6 +147,7 @@ class InstanceSpec(Message):
     key_data: str | None = None
     user_data: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
+    admin_pass: str | None = None  # the config drive's admin_pass, for the guest to set
 
 
 class SpawnInstance(Message):

@@ -86,6 +86,8 @@ MEASURED: dict[str, Req] = {
     "compute:usage:show": ("GET", "/compute/v2.1/os-simple-tenant-usage/{demo_project}", None, "admin"),
     "compute:aggregates": ("GET", "/compute/v2.1/os-aggregates", None, "admin"),
     "compute:server-groups": ("GET", "/compute/v2.1/os-server-groups", None, "demo"),
+    "compute:server_tags:index": ("GET", "/compute/v2.1/servers/{server}/tags", None, "demo"),
+    "compute:server_password:show": ("GET", "/compute/v2.1/servers/{server}/os-server-password", None, "demo"),
     "network.versions": ("GET", "/network/", None, "demo"),
     "network.resources": ("GET", "/network/v2.0", None, "demo"),
     "network.extensions.list": ("GET", "/network/v2.0/extensions", None, "demo"),
@@ -127,6 +129,7 @@ NOT_MEASURED: dict[str, str] = {
     "image:download": "streams the image file; one row read",
     "image:upload": "streams a file into the store; one row written",
     "compute:server_migrations:show": "the same query as compute:server_migrations:index with the id added",
+    "compute:server_tags:show": "the same query as compute:server_tags:index",
 }
 WRITE_ROUTES_ON_SMALL_TABLES = "an administrative write on identity, flavor, image, aggregate, group or quota rows"
 

@@ -14,7 +14,10 @@ from canopy.api.compute import (
     quotas,
     scheduler_explain,
     server_groups,
+    server_lock,
     server_mobility,
+    server_password,
+    server_tags,
     servers,
     usage,
     versions,
@@ -30,6 +33,7 @@ def is_public(method: str, path: str) -> bool:
 
 
 actions.ACTIONS.update(server_mobility.ACTIONS)  # resize, migrations, snapshots, rebuild, rescue
+actions.ACTIONS.update(server_lock.ACTIONS)
 
 
 def service() -> Service:
@@ -50,5 +54,7 @@ def service() -> Service:
         *server_groups.ROUTES,
         *scheduler_explain.ROUTES,
         *server_mobility.ROUTES,
+        *server_tags.ROUTES,
+        *server_password.ROUTES,
     ]
     return Service("compute", routes, is_public, microversion.prepare)

@@ -115,9 +115,23 @@ def parse_server(body: dict[str, Any], mv: tuple[int, int]) -> ServerCreate:
             raise bad_request("Invalid input for field/attribute user_data. Value: <data>. "
                               "'user_data' is not base64 encoded") from None
     _check_block_devices(server)
+    _check_access_ips_and_tags(server)
     for net in server.networks if isinstance(server.networks, list) else []:
         _check_network_request(net)
     return server
+
+
+def _check_access_ips_and_tags(server: ServerCreate) -> None:
+    """accessIPv4/v6 must be addresses of their version; tags within Nova's limits."""
+    from canopy.api.compute.common import check_access_ip
+    from canopy.api.compute.server_tags import check_tags
+
+    if server.accessIPv4 is not None:
+        server.accessIPv4 = check_access_ip(server.accessIPv4, 4)
+    if server.accessIPv6 is not None:
+        server.accessIPv6 = check_access_ip(server.accessIPv6, 6)
+    if server.tags is not None:
+        server.tags = check_tags(server.tags)
 
 
 def _check_block_devices(server: ServerCreate) -> None:
@@ -370,7 +384,8 @@ def _plan(server: ServerCreate, rc: RequestContext, flavor: FlavorSnapshot, imag
             flavor=flavor, image_id=image_id, networks=choices, availability_zone=zone, force_host=force_host,
             key_data=key_data, user_data=server.user_data, metadata=server.metadata or {}, name=name,
             hostname=hostname_of(name, uuid), project_id=rc.project_id or "", user_id=rc.user_id,
-            scheduler_hints=hints, image_properties=image_properties, reservation_id=reservation_id, count=count)
+            scheduler_hints=hints, image_properties=image_properties, reservation_id=reservation_id, count=count,
+            admin_pass=server.adminPass)
         servers.append(PlannedServer(uuid=uuid, name=name, launch_index=i, payload=payload))
     return Plan(servers=servers, flavor=flavor, image_id=image_id, min_count=server.min_count,
                 reservation_id=reservation_id, zone=zone, key_data=key_data, hints=hints)
@@ -441,6 +456,7 @@ def _insert_instance(conn: Connection, rc: RequestContext, plan: Plan, server: S
         config_drive="True" if server.config_drive in (True, "True", "true", "1") else "",
         metadata=server.metadata or {}, networks=[n.network["id"] for n in p.networks], addresses={},
         reservation_id=plan.reservation_id, launch_index=item.launch_index, locked=False, progress=0,
+        access_ip_v4=server.accessIPv4, access_ip_v6=server.accessIPv6, tags=server.tags or None,
         created_at=now, updated_at=now, deleted=False))
     action_id = conn.execute(_INSERT_ACTION, dict(
         instance_uuid=item.uuid, request_id=rc.request_id, action="create", user_id=rc.user_id,

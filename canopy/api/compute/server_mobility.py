@@ -5,7 +5,6 @@ migrations a server went through: GET /os-migrations, GET/DELETE /servers/{id}/m
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 import uuid as uuidlib
 from typing import Any
 
@@ -15,7 +14,7 @@ from starlette.responses import Response
 
 from canopy import states
 from canopy.api.compute import server_actions
-from canopy.api.compute.common import cell_db, cloud_of, load_visible_instance
+from canopy.api.compute.common import admin_password, cell_db, cloud_of, load_visible_instance, password_body
 from canopy.api.compute.microversion import mv
 from canopy.api.compute.os_services import is_up
 from canopy.api.compute.server_actions import start_action
@@ -114,7 +113,9 @@ async def _evacuate(request: Request, uuid: str, arg: Any) -> Response:
                             "(it is up).")
     await _check_target(request, uuid, host)
     await start_action(request, uuid, "evacuate", ActionPayload(host=host))
-    return json_response({"adminPass": secrets.token_urlsafe(9)}) if mv(request) < (2, 14) else empty_response(200)
+    if mv(request) < (2, 14):
+        return json_response(password_body(request, admin_password(request, body.get("adminPass"))))
+    return empty_response(200)
 
 
 async def _confirm(request: Request, uuid: str, arg: Any) -> Response:
@@ -133,11 +134,18 @@ async def _rebuild(request: Request, uuid: str, arg: Any) -> Response:
     name = body.get("name")
     if name is not None and (not isinstance(name, str) or not 1 <= len(name.strip()) <= 255):
         raise bad_request("Invalid input for field/attribute name. It must be a string of 1-255 characters.")
+    given = body.get("adminPass")
+    if given is not None and not isinstance(given, str):
+        raise bad_request("Invalid input for field/attribute adminPass. It must be a string.")
     image_id = await _usable_image(request, body["imageRef"])
-    await start_action(request, uuid, "rebuild", ActionPayload(image_id=image_id, name=name or None))
+    password = admin_password(request, given)
+    await start_action(request, uuid, "rebuild", ActionPayload(image_id=image_id, name=name or None,
+                                                               admin_pass=password))
     from canopy.api.compute.servers import show_server_body
 
-    return json_response(await show_server_body(request, uuid), status=202)
+    shown = await show_server_body(request, uuid)
+    shown["server"].update(password_body(request, password))
+    return json_response(shown, status=202)
 
 
 async def _usable_image(request: Request, ref: str) -> str:
@@ -152,11 +160,15 @@ async def _usable_image(request: Request, ref: str) -> str:
 
 async def _rescue(request: Request, uuid: str, arg: Any) -> Response:
     body = _obj(arg, "rescue")
-    payload = ActionPayload()
+    given = body.get("adminPass")
+    if given is not None and not isinstance(given, str):
+        raise bad_request("Invalid input for field/attribute adminPass. It must be a string.")
+    password = admin_password(request, given)
+    image = None
     if body.get("rescue_image_ref") is not None:
-        payload = ActionPayload(rescue_image_ref=await _usable_image(request, str(body["rescue_image_ref"])))
-    await start_action(request, uuid, "rescue", payload)
-    return json_response({"adminPass": body.get("adminPass") or secrets.token_urlsafe(9)})
+        image = await _usable_image(request, str(body["rescue_image_ref"]))
+    await start_action(request, uuid, "rescue", ActionPayload(rescue_image_ref=image, admin_pass=password))
+    return json_response(password_body(request, password))
 
 
 async def _unrescue(request: Request, uuid: str, arg: Any) -> None:
