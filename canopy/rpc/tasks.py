@@ -117,6 +117,7 @@ class ActionPayload(BaseModel):
     backup_type: str | None = None  # createBackup: the kind of backup (daily, weekly…) rotated together
     rotation: int | None = None  # createBackup: how many backups of that type to keep
     offload: bool | None = None  # shelve: offload at once (shelved_offload_time 0)
+    availability_zone: str | None = None  # unshelve (2.77+): the zone to place an offloaded server in
 
 
 TaskPayload = BuildPayload | ActionPayload

@@ -17,6 +17,7 @@ from canopy.api.compute import (
     server_lock,
     server_mobility,
     server_password,
+    server_shelve,
     server_tags,
     servers,
     usage,
@@ -34,6 +35,7 @@ def is_public(method: str, path: str) -> bool:
 
 actions.ACTIONS.update(server_mobility.ACTIONS)  # resize, migrations, snapshots, rebuild, rescue
 actions.ACTIONS.update(server_lock.ACTIONS)
+actions.ACTIONS.update(server_shelve.ACTIONS)  # shelve, shelveOffload, unshelve, createBackup
 
 
 def service() -> Service:

@@ -189,6 +189,22 @@ async def _create_image(request: Request, uuid: str, arg: Any) -> Response:
     if inst["vm_state"] not in rule.from_vm_states or inst["task_state"] is not None:
         where = f"task_state {inst['task_state']}" if inst["task_state"] else f"vm_state {inst['vm_state']}"
         raise ApiError(409, f"Cannot 'createImage' instance {uuid} while it is in {where}")
+    image_id = await create_snapshot_image(request, inst, name, meta)
+    try:
+        await start_action(request, uuid, "snapshot", ActionPayload(image_id=image_id))
+    except ApiError:
+        await cloud_of(request).dbs.global_db.write(store.delete_image, image_id)  # nothing half-written
+        raise
+    location = f"{str(request.base_url).rstrip('/')}/image/v2/images/{image_id}"
+    if mv(request) >= (2, 45):
+        return json_response({"image_id": image_id}, status=202, headers={"Location": location})
+    return empty_response(202, headers={"Location": location})
+
+
+async def create_snapshot_image(request: Request, inst: dict[str, Any], name: str, meta: dict[str, str],
+                                own: dict[str, Any] | None = None) -> str:
+    """A queued image owned by the server's project, with the base image's boot properties (what the
+    agent uploads a createImage, createBackup or shelve into); its id."""
     cloud = cloud_of(request)
     base = await cloud.dbs.global_db.read(store.get_image, inst["image_ref"]) or {}
     props = {k: v for k, v in (base.get("properties") or {}).items()
@@ -198,18 +214,11 @@ async def _create_image(request: Request, uuid: str, arg: Any) -> Response:
     record = {"id": image_id, "name": name, "owner": inst["project_id"], "visibility": "private", "status": "queued",
               "container_format": None, "disk_format": None, "size": None, "checksum": None, "os_hash_algo": None,
               "os_hash_value": None, "min_disk": inst["flavor"]["disk"], "min_ram": 0, "protected": False, "tags": [],
-              "properties": {**props, **meta, "image_type": "snapshot", "instance_uuid": uuid,
-                             "base_image_ref": inst["image_ref"]}, "created_at": now, "updated_at": now}
+              "properties": {**props, **meta, "image_type": "snapshot", "instance_uuid": inst["uuid"],
+                             "base_image_ref": inst["image_ref"], **(own or {})},
+              "created_at": now, "updated_at": now}
     await cloud.dbs.global_db.write(store.create_image, record)
-    try:
-        await start_action(request, uuid, "snapshot", ActionPayload(image_id=image_id))
-    except ApiError:
-        await cloud.dbs.global_db.write(store.delete_image, image_id)  # nothing half-written
-        raise
-    location = f"{str(request.base_url).rstrip('/')}/image/v2/images/{image_id}"
-    if mv(request) >= (2, 45):
-        return json_response({"image_id": image_id}, status=202, headers={"Location": location})
-    return empty_response(202, headers={"Location": location})
+    return image_id
 
 
 ACTIONS = {
