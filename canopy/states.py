@@ -72,6 +72,8 @@ SHELVING_IMAGE_UPLOADING = "shelving_image_uploading"
 SHELVING_OFFLOADING = "shelving_offloading"
 UNSHELVING = "unshelving"
 IMAGE_BACKUP = "image_backup"
+INTERFACE_ATTACHING = "interface_attaching"  # Nova holds a lock, not a task state; these make it visible
+INTERFACE_DETACHING = "interface_detaching"
 
 BUILD_STEPS = (SCHEDULING, NETWORKING, BLOCK_DEVICE_MAPPING, SPAWNING)
 
@@ -159,6 +161,8 @@ ACTIONS: dict[str, ActionRule] = {
         ActionRule("shelve", (ACTIVE, STOPPED, PAUSED, SUSPENDED), SHELVING),
         ActionRule("shelve_offload", (SHELVED,), SHELVING_OFFLOADING),
         ActionRule("unshelve", (SHELVED, SHELVED_OFFLOADED), UNSHELVING),
+        ActionRule("attach_interface", (ACTIVE, PAUSED, STOPPED, SHELVED, SHELVED_OFFLOADED), INTERFACE_ATTACHING),
+        ActionRule("detach_interface", (ACTIVE, PAUSED, STOPPED, SHELVED, SHELVED_OFFLOADED), INTERFACE_DETACHING),
         ActionRule("delete", (ACTIVE, BUILDING, STOPPED, ERROR, PAUSED, SUSPENDED, RESIZED, RESCUED, SOFT_DELETED,
                               SHELVED, SHELVED_OFFLOADED), DELETING),
     )
@@ -206,6 +210,8 @@ ACTION_NAMES = {
     "shelve": "shelve",
     "shelve_offload": "shelveOffload",
     "unshelve": "unshelve",
+    "attach_interface": "attach_interface",
+    "detach_interface": "detach_interface",
 }
 
 # Task kinds of the mobility actions (issue 6), dispatched by the conductor.

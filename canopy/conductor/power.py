@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection
 
 from canopy import states
-from canopy.conductor import netsync, records
+from canopy.conductor import interfaces, netsync, records
 from canopy.conductor.taskrun import TaskRun, describe_exception
 from canopy.network import ports as netports
 from canopy.observability import notifications as notify
 from canopy.rpc.base import CallTimeout, NoRoute, Target
-from canopy.rpc.calls import DestroyInstance, InstanceState, PowerAction
+from canopy.rpc.calls import DestroyInstance, InstanceState, PortChange, PowerAction
 from canopy.scheduler import claims
 from canopy.states import PowerState
 
@@ -109,10 +109,12 @@ async def run_delete(env: TaskEnv, run: TaskRun) -> None:
     flavor = instance["flavor"]
     policy = await netsync.release_policy(env, instance["project_id"])  # the hold time of public addresses
     removed: list[dict[str, Any]] = []
+    kept: list[PortChange] = []
 
     def write(conn: Connection) -> None:
         if run.host:  # an instance holds a claim exactly while it has a host
             claims.release(conn, run.host, flavor["vcpus"], flavor["ram"], flavor["disk"], now)
+        kept.extend(interfaces.unbind_kept_ports(conn, run.instance_uuid, now))  # as Nova: unbound, not deleted
         removed.extend(netports.remove_ports_of_device(conn, run.instance_uuid, policy=policy, now=now))
         records.update_instance(conn, run.instance_uuid, now, vm_state=states.DELETED, task_state=None,
                                 power_state=int(PowerState.NOSTATE), deleted=True, deleted_at=now,
@@ -123,6 +125,8 @@ async def run_delete(env: TaskEnv, run: TaskRun) -> None:
 
     await env.db.write(write)
     await netsync.ports_removed(env, removed)
+    if kept:
+        await env.netsync.ports_changed(kept)
     await env.dbs.global_db.write(records.release_quota, instance["project_id"], 1, flavor["vcpus"], flavor["ram"])
     await notify.task_ended(env, run, instance, vm_state=states.DELETED, task_state=None, power_state=0,
                             deleted_at=now, terminated_at=now, updated_at=now)

@@ -17,6 +17,7 @@ from canopy.conductor import (
     backup,
     build,
     evacuate,
+    interfaces,
     live_migrate,
     migrate,
     power,
@@ -75,6 +76,8 @@ RUNNERS: dict[str, Runner] = {
     "shelve": Runner(shelve.run_shelve, shelve.shelve_failed),
     "shelve_offload": _mobility(shelve.run_shelve_offload),
     "unshelve": Runner(shelve.run_unshelve, shelve.unshelve_failed),
+    "attach_interface": Runner(interfaces.run_attach_interface, interfaces.attach_failed),
+    "detach_interface": _mobility(interfaces.run_detach_interface),
 }
 
 

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection
 
 from canopy import states
+from canopy.conductor import interfaces, records
 from canopy.conductor import mobility as mob
-from canopy.conductor import records
 from canopy.conductor.taskrun import TaskRun
 from canopy.image import store
 from canopy.rpc.calls import DestroyInstance, PowerAction, SpawnInstance
@@ -76,7 +76,7 @@ async def _offload(env: TaskEnv, run: TaskRun, inst: dict[str, Any]) -> None:
 
     def extra(conn: Connection, now: Any) -> None:
         mob.release(conn, host, inst["flavor"], now)
-        moved.extend(mob.move_ports(conn, run.instance_uuid, "", now))  # unbound: the old host's flows go
+        moved.extend(interfaces.rebind_ports(conn, run.instance_uuid, "", now))  # unbound: the host's flows go
 
     await mob.finish(env, run, extra, vm_state=states.SHELVED_OFFLOADED, host=None,
                      power_state=int(PowerState.NOSTATE))
@@ -125,7 +125,7 @@ def _bind_ports(conn: Connection, env: TaskEnv, run: TaskRun, target: str) -> li
     """The claimed host becomes the instance's (it holds the claim now) and its ports are bound there."""
     now = env.clock.now()
     records.update_instance(conn, run.instance_uuid, now, host=target)
-    return mob.move_ports(conn, run.instance_uuid, target, now)
+    return interfaces.rebind_ports(conn, run.instance_uuid, target, now)
 
 
 async def _unplace(env: TaskEnv, run: TaskRun, inst: dict[str, Any], target: str) -> None:
@@ -139,7 +139,7 @@ async def _unplace(env: TaskEnv, run: TaskRun, inst: dict[str, Any], target: str
         now = env.clock.now()
         mob.release(conn, target, inst["flavor"], now)
         records.update_instance(conn, run.instance_uuid, now, host=None)
-        return mob.move_ports(conn, run.instance_uuid, "", now)
+        return interfaces.rebind_ports(conn, run.instance_uuid, "", now)
 
     await mob.ports_moved(env, await env.db.write(write))
     run.host = None

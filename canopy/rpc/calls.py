@@ -165,6 +165,22 @@ class PowerAction(Message):
     timeout_s: float = 60.0
 
 
+class AttachInterface(Message):
+    """Agent: add the port's NIC to the guest (its flows are already on the host); reply Ack."""
+
+    kind: ClassVar[str] = "attach_interface"
+    instance_uuid: str
+    port: PortSpec
+
+
+class DetachInterface(Message):
+    """Agent: remove the port's NIC from the guest and its tap; reply Ack."""
+
+    kind: ClassVar[str] = "detach_interface"
+    instance_uuid: str
+    port_id: str
+
+
 class DestroyInstance(Message):
     kind: ClassVar[str] = "destroy_instance"
     instance_uuid: str

@@ -61,6 +61,7 @@ class NetworkChoice(BaseModel):
     network: dict[str, Any]
     subnets: list[dict[str, Any]] = Field(default_factory=list)
     fixed_ip: str | None = None
+    port_id: str | None = None  # a port the user created beforehand (claimed by the api, bound at boot)
 
 
 class GroupHint(BaseModel):
@@ -118,6 +119,7 @@ class ActionPayload(BaseModel):
     rotation: int | None = None  # createBackup: how many backups of that type to keep
     offload: bool | None = None  # shelve: offload at once (shelved_offload_time 0)
     availability_zone: str | None = None  # unshelve (2.77+): the zone to place an offloaded server in
+    port_id: str | None = None  # attach_interface, detach_interface: the port
 
 
 TaskPayload = BuildPayload | ActionPayload

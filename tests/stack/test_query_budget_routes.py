@@ -88,6 +88,8 @@ MEASURED: dict[str, Req] = {
     "compute:server-groups": ("GET", "/compute/v2.1/os-server-groups", None, "demo"),
     "compute:server_tags:index": ("GET", "/compute/v2.1/servers/{server}/tags", None, "demo"),
     "compute:server_password:show": ("GET", "/compute/v2.1/servers/{server}/os-server-password", None, "demo"),
+    "compute:interfaces:index": ("GET", "/compute/v2.1/servers/{server}/os-interface", None, "demo"),
+    "compute:interfaces:show": ("GET", "/compute/v2.1/servers/{server}/os-interface/{port}", None, "demo"),
     "compute:images:index": ("GET", "/compute/v2.1/images", None, "demo"),
     "compute:images:detail": ("GET", "/compute/v2.1/images/detail", None, "demo"),
     "compute:images:show": ("GET", f"/compute/v2.1/images/{TINY_IMAGE_ID}", None, "demo"),

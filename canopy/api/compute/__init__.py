@@ -16,6 +16,7 @@ from canopy.api.compute import (
     quotas,
     scheduler_explain,
     server_groups,
+    server_interfaces,
     server_lock,
     server_mobility,
     server_password,
@@ -63,6 +64,7 @@ def service() -> Service:
         *scheduler_explain.ROUTES,
         *server_mobility.ROUTES,
         *server_tags.ROUTES,
+        *server_interfaces.ROUTES,
         *server_password.ROUTES,
     ]
     return Service("compute", routes, is_public, microversion.prepare)

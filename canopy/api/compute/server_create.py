@@ -20,6 +20,7 @@ from canopy import states
 from canopy.api.compute.common import cloud_of
 from canopy.api.compute.quota_store import QuotaExceeded, reserve
 from canopy.api.compute.server_groups import HintsRequest, add_group_members, parse_hints, resolve_hints
+from canopy.api.compute.server_ports import claim_port, requested_ports
 from canopy.api.errors import ApiError, bad_request
 from canopy.api.http import ctx, is_uuid, validate
 from canopy.context import RequestContext
@@ -118,6 +119,9 @@ def parse_server(body: dict[str, Any], mv: tuple[int, int]) -> ServerCreate:
     _check_access_ips_and_tags(server)
     for net in server.networks if isinstance(server.networks, list) else []:
         _check_network_request(net)
+        if net.port is not None and (server.max_count or server.min_count) > 1:
+            raise bad_request("Unable to launch multiple instances with a single configured port ID. Please "
+                              "launch your instance one by one with different ports.")
     return server
 
 
@@ -149,8 +153,12 @@ def _check_block_devices(server: ServerCreate) -> None:
 
 
 def _check_network_request(net: NetworkRequest) -> None:
-    if net.port:
-        raise bad_request("Booting with a pre-created port is not supported yet; pass a network uuid.")
+    if net.port is not None:
+        if not is_uuid(net.port):
+            raise bad_request(f"Bad networks format: port uuid is not in proper format ({net.port})")
+        if net.fixed_ip is not None:
+            raise bad_request("Invalid input for field/attribute networks. A fixed_ip cannot be given with a port.")
+        return
     if not net.uuid:
         raise bad_request("Invalid input for field/attribute networks. A network 'uuid' is required.")
     if not is_uuid(net.uuid):
@@ -266,7 +274,7 @@ def pick_networks(server: ServerCreate, found: dict[str, Any], rc: RequestContex
             if net is None or not (rc.is_admin or net["network"]["shared"]
                                    or net["network"]["project_id"] == rc.project_id):
                 raise bad_request(f"Network {req.uuid} could not be found.")
-            chosen.append({**net, "fixed_ip": req.fixed_ip})
+            chosen.append({**net, "fixed_ip": req.fixed_ip, "port_id": req.port})
         return chosen
     if len(nets) == 0:
         return []
@@ -352,7 +360,12 @@ async def create_servers(request: Request, req: CreateRequest) -> tuple[list[str
     if not server.imageRef:
         raise bad_request("Missing imageRef attribute")
     image_id = _image_ref(server.imageRef)
-    network_ids = [n.uuid for n in server.networks if n.uuid] if isinstance(server.networks, list) else None
+    requests = server.networks if isinstance(server.networks, list) else []
+    ports = await requested_ports(cloud, rc, [n.port for n in requests if n.port])
+    for net in requests:
+        if net.port:
+            net.uuid = ports[net.port]["network_id"]  # a port's network is where it lives
+    network_ids = [n.uuid for n in requests if n.uuid] if isinstance(server.networks, list) else None
     found = await cloud.dbs.global_db.read(_lookups, rc, image_id, network_ids, server.key_name)
     check_image(found["image"], image_id, flavor, rc)
     if server.key_name and found["key"] is None:
@@ -458,6 +471,9 @@ def _insert_instance(conn: Connection, rc: RequestContext, plan: Plan, server: S
         reservation_id=plan.reservation_id, launch_index=item.launch_index, locked=False, progress=0,
         access_ip_v4=server.accessIPv4, access_ip_v6=server.accessIPv6, tags=server.tags or None,
         created_at=now, updated_at=now, deleted=False))
+    for choice in p.networks:
+        if choice.port_id:
+            claim_port(conn, choice.port_id, item.uuid, now)
     action_id = conn.execute(_INSERT_ACTION, dict(
         instance_uuid=item.uuid, request_id=rc.request_id, action="create", user_id=rc.user_id,
         project_id=rc.project_id, start_time=now, updated_at=now)).inserted_primary_key

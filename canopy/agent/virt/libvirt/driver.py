@@ -25,7 +25,7 @@ from canopy.agent.disk.backend import DiskBackend, backend_for
 from canopy.agent.disk.cache import ImageCache
 from canopy.agent.virt import customize
 from canopy.agent.virt.base import DriverError, GuestStatus, HostInfo, InstanceNotFound, PowerState
-from canopy.agent.virt.domain_model import read_serial_log, read_taps
+from canopy.agent.virt.domain_model import InterfaceSpec, interface_xml, read_serial_log, read_taps
 from canopy.agent.virt.libvirt.builder import PREFIX, GuestBuilder, GuestTaps
 from canopy.agent.virt.libvirt.connection import Hypervisor
 from canopy.agent.virt.libvirt.host import HostFacts, guest_status, tail_lines
@@ -175,6 +175,34 @@ class LibvirtDriver:
     async def plug_vifs(self, uuid: str, ports: list[PortSpec]) -> list[str]:
         """Make each port's tap (ethernet mode) before anything plugs it or the guest opens it."""
         return await self.guest_taps.plug(ports)
+
+    def _nic(self, port: PortSpec) -> InterfaceSpec:
+        return InterfaceSpec(mac=port.mac_address, tap=tap_name(port.id), kind=self.config.vif_type,
+                             bridge=self.config.bridge, port_id=port.id, mtu=port.mtu)
+
+    async def _hotplug_flags(self, dom: Any) -> int:
+        """Change the definition, and the running guest too when it runs."""
+        live = libvirt.VIR_DOMAIN_AFFECT_LIVE if await self.hv.call(dom.isActive) else 0
+        return int(libvirt.VIR_DOMAIN_AFFECT_CONFIG | live)
+
+    async def attach_interface(self, uuid: str, port: PortSpec) -> None:
+        """Make the port's tap, then add its NIC to the guest (idempotent: a NIC it has stays)."""
+        dom = await self.hv.dom(uuid)
+        if any(tap == tap_name(port.id) for tap, _ in read_taps(await self.hv.xml_of(dom))):
+            return
+        await self.guest_taps.plug([port])
+        await self.hv.call(dom.attachDeviceFlags, interface_xml(self._nic(port)), await self._hotplug_flags(dom))
+
+    async def detach_interface(self, uuid: str, port_id: str) -> None:
+        """Remove the port's NIC from the guest, then its tap (a NIC it lacks is not an error)."""
+        dom = await self.hv.dom(uuid)
+        tap = tap_name(port_id)
+        macs = [mac for t, mac in read_taps(await self.hv.xml_of(dom)) if t == tap]
+        if macs:
+            port = PortSpec(id=port_id, mac_address=macs[0], network_id="")
+            await self.hv.call(dom.detachDeviceFlags, interface_xml(self._nic(port)),
+                               await self._hotplug_flags(dom))
+        await self.guest_taps.remove([tap])
 
     async def _ensure_taps(self, dom: Any) -> None:
         await self.guest_taps.ensure_for(await self.hv.xml_of(dom))
