@@ -262,7 +262,8 @@ def db_upgrade(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
     dbs = open_databases(settings)
     upgrade_all(dbs)
     console.print(f"global: {current_revision(dbs.global_db.primary, 'global')}  "
-                  f"cell {settings.database.cell_name}: {current_revision(dbs.default_cell.primary, 'cell')}")
+                  f"cell {settings.database.cell_name}: {current_revision(dbs.default_cell.primary, 'cell')}",
+                  soft_wrap=True)  # the heads are one token for scripts: never wrapped at the terminal's width
     dbs.dispose()
 
 
