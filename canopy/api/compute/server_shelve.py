@@ -10,14 +10,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from canopy import states
-from canopy.api.compute.common import check_unlocked, cloud_of
+from canopy.api.compute.common import cell_db, check_unlocked, cloud_of, load_visible_instance
 from canopy.api.compute.microversion import mv
 from canopy.api.compute.server_actions import start_action
-from canopy.api.compute.server_mobility import _instance, create_snapshot_image
+from canopy.api.compute.server_mobility import create_snapshot_image
 from canopy.api.errors import ApiError, bad_request
 from canopy.api.http import ctx, empty_response, json_response, require_admin
 from canopy.image import store
 from canopy.rpc.tasks import ActionPayload
+
+
+async def _instance(request: Request, uuid: str) -> dict[str, Any]:
+    rc = ctx(request)
+    return await cell_db(request).read_fresh(load_visible_instance, uuid, rc.project_id, rc.is_admin)
 
 
 def _check_state(inst: dict[str, Any], action: str, api_name: str) -> None:
