@@ -140,6 +140,16 @@ class MobilityConfig(BaseModel):
     progress_poll_s: float = 1.0  # how often a live migration's progress is written
 
 
+class ComputeConfig(BaseModel):
+    """Compute API behaviour that Nova makes configurable."""
+
+    # Nova's [api] enable_instance_password: return a generated adminPass on create, rebuild and rescue
+    enable_instance_password: bool = True
+    password_length: int = Field(default=12, ge=8, le=255)  # Nova's password_length
+    # Nova's shelved_offload_time: 0 offloads at once; -1 never (a positive delay is run by the sweeper)
+    shelved_offload_time: int = 0
+
+
 class AgentConfig(BaseModel):
     host: str = ""
     driver: Literal["fake", "libvirt"] = "fake"
@@ -318,6 +328,7 @@ class Settings(BaseSettings):
     observability: ObservabilityConfig = Field(default_factory=ObservabilityConfig)
     network: NetworkConfig = Field(default_factory=NetworkConfig)
     mobility: MobilityConfig = Field(default_factory=MobilityConfig)
+    compute: ComputeConfig = Field(default_factory=ComputeConfig)
     log_level: str = "INFO"
 
     @classmethod

@@ -30,6 +30,8 @@ RESCUED = "rescued"
 ERROR = "error"
 DELETED = "deleted"
 SOFT_DELETED = "soft-delete"
+SHELVED = "shelved"
+SHELVED_OFFLOADED = "shelved_offloaded"
 
 # task_state
 SCHEDULING = "scheduling"
@@ -63,6 +65,15 @@ REBUILD_SPAWNING = "rebuild_spawning"
 RESCUING = "rescuing"
 UNRESCUING = "unrescuing"
 MIGRATING = "migrating"
+# shelve, backup (issue 16)
+SHELVING = "shelving"
+SHELVING_IMAGE_PENDING_UPLOAD = "shelving_image_pending_upload"
+SHELVING_IMAGE_UPLOADING = "shelving_image_uploading"
+SHELVING_OFFLOADING = "shelving_offloading"
+UNSHELVING = "unshelving"
+IMAGE_BACKUP = "image_backup"
+INTERFACE_ATTACHING = "interface_attaching"  # Nova holds a lock, not a task state; these make it visible
+INTERFACE_DETACHING = "interface_detaching"
 
 BUILD_STEPS = (SCHEDULING, NETWORKING, BLOCK_DEVICE_MAPPING, SPAWNING)
 
@@ -77,6 +88,8 @@ _STATUS = {
     ERROR: "ERROR",
     DELETED: "DELETED",
     SOFT_DELETED: "SOFT_DELETED",
+    SHELVED: "SHELVED",
+    SHELVED_OFFLOADED: "SHELVED_OFFLOADED",
 }
 _TASK_STATUS = {
     (ACTIVE, REBOOTING): "REBOOT",
@@ -144,8 +157,14 @@ ACTIONS: dict[str, ActionRule] = {
         ActionRule("rescue", (ACTIVE, STOPPED, ERROR), RESCUING),
         ActionRule("unrescue", (RESCUED,), UNRESCUING),
         ActionRule("live_migrate", (ACTIVE, PAUSED), MIGRATING),
-        ActionRule("delete", (ACTIVE, BUILDING, STOPPED, ERROR, PAUSED, SUSPENDED, RESIZED, RESCUED, SOFT_DELETED),
-                   DELETING),
+        ActionRule("backup", (ACTIVE, STOPPED, PAUSED, SUSPENDED), IMAGE_BACKUP),
+        ActionRule("shelve", (ACTIVE, STOPPED, PAUSED, SUSPENDED), SHELVING),
+        ActionRule("shelve_offload", (SHELVED,), SHELVING_OFFLOADING),
+        ActionRule("unshelve", (SHELVED, SHELVED_OFFLOADED), UNSHELVING),
+        ActionRule("attach_interface", (ACTIVE, PAUSED, STOPPED, SHELVED, SHELVED_OFFLOADED), INTERFACE_ATTACHING),
+        ActionRule("detach_interface", (ACTIVE, PAUSED, STOPPED, SHELVED, SHELVED_OFFLOADED), INTERFACE_DETACHING),
+        ActionRule("delete", (ACTIVE, BUILDING, STOPPED, ERROR, PAUSED, SUSPENDED, RESIZED, RESCUED, SOFT_DELETED,
+                              SHELVED, SHELVED_OFFLOADED), DELETING),
     )
 }
 
@@ -187,6 +206,12 @@ ACTION_NAMES = {
     "rescue": "rescue",
     "unrescue": "unrescue",
     "live_migrate": "live-migration",
+    "backup": "createBackup",
+    "shelve": "shelve",
+    "shelve_offload": "shelveOffload",
+    "unshelve": "unshelve",
+    "attach_interface": "attach_interface",
+    "detach_interface": "detach_interface",
 }
 
 # Task kinds of the mobility actions (issue 6), dispatched by the conductor.

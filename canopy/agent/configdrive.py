@@ -32,13 +32,16 @@ def meta_data(spec: InstanceSpec, availability_zone: str = "nova") -> dict[str, 
     if spec.key_data:
         # the spec carries the key, not its name
         keys["key"] = spec.key_data.strip()
-    return {
+    doc: dict[str, Any] = {
         "uuid": spec.uuid, "name": spec.name, "hostname": spec.hostname, "project_id": spec.project_id,
         "availability_zone": availability_zone, "launch_index": 0, "meta": dict(spec.metadata),
         "public_keys": keys,
         "keys": [{"name": name, "type": "ssh", "data": data} for name, data in keys.items()],
         "devices": [],
     }
+    if spec.admin_pass:
+        doc["admin_pass"] = spec.admin_pass  # as Nova's config drive: cloud-init sets it for the default user
+    return doc
 
 
 def _subnet_of(ip: str, subnets: list[dict[str, Any]]) -> dict[str, Any] | None:

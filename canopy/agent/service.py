@@ -16,13 +16,23 @@ from canopy.agent.health import HostHealth, agent_probes
 from canopy.agent.net.fake import FakeApplier
 from canopy.agent.net.node import NetNode
 from canopy.agent.reconcile import HostReconciler, ReconcileReport
-from canopy.agent.virt.base import DriverError, InstanceNotFound, MobileDriver, Mobility, PowerState, VirtDriver
+from canopy.agent.virt.base import (
+    DriverError,
+    InstanceNotFound,
+    InterfaceHotplug,
+    MobileDriver,
+    Mobility,
+    PowerState,
+    VirtDriver,
+)
 from canopy.observability.logs import log_fields
 from canopy.periodic import next_delay
 from canopy.rpc.base import BusError, Target, Transport
 from canopy.rpc.calls import (
+    AttachInterface,
     ConsoleText,
     DestroyInstance,
+    DetachInterface,
     GetConsoleOutput,
     Heartbeat,
     InstanceState,
@@ -187,6 +197,8 @@ class Agent:
             await self.driver.destroy(msg.instance_uuid)
             await self.net.plug()
             return Ack()
+        if isinstance(msg, AttachInterface | DetachInterface):
+            return await self._hotplug(msg)
         if isinstance(msg, GetConsoleOutput):
             return ConsoleText(output=await self.driver.console_output(msg.instance_uuid, msg.length))
         if isinstance(msg, mobility.HANDLED):
@@ -221,6 +233,17 @@ class Agent:
                      extra={"instance_uuid": uuid})
         await self.net.plug()  # its taps exist now
         return InstanceState(instance_uuid=uuid, power_state=PowerState.RUNNING, steps=[step])
+
+    async def _hotplug(self, msg: AttachInterface | DetachInterface) -> Ack:
+        """Attach or detach one NIC, then plug (or forget) its tap on the switch."""
+        if not isinstance(self.driver, InterfaceHotplug):
+            raise DriverError(f"the driver of agent {self.host} cannot attach or detach interfaces")
+        if isinstance(msg, AttachInterface):
+            await self.driver.attach_interface(msg.instance_uuid, msg.port)
+        else:
+            await self.driver.detach_interface(msg.instance_uuid, msg.port_id)
+        await self.net.plug()
+        return Ack()
 
     async def _power(self, msg: PowerAction) -> InstanceState:
         uuid, steps = msg.instance_uuid, []

@@ -55,6 +55,15 @@ COMPUTE = {
             "compute:migrations:index", "compute:server_migrations:index", "compute:server_migrations:show",
             "compute:server_migrations:delete", "compute:canopy-inventory:index", "compute:canopy-inventory:create",
             "compute:canopy-inventory:show", "compute:canopy-inventory:update", "compute:canopy-inventory:delete"),
+    **_each(_READ, "compute:server_tags:index", "compute:server_tags:show", "compute:server_password:show",
+            "compute:interfaces:index", "compute:interfaces:show", "compute:images:index", "compute:images:detail",
+            "compute:images:show"),
+    # the handlers narrow these to the server's (or the image's) own project
+    **_each(_WRITE, "compute:server_tags:update_all", "compute:server_tags:update", "compute:server_tags:delete",
+            "compute:server_tags:delete_all", "compute:server_password:clear", "compute:interfaces:create",
+            "compute:interfaces:delete", "compute:images:delete"),
+    **_each(_ADMIN, "compute:quota-class-sets:show", "compute:quota-class-sets:update",
+            "compute:usage-audit-log:index", "compute:usage-audit-log:show"),
     # No Keystone token: a new host presents its single-use enrollment token, which the handler checks.
     **_each(_ANY, "compute:canopy-enroll:create"),
 }

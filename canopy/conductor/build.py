@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, select
 
 from canopy import states
-from canopy.conductor import netsync, records
+from canopy.conductor import interfaces, netsync, records
 from canopy.conductor.taskrun import TaskRun, describe_exception
 from canopy.db import tables_cell as c
 from canopy.network import port_views
@@ -20,7 +20,7 @@ from canopy.network import ports as netports
 from canopy.network.port_record import PortRecord
 from canopy.observability import notifications as notify
 from canopy.rpc.base import BusError, NoRoute, Target
-from canopy.rpc.calls import DestroyInstance, HostSelected, InstanceSpec, PortSpec, SpawnInstance
+from canopy.rpc.calls import DestroyInstance, HostSelected, InstanceSpec, PortChange, PortSpec, SpawnInstance
 from canopy.rpc.messages import Message
 from canopy.scheduler import claims
 from canopy.scheduler.client import select_host_message
@@ -149,13 +149,16 @@ def _networking(conn: Connection, env: TaskEnv, run: TaskRun, selected: HostSele
     ports: list[PortRecord] = []
     addresses: dict[str, list[dict[str, Any]]] = {}
     for index, req in enumerate(reqs):
-        fixed = [{"ip_address": req["fixed_ip"]}] if req.get("fixed_ip") else None
         # Ports list oldest first: a microsecond apart, they keep the order the server asked for its NICs.
         created = now + timedelta(microseconds=index)
-        port = netports.create_port(
-            conn, network=req["network"], subnets=req["subnets"], project_id=run.build.project_id,
-            device_id=run.instance_uuid, device_owner=f"compute:{selected.availability_zone}",
-            host_id=selected.host, fixed_ips=fixed, now=created, policy=policy)
+        if req.get("port_id"):  # a port the user made beforehand, claimed for this server by the api
+            port = _bind_kept_port(conn, req["port_id"], run.instance_uuid, selected, created)
+        else:
+            fixed = [{"ip_address": req["fixed_ip"]}] if req.get("fixed_ip") else None
+            port = netports.create_port(
+                conn, network=req["network"], subnets=req["subnets"], project_id=run.build.project_id,
+                device_id=run.instance_uuid, device_owner=f"compute:{selected.availability_zone}",
+                host_id=selected.host, fixed_ips=fixed, now=created, policy=policy)
         ports.append(port)
         addresses.setdefault(req["network"]["name"] or req["network"]["id"], []).extend(
             {"version": 6 if ":" in ip["ip_address"] else 4, "addr": ip["ip_address"], "mac": port.mac_address}
@@ -181,6 +184,20 @@ async def _call(env: TaskEnv, target: Target, msg: Message) -> Message:
             delay = min(delay * 2, 2.0)
 
 
+def _bind_kept_port(conn: Connection, port_id: str, uuid: str, selected: HostSelected, now: Any) -> PortRecord:
+    """Bind a port the server was given at create to the chosen host; its record."""
+    from canopy.db import tables_cell as c
+    from canopy.network.port_views import rows_where
+
+    found = rows_where(conn, c.ports.c.id == port_id)
+    if not found or found[0][0]["device_id"] != uuid:
+        raise RuntimeError(f"port {port_id} is no longer this server's (it was deleted or taken)")
+    netports.update_port(conn, port_id, {"host_id": selected.host,
+                                         "device_owner": f"compute:{selected.availability_zone}"}, now=now)
+    row, ips = rows_where(conn, c.ports.c.id == port_id)[0]
+    return PortRecord.of_row(row, ips)
+
+
 def _instance_spec(run: TaskRun, ports: list[PortRecord]) -> InstanceSpec:
     p = run.build
     flavor = p.flavor
@@ -192,7 +209,7 @@ def _instance_spec(run: TaskRun, ports: list[PortRecord]) -> InstanceSpec:
         flavor_extra_specs=flavor.extra_specs,
         ports=[PortSpec(id=pt.id, mac_address=pt.mac_address, network_id=pt.network_id,
                         fixed_ips=pt.fixed_ips, subnets=subnets.get(pt.network_id, [])) for pt in ports],
-        key_data=p.key_data, user_data=p.user_data, metadata=p.metadata,
+        key_data=p.key_data, user_data=p.user_data, metadata=p.metadata, admin_pass=p.admin_pass,
     )
 
 
@@ -226,11 +243,13 @@ async def fail_build(env: TaskEnv, run: TaskRun, exc: BaseException) -> None:
     flavor = run.build.flavor
 
     removed: list[dict[str, Any]] = []
+    kept: list[PortChange] = []
 
     def write(conn: Connection) -> None:
         # The claim the instance holds, whoever made it: a scheduler's reply this run never got (a timeout
         # after the claim committed) left run.host unset, and the claim must still go back.
         claims.unclaim(conn, run.instance_uuid, flavor.vcpus, flavor.memory_mb, flavor.disk_gb, now)
+        kept.extend(interfaces.unbind_kept_ports(conn, run.instance_uuid, now))
         removed.extend(netports.remove_ports_of_device(conn, run.instance_uuid))
         records.update_instance(conn, run.instance_uuid, now, vm_state=states.ERROR, task_state=None,
                                 power_state=int(PowerState.NOSTATE))
@@ -242,6 +261,8 @@ async def fail_build(env: TaskEnv, run: TaskRun, exc: BaseException) -> None:
 
     await env.db.write(write)
     await netsync.ports_removed(env, removed)
+    if kept:
+        await env.netsync.ports_changed(kept)
     await notify.task_failed(env, run, getattr(exc, "kind", None) or type(exc).__name__, message,
                              vm_state=states.ERROR, task_state=None)
 

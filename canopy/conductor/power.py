@@ -8,12 +8,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection
 
 from canopy import states
-from canopy.conductor import netsync, records
+from canopy.conductor import interfaces, netsync, records
 from canopy.conductor.taskrun import TaskRun, describe_exception
 from canopy.network import ports as netports
 from canopy.observability import notifications as notify
 from canopy.rpc.base import CallTimeout, NoRoute, Target
-from canopy.rpc.calls import DestroyInstance, InstanceState, PowerAction
+from canopy.rpc.calls import DestroyInstance, InstanceState, PortChange, PowerAction
 from canopy.scheduler import claims
 
 if TYPE_CHECKING:
@@ -108,6 +108,7 @@ async def run_delete(env: TaskEnv, run: TaskRun) -> None:
     flavor = instance["flavor"]
     policy = await netsync.release_policy(env, instance["project_id"])  # the hold time of public addresses
     removed: list[dict[str, Any]] = []
+    kept: list[PortChange] = []
 
     def write(conn: Connection) -> bool:
         # Conditional on the row not being deleted yet, so a delete run twice (taken over after its write
@@ -118,6 +119,7 @@ async def run_delete(env: TaskEnv, run: TaskRun) -> None:
         host = claims.placed_host(conn, run.instance_uuid)  # the row is ours now: the update above locked it
         if host:  # an instance holds a claim exactly while it has a host
             claims.release(conn, host, flavor["vcpus"], flavor["ram"], flavor["disk"], now)
+        kept.extend(interfaces.unbind_kept_ports(conn, run.instance_uuid, now))  # as Nova: unbound, not deleted
         removed.extend(netports.remove_ports_of_device(conn, run.instance_uuid, policy=policy, now=now))
         records.finish_action(conn, run.events.action_id, now)
         run.events.write(conn)
@@ -127,6 +129,8 @@ async def run_delete(env: TaskEnv, run: TaskRun) -> None:
     if not await env.db.write(write):
         return
     await netsync.ports_removed(env, removed)
+    if kept:
+        await env.netsync.ports_changed(kept)
     await env.dbs.global_db.write(records.release_quota, instance["project_id"], 1, flavor["vcpus"], flavor["ram"])
     await notify.task_ended(env, run, instance, vm_state=states.DELETED, task_state=None, power_state=0,
                             deleted_at=now, terminated_at=now, updated_at=now)

@@ -24,8 +24,8 @@ async def run_rebuild(env: TaskEnv, run: TaskRun) -> None:
     image_id = run.args.image_id or inst["image_ref"]
     power_on = inst["vm_state"] != states.STOPPED
     spec = await mob.spec_of(env, inst, image_id=image_id)
-    if run.args.name:
-        spec = spec.model_copy(update={"name": run.args.name})
+    if run.args.name or run.args.admin_pass:
+        spec = spec.model_copy(update={"name": run.args.name or spec.name, "admin_pass": run.args.admin_pass})
     await mob.set_step(env, run, states.REBUILD_SPAWNING)
     t0 = env.clock.now()
     reply = await mob.agent_call(env, inst["host"], RebuildInstance(instance=spec, power_on=power_on),

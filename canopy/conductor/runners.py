@@ -13,7 +13,20 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from canopy import states
-from canopy.conductor import build, evacuate, live_migrate, migrate, power, rebuild, rescue, resize, snapshot
+from canopy.conductor import (
+    backup,
+    build,
+    evacuate,
+    interfaces,
+    live_migrate,
+    migrate,
+    power,
+    rebuild,
+    rescue,
+    resize,
+    shelve,
+    snapshot,
+)
 from canopy.conductor import mobility as mob
 from canopy.conductor.env import TaskEnv
 from canopy.conductor.taskrun import TaskRun
@@ -59,6 +72,12 @@ RUNNERS: dict[str, Runner] = {
     "rescue": _mobility(rescue.run_rescue),
     "unrescue": _mobility(rescue.run_unrescue),
     "live_migrate": _mobility(live_migrate.run_live_migrate),
+    "backup": Runner(backup.run_backup, snapshot.snapshot_failed),
+    "shelve": Runner(shelve.run_shelve, shelve.shelve_failed),
+    "shelve_offload": _mobility(shelve.run_shelve_offload),
+    "unshelve": Runner(shelve.run_unshelve, shelve.unshelve_failed),
+    "attach_interface": Runner(interfaces.run_attach_interface, interfaces.attach_failed),
+    "detach_interface": _mobility(interfaces.run_detach_interface),
 }
 
 

@@ -38,4 +38,4 @@ async def snapshot_failed(env: TaskEnv, run: TaskRun, exc: Exception) -> None:
     """The queued image the API created goes, as in Nova; the server gets a fault."""
     if run.args.image_id:
         await env.dbs.global_db.write(store.delete_image, run.args.image_id, env.clock.now())
-    await mob.fail(env, run, "snapshot", exc)
+    await mob.fail(env, run, run.kind, exc)

@@ -111,6 +111,14 @@ instances = Table(
     Column("reservation_id", String(32), nullable=False, default=""),
     Column("launch_index", Integer, nullable=False, default=0),
     Column("locked", Boolean, nullable=False, default=False),
+    Column("locked_by", String(16), nullable=True),  # "owner" or "admin", as Nova
+    Column("locked_reason", String(255), nullable=True),
+    Column("access_ip_v4", String(39), nullable=True),
+    Column("access_ip_v6", String(39), nullable=True),
+    Column("tags", JSONType, nullable=True),
+    Column("server_password", Text, nullable=True),  # what the guest posted (os-server-password)
+    Column("shelved_image_id", String(36), nullable=True),
+    Column("shelved_at", UTCDateTime, nullable=True),
     Column("progress", Integer, nullable=False, default=0),
     Column("launched_at", UTCDateTime, nullable=True),
     Column("terminated_at", UTCDateTime, nullable=True),
@@ -204,6 +212,8 @@ ports = Table(
     Column("admin_state_up", Boolean, nullable=False, default=True),
     Column("port_security_enabled", Boolean, nullable=False, default=True),
     Column("allowed_address_pairs", JSONType, nullable=False, default=list),
+    # a port the user created and booted on: unbound, not deleted, when its server goes (as Nova)
+    Column("preserve_on_delete", Boolean, nullable=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Index("ix_ports_network", "network_id"),

@@ -166,6 +166,16 @@ quota_usage = Table(
     Column("ram_used", Integer, nullable=False, default=0),
 )
 
+# os-quota-class-sets: limits by class (NULL: the configured default); `default` is the one Nova uses.
+quota_classes = Table(
+    "quota_classes",
+    metadata,
+    Column("class_name", String(255), primary_key=True),
+    Column("instances", Integer, nullable=True),
+    Column("cores", Integer, nullable=True),
+    Column("ram", Integer, nullable=True),
+)
+
 instance_mappings = Table(
     "instance_mappings",
     metadata,

@@ -147,6 +147,7 @@ class InstanceSpec(Message):
     key_data: str | None = None
     user_data: str | None = None
     metadata: dict[str, str] = Field(default_factory=dict)
+    admin_pass: str | None = None  # the config drive's admin_pass, for the guest to set
 
 
 class SpawnInstance(Message):
@@ -162,6 +163,22 @@ class PowerAction(Message):
     instance_uuid: str
     action: str
     timeout_s: float = 60.0
+
+
+class AttachInterface(Message):
+    """Agent: add the port's NIC to the guest (its flows are already on the host); reply Ack."""
+
+    kind: ClassVar[str] = "attach_interface"
+    instance_uuid: str
+    port: PortSpec
+
+
+class DetachInterface(Message):
+    """Agent: remove the port's NIC from the guest and its tap; reply Ack."""
+
+    kind: ClassVar[str] = "detach_interface"
+    instance_uuid: str
+    port_id: str
 
 
 class DestroyInstance(Message):

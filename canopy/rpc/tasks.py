@@ -61,6 +61,7 @@ class NetworkChoice(BaseModel):
     network: dict[str, Any]
     subnets: list[dict[str, Any]] = Field(default_factory=list)
     fixed_ip: str | None = None
+    port_id: str | None = None  # a port the user created beforehand (claimed by the api, bound at boot)
 
 
 class GroupHint(BaseModel):
@@ -100,6 +101,7 @@ class BuildPayload(BaseModel):
     image_properties: dict[str, Any] = Field(default_factory=dict)
     reservation_id: str = ""
     count: int = 1  # the size of the multi-create batch this server belongs to
+    admin_pass: str | None = None  # handed to the guest (config drive); the task row goes when the build ends
 
 
 class ActionPayload(BaseModel):
@@ -112,6 +114,12 @@ class ActionPayload(BaseModel):
     image_id: str | None = None  # rebuild: the new image; snapshot: the image to upload into
     name: str | None = None  # rebuild: the new name
     rescue_image_ref: str | None = None  # rescue: the image to boot the rescue guest from
+    admin_pass: str | None = None  # rebuild, rescue: the guest's new admin password
+    backup_type: str | None = None  # createBackup: the kind of backup (daily, weekly…) rotated together
+    rotation: int | None = None  # createBackup: how many backups of that type to keep
+    offload: bool | None = None  # shelve: offload at once (shelved_offload_time 0)
+    availability_zone: str | None = None  # unshelve (2.77+): the zone to place an offloaded server in
+    port_id: str | None = None  # attach_interface, detach_interface: the port
 
 
 TaskPayload = BuildPayload | ActionPayload

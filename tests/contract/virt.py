@@ -13,14 +13,21 @@ import asyncio
 import hashlib
 import subprocess
 import uuid as uuidlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
 
-from canopy.agent.virt.base import DriverError, InstanceNotFound, Mobility, PowerState, VirtDriver
+from canopy.agent.virt.base import (
+    DriverError,
+    InstanceNotFound,
+    InterfaceHotplug,
+    Mobility,
+    PowerState,
+    VirtDriver,
+)
 from canopy.agent.virt.vif import tap_name
 from canopy.rpc.calls import InstanceSpec, PortSpec
 
@@ -34,6 +41,8 @@ class VirtHarness:
     new_spec: Callable[[], InstanceSpec]
     mobility: Mobility | None = None  # None: the driver cannot snapshot (the snapshot case is skipped)
     shutdown_s: float = 5.0  # a clean shutdown's bound: a real guest must boot far enough to hear ACPI
+    # the taps of a guest's NICs as the hypervisor holds them (None: the hot-plug case is skipped)
+    nic_taps: Callable[[str], Awaitable[list[str]]] | None = None
     spawned: list[str] = field(default_factory=list)
 
     async def spawn(self) -> InstanceSpec:
@@ -138,6 +147,24 @@ class VirtDriverContract:
         names = await virt.driver.plug_vifs(spec.uuid, ports)
         assert names == [tap_name(p.id) for p in ports]
         assert await virt.driver.plug_vifs(spec.uuid, ports) == names  # idempotent
+
+    async def test_interfaces_attach_and_detach_idempotently(self, virt: VirtHarness) -> None:
+        if virt.nic_taps is None or not isinstance(virt.driver, InterfaceHotplug):
+            pytest.skip(f"{virt.name} cannot hot-plug interfaces")
+        spec = await virt.spawn()
+        extra = spec.ports[0].model_copy(update={"id": str(uuidlib.uuid4()), "mac_address": "fa:16:3e:00:00:99"})
+        await virt.driver.attach_interface(spec.uuid, extra)
+        await virt.driver.attach_interface(spec.uuid, extra)  # attached already: nothing to do
+        assert await virt.nic_taps(spec.uuid) == [tap_name(spec.ports[0].id), tap_name(extra.id)]
+        assert await virt.driver.power_state(spec.uuid) == PowerState.RUNNING
+        # A running guest releases a NIC only once it answers the unplug request (a real one must have
+        # booted that far): the detach is checked on the stopped guest, where it is the hypervisor's alone.
+        await virt.driver.power_off(spec.uuid)
+        await virt.driver.detach_interface(spec.uuid, extra.id)
+        await virt.driver.detach_interface(spec.uuid, extra.id)  # gone already: nothing to do
+        assert await virt.nic_taps(spec.uuid) == [tap_name(spec.ports[0].id)]
+        await virt.driver.power_on(spec.uuid)
+        assert await virt.nic_taps(spec.uuid) == [tap_name(spec.ports[0].id)]
 
     async def test_console_output_is_the_tail(self, virt: VirtHarness) -> None:
         spec = await virt.spawn()

@@ -232,3 +232,58 @@ def test_sdk_multi_nic_server_leaves_nothing_once_deleted(demo: Any) -> None:
         list(pool.map(demo.network.delete_subnet, subnets))
         list(pool.map(demo.network.delete_network, nets))
     assert not list(demo.network.ports(device_id=server.id))
+
+
+def test_openstack_cli_lock_tags_backup_shelve_ports_and_services(running_cloud: RunningCloud,
+                                                                   e2e_network: Any) -> None:
+    """Issue 16's calls as customers and runbooks type them (each failed before: unknown action, 404 or
+    no service named nova-compute)."""
+    net, _ = e2e_network
+    demo = ("canopy-demo", "--os-compute-api-version", "2.73")
+    made = _cli(running_cloud, *demo, "server", "create", "--flavor", "m1.tiny", "--image", "canopy-tiny",
+                "--network", net.name, "--wait", "-f", "json", "conf-1")
+    assert made["status"] == "ACTIVE" and made["adminPass"]
+
+    def show() -> Any:
+        return _cli(running_cloud, *demo, "server", "show", "-f", "json", "conf-1")
+
+    _cli(running_cloud, *demo, "server", "lock", "--reason", "billing", "conf-1")
+    assert show()["locked"] is True and show()["locked_reason"] == "billing"
+    _cli(running_cloud, *demo, "server", "unlock", "conf-1")
+    assert show()["locked"] is False
+
+    _cli(running_cloud, *demo, "server", "set", "--tag", "web", "--tag", "prod", "conf-1")
+    assert sorted(show()["tags"]) == ["prod", "web"]
+    _cli(running_cloud, *demo, "server", "unset", "--tag", "web", "conf-1")
+    assert show()["tags"] == ["prod"]
+
+    backup = _cli(running_cloud, *demo, "server", "backup", "create", "--name", "conf-1-daily", "--type", "daily",
+                  "--rotate", "1", "--wait", "-f", "json", "conf-1")
+    assert backup["name"] == "conf-1-daily"  # (the CLI prints the image as it was before waiting)
+    image = _cli(running_cloud, "canopy-demo", "image", "show", "-f", "json", "conf-1-daily")
+    assert image["status"] == "active" and image["properties"]["backup_type"] == "daily"
+
+    port = _cli(running_cloud, "canopy-demo", "port", "create", "--network", net.name, "-f", "json", "conf-port")
+    _cli(running_cloud, *demo, "server", "add", "port", "conf-1", port["id"])
+    attached = _cli(running_cloud, "canopy-demo", "port", "show", "-f", "json", port["id"])
+    assert attached["device_id"] == made["id"]
+    _cli(running_cloud, *demo, "server", "remove", "port", "conf-1", port["id"])
+    released = _cli(running_cloud, "canopy-demo", "port", "show", "-f", "json", port["id"])
+    assert released["device_id"] == "" and released["fixed_ips"] == port["fixed_ips"]
+
+    addresses = show()["addresses"]
+    _cli(running_cloud, *demo, "server", "shelve", "--wait", "conf-1")
+    assert show()["status"] == "SHELVED_OFFLOADED"
+    _cli(running_cloud, *demo, "server", "unshelve", "--wait", "conf-1")
+    s = show()
+    assert s["status"] == "ACTIVE" and s["addresses"] == addresses
+
+    host = _cli(running_cloud, "canopy", "compute", "service", "list", "--service", "nova-compute", "-f",
+                "json")[0]["Host"]
+    _cli(running_cloud, "canopy", "compute", "service", "set", "--disable", host, "nova-compute")
+    listed = _cli(running_cloud, "canopy", "compute", "service", "list", "--host", host, "-f", "json")
+    assert [x["Status"] for x in listed if x["Binary"] == "canopy-agent"] == ["disabled"]
+    _cli(running_cloud, "canopy", "compute", "service", "set", "--enable", host, "nova-compute")
+    _cli(running_cloud, *demo, "server", "delete", "--wait", "conf-1")
+    _cli(running_cloud, "canopy-demo", "image", "delete", "conf-1-daily")
+    _cli(running_cloud, "canopy-demo", "port", "delete", port["id"])

@@ -54,8 +54,13 @@ async def qemu() -> AsyncIterator[tuple[Any, str]]:
 @pytest.fixture
 async def virt(qemu: tuple[Any, str]) -> AsyncIterator[VirtHarness]:
     driver, image = qemu
+    async def nic_taps(uuid: str) -> list[str]:
+        from canopy.agent.virt.domain_model import read_taps
+
+        return [tap for tap, _ in read_taps(await driver.hv.xml_of(await driver.hv.dom(uuid)))]
+
     harness = VirtHarness("libvirt qemu", driver, lambda: make_spec(image, memory_mb=256),
-                          mobility=driver.mobility, shutdown_s=90.0)
+                          mobility=driver.mobility, shutdown_s=90.0, nic_taps=nic_taps)
     yield harness
     await harness.cleanup()
 
@@ -64,4 +69,5 @@ class TestRealGuest(VirtDriverContract):
     """The cases that say most about a real hypervisor, each booting one guest."""
 
     cases = frozenset({"test_host_info_describes_the_host", "test_spawn_runs_the_guest", "test_power_off_and_on",
-                       "test_clean_shutdown", "test_destroy_is_idempotent", "test_an_unknown_guest_is_not_found"})
+                       "test_clean_shutdown", "test_destroy_is_idempotent", "test_an_unknown_guest_is_not_found",
+                       "test_interfaces_attach_and_detach_idempotently"})

@@ -87,6 +87,17 @@ MEASURED: dict[str, Req] = {
     "compute:aggregates": ("GET", "/compute/v2.1/os-aggregates", None, "admin"),
     "compute:server-groups": ("GET", "/compute/v2.1/os-server-groups", None, "demo"),
     "compute:canopy-inventory:index": ("GET", "/compute/v2.1/canopy-inventory/hosts", None, "admin"),
+    "compute:server_tags:index": ("GET", "/compute/v2.1/servers/{server}/tags", None, "demo"),
+    "compute:server_password:show": ("GET", "/compute/v2.1/servers/{server}/os-server-password", None, "demo"),
+    "compute:interfaces:index": ("GET", "/compute/v2.1/servers/{server}/os-interface", None, "demo"),
+    "compute:interfaces:show": ("GET", "/compute/v2.1/servers/{server}/os-interface/{port}", None, "demo"),
+    "compute:images:index": ("GET", "/compute/v2.1/images", None, "demo"),
+    "compute:images:detail": ("GET", "/compute/v2.1/images/detail", None, "demo"),
+    "compute:images:show": ("GET", f"/compute/v2.1/images/{TINY_IMAGE_ID}", None, "demo"),
+    "compute:quota-class-sets:show": ("GET", "/compute/v2.1/os-quota-class-sets/default", None, "admin"),
+    "compute:usage-audit-log:index": ("GET", "/compute/v2.1/os-instance_usage_audit_log", None, "admin"),
+    "compute:usage-audit-log:show": ("GET", "/compute/v2.1/os-instance_usage_audit_log/2026-01-01 00:00:00", None,
+                                     "admin"),
     "network.versions": ("GET", "/network/", None, "demo"),
     "network.resources": ("GET", "/network/v2.0", None, "demo"),
     "network.extensions.list": ("GET", "/network/v2.0/extensions", None, "demo"),
@@ -150,6 +161,7 @@ NOT_MEASURED: dict[str, str] = {
                      "identity:get_project_tag"),
                     "identity and catalog rows only (issue 14/16 identity routes), bounded by the operator's data"),
     "compute:canopy-inventory:show": "one inventory row by its key (global table); paging is measured by :index",
+    "compute:server_tags:show": "the same query as compute:server_tags:index",
 }
 WRITE_ROUTES_ON_SMALL_TABLES = "an administrative write on identity, flavor, image, aggregate, group or quota rows"
 
@@ -215,6 +227,8 @@ async def measure(stack: Any, ids: dict[str, str]) -> dict[str, int]:
         headers = {**V, "X-Subject-Token": await api.token(user)} if name == "identity:check_token" else V
         if name in ("compute:hypervisors:search", "compute:hypervisors:servers"):
             headers = {"OpenStack-API-Version": "compute 2.52"}  # removed from 2.53 on
+        if name.startswith("compute:images:"):
+            headers = {"OpenStack-API-Version": "compute 2.35"}  # the images proxy ends at 2.35
         resp = await api.request(method, path.format(**ids), as_user=user, json=body, headers=headers)
         assert resp.status_code < 400, (name, resp.status_code, resp.text)
         out[name] = counts()[name] - before

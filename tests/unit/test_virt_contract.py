@@ -12,14 +12,18 @@ import pytest
 
 from canopy.agent.disk.cache import ImageCache
 from canopy.agent.virt.fake import FakeDriver
-from canopy.agent.virt.vif import FakeTaps
+from canopy.agent.virt.vif import FakeTaps, tap_name
 from canopy.config import LibvirtConfig
 from tests.contract.virt import MemoryImages, VirtDriverContract, VirtHarness, make_spec, qcow2_bytes
 
 
 async def _fake(tmp_path: Path) -> VirtHarness:
     driver = FakeDriver("hv-contract")
-    return VirtHarness("fake", driver, lambda: make_spec("img-1"), mobility=driver.mobility)
+
+    async def nic_taps(uuid: str) -> list[str]:
+        return [tap_name(p.id) for p in driver.guests[uuid].spec.ports]
+
+    return VirtHarness("fake", driver, lambda: make_spec("img-1"), mobility=driver.mobility, nic_taps=nic_taps)
 
 
 async def _libvirt_test(tmp_path: Path) -> VirtHarness:
@@ -32,6 +36,7 @@ async def _libvirt_test(tmp_path: Path) -> VirtHarness:
     config = LibvirtConfig(uri="test:///default", instances_path=tmp_path / "instances")
     driver = LibvirtDriver("hv-contract", config, ImageCache(tmp_path / "cache", images), FakeTaps())
     await driver.wait_ready()
+    # no nic_taps: libvirt's test driver has no device hot-plug (the real QEMU guest runs that case)
     return VirtHarness("libvirt test:///default", driver, lambda: make_spec(image), mobility=driver.mobility)
 
 

@@ -191,3 +191,17 @@ class MobileDriver(VirtDriver, Protocol):
 
     @property
     def mobility(self) -> Mobility: ...
+
+
+@runtime_checkable
+class InterfaceHotplug(Protocol):
+    """A running (or stopped) guest's network interfaces added and removed (os-interface, issue 16)."""
+
+    async def attach_interface(self, uuid: str, port: PortSpec) -> None:
+        """Make the port's tap and add the NIC to the guest (live when it runs, and to its definition);
+        attaching a NIC the guest has already is not an error."""
+        ...
+
+    async def detach_interface(self, uuid: str, port_id: str) -> None:
+        """Remove the port's NIC from the guest and its tap; a NIC the guest lacks is not an error."""
+        ...

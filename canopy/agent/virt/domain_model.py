@@ -215,6 +215,13 @@ def to_xml(spec: DomainSpec) -> str:
     return element_to_xml(to_element(spec))
 
 
+def interface_xml(nic: InterfaceSpec) -> str:
+    """One NIC's <interface> element, for hot-plugging it into (or out of) a defined domain."""
+    holder = ET.Element("devices")
+    _interface(holder, nic)
+    return element_to_xml(holder[0])
+
+
 def read_metadata(xml: str) -> dict[str, str]:
     """The canopy:instance metadata of a domain's XML ({} for a domain Canopy did not make)."""
     root = ET.fromstring(xml)

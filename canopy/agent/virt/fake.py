@@ -170,6 +170,19 @@ class FakeDriver:
         self.taps.update(names)
         return names
 
+    async def attach_interface(self, uuid: str, port: PortSpec) -> None:
+        await self._step("attach_interface", self.op_delay_s)
+        guest = self._guest(uuid)
+        if all(p.id != port.id for p in guest.spec.ports):
+            guest.spec = guest.spec.model_copy(update={"ports": [*guest.spec.ports, port]})
+        self.taps.add(tap_name(port.id))
+
+    async def detach_interface(self, uuid: str, port_id: str) -> None:
+        await self._step("detach_interface", self.op_delay_s)
+        guest = self._guest(uuid)
+        guest.spec = guest.spec.model_copy(update={"ports": [p for p in guest.spec.ports if p.id != port_id]})
+        self.taps.discard(tap_name(port_id))
+
     def guest_halts(self, uuid: str) -> None:
         """The guest shuts itself down (as `poweroff` inside it would)."""
         guest = self._guest(uuid)

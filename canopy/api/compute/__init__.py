@@ -9,16 +9,24 @@ from canopy.api.compute import (
     enroll,
     flavors,
     hypervisors,
+    images_proxy,
     inventory,
     keypairs,
     microversion,
     os_services,
+    quota_classes,
     quotas,
     scheduler_explain,
     server_groups,
+    server_interfaces,
+    server_lock,
     server_mobility,
+    server_password,
+    server_shelve,
+    server_tags,
     servers,
     usage,
+    usage_audit_log,
     versions,
     zones,
 )
@@ -33,6 +41,8 @@ def is_public(method: str, path: str) -> bool:
 
 
 actions.ACTIONS.update(server_mobility.ACTIONS)  # resize, migrations, snapshots, rebuild, rescue
+actions.ACTIONS.update(server_lock.ACTIONS)
+actions.ACTIONS.update(server_shelve.ACTIONS)  # shelve, shelveOffload, unshelve, createBackup
 
 
 def service() -> Service:
@@ -47,6 +57,9 @@ def service() -> Service:
         *os_services.ROUTES,
         *hypervisors.ROUTES,
         *quotas.ROUTES,
+        *quota_classes.ROUTES,
+        *images_proxy.ROUTES,
+        *usage_audit_log.ROUTES,
         *zones.ROUTES,
         *usage.ROUTES,
         *aggregates.ROUTES,
@@ -55,5 +68,8 @@ def service() -> Service:
         *server_mobility.ROUTES,
         *inventory.ROUTES,
         *enroll.ROUTES,
+        *server_tags.ROUTES,
+        *server_interfaces.ROUTES,
+        *server_password.ROUTES,
     ]
     return Service("compute", routes, is_public, microversion.prepare)

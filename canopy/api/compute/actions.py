@@ -9,7 +9,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from canopy.api.compute import field_limits
-from canopy.api.compute.common import cell_db, cloud_of, instance_not_found, load_visible_instance
+from canopy.api.compute.common import (
+    cell_db,
+    check_unlocked,
+    cloud_of,
+    instance_not_found,
+    load_visible_instance,
+)
 from canopy.api.compute.microversion import mv
 from canopy.api.compute.server_actions import start_action
 from canopy.api.errors import ApiError, bad_request
@@ -128,6 +134,7 @@ async def _change_metadata(request: Request, change: Any) -> dict[str, str]:
 
     def write(conn: Connection) -> dict[str, str]:
         inst = load_visible_instance(conn, uuid, rc.project_id, rc.is_admin)
+        check_unlocked(inst, rc.is_admin)
         meta = change(dict(inst["metadata"] or {}))
         field_limits.check_metadata_count(meta)
         conn.execute(update(c.instances).where(c.instances.c.uuid == uuid)

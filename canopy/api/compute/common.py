@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 
 from sqlalchemy import Connection, select
@@ -59,3 +60,33 @@ def load_visible_instance(conn: Connection, instance_uuid: str, project_id: str 
     if row is None or (not is_admin and row["project_id"] != project_id):
         raise instance_not_found(instance_uuid)
     return dict(row)
+
+
+def check_unlocked(inst: dict[str, Any], is_admin: bool) -> None:
+    """Nova's InstanceIsLocked: a locked server refuses its owner's actions (an admin overrides the lock)."""
+    if inst.get("locked") and not is_admin:
+        raise ApiError(409, f"Instance {inst['uuid']} is locked")
+
+
+# Nova's password alphabet: no characters that read alike (0/O, 1/l/I).
+_PASSWORD_GROUPS = ("23456789", "ABCDEFGHJKLMNPQRSTUVWXYZ", "abcdefghijkmnopqrstuvwxyz")
+
+
+def generate_password(length: int) -> str:
+    """A random admin password with at least one character of each group, as Nova generates them."""
+    chars = [secrets.choice(group) for group in _PASSWORD_GROUPS]
+    alphabet = "".join(_PASSWORD_GROUPS)
+    chars += [secrets.choice(alphabet) for _ in range(length - len(chars))]
+    secrets.SystemRandom().shuffle(chars)
+    return "".join(chars)
+
+
+def admin_password(request: Any, given: str | None) -> str:
+    """The admin password a create, rebuild or rescue hands the guest: the one given, else a new one."""
+    return given if given else generate_password(cloud_of(request).settings.compute.password_length)
+
+
+def password_body(request: Any, password: str) -> dict[str, str]:
+    """`{"adminPass": …}` for a response, or nothing when the deployment turned it off (Nova's
+    enable_instance_password: the guest still gets the password, the response does not show it)."""
+    return {"adminPass": password} if cloud_of(request).settings.compute.enable_instance_password else {}

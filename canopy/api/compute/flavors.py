@@ -53,6 +53,10 @@ Positive = Annotated[int, BeforeValidator(_int_like), Field(ge=1, le=MAX_INT)]
 NonNegative = Annotated[int, BeforeValidator(_int_like), Field(ge=0, le=MAX_INT)]
 
 
+_TRUE_WORDS = {"true", "1", "yes", "on", "y", "t"}
+_FALSE_WORDS = {"false", "0", "no", "off", "n", "f"}
+
+
 class FlavorCreate(BaseModel):
     """The body of POST /flavors."""
 
@@ -67,6 +71,14 @@ class FlavorCreate(BaseModel):
     rxtx_factor: float = Field(default=1.0, gt=0, le=3.40282e38)
     is_public: bool = Field(default=True, alias="os-flavor-access:is_public", strict=True)
     description: str | None = Field(default=None, max_length=65535)
+
+    @field_validator("is_public", mode="before")
+    @classmethod
+    def _boolean_as_nova(cls, v: Any) -> Any:
+        """Nova's boolean parameter type: also the strings clients send ("True", "false", "1", "off"…)."""
+        if isinstance(v, str) and v.strip().lower() in _TRUE_WORDS | _FALSE_WORDS:
+            return v.strip().lower() in _TRUE_WORDS
+        return v
 
     @field_validator("name")
     @classmethod

@@ -21,8 +21,16 @@ from canopy.db import tables_cell as c
 from canopy.db import tables_global as g
 
 AGENT_BINARY = "canopy-agent"
+# Nova's binary names, accepted wherever a binary is given (runbooks and monitoring use them).
+NOVA_BINARIES = {"nova-compute": AGENT_BINARY, "nova-conductor": "canopy-conductor",
+                 "nova-scheduler": "canopy-scheduler"}
 INTERNAL_ZONE = "internal"
 s, h = c.services.c, c.hosts.c
+
+
+def canopy_binary(binary: str) -> str:
+    """Canopy's name for a service binary given by its Nova name (or already by Canopy's)."""
+    return NOVA_BINARIES.get(binary, binary)
 
 
 class ActionBody(BaseModel):
@@ -91,7 +99,8 @@ def _list(conn: Connection, host: str | None, binary: str | None) -> list[dict[s
 async def list_services(request: Request) -> Response:
     """GET /os-services (filters: host, binary)."""
     args = request.query_params
-    rows = await cell_db(request).read(_list, args.get("host"), args.get("binary"))
+    binary = args.get("binary")
+    rows = await cell_db(request).read(_list, args.get("host"), canopy_binary(binary) if binary else None)
     return json_response({"services": [render_service(r, request) for r in rows]})
 
 
@@ -119,7 +128,8 @@ async def _action(request: Request, action: str, raw: dict[str, Any]) -> Respons
         raise bad_request("Missing disabled reason field")
     if action == "force-down" and body.forced_down is None:
         raise bad_request("Missing forced_down field")
-    if body.binary != AGENT_BINARY:
+    binary = canopy_binary(body.binary)
+    if binary != AGENT_BINARY:
         raise _not_updatable(body.binary)
     out: dict[str, Any] = {"host": body.host, "binary": body.binary}
     if action == "force-down":
@@ -132,7 +142,7 @@ async def _action(request: Request, action: str, raw: dict[str, Any]) -> Respons
         out["status"] = "disabled" if disabled else "enabled"
         if reason:
             out["disabled_reason"] = reason
-    found = await cell_db(request).write(_apply, (s.host == body.host) & (s.binary == body.binary), changes,
+    found = await cell_db(request).write(_apply, (s.host == body.host) & (s.binary == binary), changes,
                                          cloud_of(request).clock.now())
     if found is None:
         raise ApiError(404, f"Could not find binary {body.binary} on host {body.host}.")

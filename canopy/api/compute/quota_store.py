@@ -18,9 +18,28 @@ class QuotaExceeded(Exception):
     """A request would take a project over one of its limits; the message names which."""
 
 
+def class_limits(conn: Connection, class_name: str, defaults: QuotaDefaults) -> QuotaDefaults:
+    """A quota class's limits: its row's, each falling back to the configured default."""
+    qc = g.quota_classes.c
+    row = conn.execute(select(g.quota_classes).where(qc.class_name == class_name)).mappings().first()
+    if row is None:
+        return defaults
+    return QuotaDefaults(**{res: row[res] if row[res] is not None else getattr(defaults, res) for res in RESOURCES})
+
+
+def set_class_limits(conn: Connection, class_name: str, limits: dict[str, int]) -> None:
+    """Change a quota class's limits (those not given keep theirs)."""
+    qc = g.quota_classes.c
+    if conn.execute(select(qc.class_name).where(qc.class_name == class_name)).first() is None:
+        conn.execute(insert(g.quota_classes).values(class_name=class_name))
+    if limits:
+        conn.execute(update(g.quota_classes).where(qc.class_name == class_name).values(**limits))
+
+
 def ensure_row(conn: Connection, project_id: str, defaults: QuotaDefaults) -> None:
-    """Create the project's quota row with the default limits if it has none."""
+    """Create the project's quota row with the default limits (the `default` class's) if it has none."""
     if conn.execute(select(q.project_id).where(q.project_id == project_id)).first() is None:
+        defaults = class_limits(conn, "default", defaults)
         conn.execute(insert(g.quota_usage).values(
             project_id=project_id, instances_limit=defaults.instances, cores_limit=defaults.cores,
             ram_limit=defaults.ram, instances_used=0, cores_used=0, ram_used=0))
@@ -61,6 +80,7 @@ def usage(conn: Connection, project_id: str, defaults: QuotaDefaults) -> dict[st
     """{resource: {"limit": n, "in_use": n}} for a project (defaults when it has no row yet)."""
     row = conn.execute(select(g.quota_usage).where(q.project_id == project_id)).mappings().first()
     if row is None:
+        defaults = class_limits(conn, "default", defaults)
         return {res: {"limit": getattr(defaults, res), "in_use": 0} for res in RESOURCES}
     return {res: {"limit": row[f"{res}_limit"], "in_use": row[f"{res}_used"]} for res in RESOURCES}
 

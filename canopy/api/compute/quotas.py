@@ -138,8 +138,8 @@ async def show_quota_detail(request: Request) -> Response:
 async def show_defaults(request: Request) -> Response:
     """GET /os-quota-sets/{project_id}/defaults."""
     project_id = request.path_params["project_id"]
-    defaults = _defaults(request)
     await cloud_of(request).dbs.global_db.read(_check_project, project_id)
+    defaults = await cloud_of(request).dbs.global_db.read(quota_store.class_limits, "default", _defaults(request))
     rows = {res: {"limit": getattr(defaults, res), "in_use": 0} for res in ENFORCED}
     view = quota_view(mv(request), rows)
     return json_response({"quota_set": {"id": project_id, **{k: v["limit"] for k, v in view.items()}}})
@@ -195,6 +195,7 @@ async def update_quotas(request: Request) -> Response:
 
 
 def _reset(conn: Connection, project_id: str, defaults: QuotaDefaults) -> None:
+    defaults = quota_store.class_limits(conn, "default", defaults)
     quota_store.set_limits(conn, project_id, {res: getattr(defaults, res) for res in ENFORCED}, defaults)
 
 

@@ -9,7 +9,7 @@ from sqlalchemy import Connection, insert, update
 from starlette.requests import Request
 
 from canopy import states
-from canopy.api.compute.common import cell_db, cloud_of, load_visible_instance
+from canopy.api.compute.common import cell_db, check_unlocked, cloud_of, load_visible_instance
 from canopy.api.errors import ApiError
 from canopy.api.http import ctx
 from canopy.db import tables_cell as c
@@ -23,7 +23,8 @@ i = c.instances.c
 # What Nova calls each action in its 409 messages.
 API_NAMES = {"start": "start", "stop": "stop", "stop_soft": "canopy-stopSoft", "stop_hard": "canopy-stopHard",
              "reboot_soft": "reboot", "reboot_hard": "reboot", "delete": "delete", "pause": "pause",
-             "unpause": "unpause", "suspend": "suspend", "resume": "resume"}
+             "unpause": "unpause", "suspend": "suspend", "resume": "resume", "shelve": "shelve",
+             "shelve_offload": "shelveOffload", "unshelve": "unshelve", "backup": "createBackup"}
 
 
 async def start_action(request: Request, uuid: str, action: str, payload: ActionPayload | None = None) -> None:
@@ -37,6 +38,7 @@ async def start_action(request: Request, uuid: str, action: str, payload: Action
         inst = load_visible_instance(conn, uuid, rc.project_id, rc.is_admin)
         if action == "delete" and inst["task_state"] == states.DELETING:
             return None  # already being deleted: deleting again is a no-op, as in Nova
+        check_unlocked(inst, rc.is_admin)
         conds = [i.uuid == uuid, i.deleted.is_(False), i.vm_state.in_(rule.from_vm_states)]
         if action != "delete":
             conds.append(i.task_state.is_(None))

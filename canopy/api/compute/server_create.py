@@ -22,6 +22,7 @@ from canopy.api.compute.common import cell_db, cloud_of
 from canopy.api.compute.create_checks import bound_count, check_fixed_ip, check_security_groups, zone_exists
 from canopy.api.compute.quota_store import QuotaExceeded, reserve
 from canopy.api.compute.server_groups import HintsRequest, add_group_members, parse_hints, resolve_hints
+from canopy.api.compute.server_ports import claim_port, requested_ports
 from canopy.api.errors import ApiError, bad_request
 from canopy.api.http import ctx, is_uuid, validate
 from canopy.context import RequestContext
@@ -146,10 +147,26 @@ def parse_server(body: dict[str, Any], mv: tuple[int, int]) -> ServerCreate:
             raise bad_request("Invalid input for field/attribute user_data. Value: <data>. "
                               "'user_data' is not base64 encoded") from None
     _check_block_devices(server)
+    _check_access_ips_and_tags(server)
     for net in server.networks if isinstance(server.networks, list) else []:
         _check_network_request(net)
+        if net.port is not None and (server.max_count or server.min_count) > 1:
+            raise bad_request("Unable to launch multiple instances with a single configured port ID. Please "
+                              "launch your instance one by one with different ports.")
     check_security_groups(server.security_groups)
     return server
+
+
+def _check_access_ips_and_tags(server: ServerCreate) -> None:
+    """accessIPv4/v6 must be addresses of their version; tags within Nova's limits."""
+    from canopy.api.compute.server_tags import check_tags
+
+    if server.accessIPv4 is not None:
+        server.accessIPv4 = field_limits.check_access_ip(server.accessIPv4, 4)
+    if server.accessIPv6 is not None:
+        server.accessIPv6 = field_limits.check_access_ip(server.accessIPv6, 6)
+    if server.tags is not None:
+        server.tags = check_tags(server.tags)
 
 
 def _check_block_devices(server: ServerCreate) -> None:
@@ -167,8 +184,12 @@ def _check_block_devices(server: ServerCreate) -> None:
 
 
 def _check_network_request(net: NetworkRequest) -> None:
-    if net.port:
-        raise bad_request("Booting with a pre-created port is not supported yet; pass a network uuid.")
+    if net.port is not None:
+        if not is_uuid(net.port):
+            raise bad_request(f"Bad networks format: port uuid is not in proper format ({net.port})")
+        if net.fixed_ip is not None:
+            raise bad_request("Invalid input for field/attribute networks. A fixed_ip cannot be given with a port.")
+        return
     if not net.uuid:
         raise bad_request("Invalid input for field/attribute networks. A network 'uuid' is required.")
     if not is_uuid(net.uuid):
@@ -286,7 +307,7 @@ def pick_networks(server: ServerCreate, found: dict[str, Any], rc: RequestContex
                 raise bad_request(f"Network {req.uuid} could not be found.")
             if req.fixed_ip is not None:
                 check_fixed_ip(net, req.fixed_ip, rc)
-            chosen.append({**net, "fixed_ip": req.fixed_ip})
+            chosen.append({**net, "fixed_ip": req.fixed_ip, "port_id": req.port})
         return chosen
     if len(nets) == 0:
         return []
@@ -385,7 +406,12 @@ async def create_servers(request: Request, req: CreateRequest) -> tuple[list[str
     if not server.imageRef:
         raise bad_request("Missing imageRef attribute")
     image_id = _image_ref(server.imageRef)
-    network_ids = [n.uuid for n in server.networks if n.uuid] if isinstance(server.networks, list) else None
+    requests = server.networks if isinstance(server.networks, list) else []
+    ports = await requested_ports(cloud, rc, [n.port for n in requests if n.port])
+    for net in requests:
+        if net.port:
+            net.uuid = ports[net.port]["network_id"]  # a port's network is where it lives
+    network_ids = [n.uuid for n in requests if n.uuid] if isinstance(server.networks, list) else None
     found = await cloud.dbs.global_db.read(_lookups, rc, image_id, network_ids, server.key_name)
     check_image(found["image"], image_id, flavor, rc)
     if server.key_name and found["key"] is None:
@@ -416,7 +442,7 @@ def _plan(server: ServerCreate, rc: RequestContext, flavor: FlavorSnapshot, imag
         key_data=key_data, user_data=server.user_data, metadata=server.metadata or {}, name=server.name,
         hostname=hostname_of(server.name, "0"), project_id=rc.project_id or "", user_id=rc.user_id,
         scheduler_hints=hints, image_properties=image_properties, reservation_id=f"r-{uuidlib.uuid4().hex[:8]}",
-        count=1)
+        count=1, admin_pass=server.adminPass)
     return Plan(servers=[], flavor=flavor, image_id=image_id, min_count=server.min_count,
                 reservation_id=template.reservation_id, zone=zone, key_data=key_data, hints=hints,
                 requested=server.max_count or server.min_count, template=template)
@@ -488,7 +514,11 @@ def _insert_instance(conn: Connection, rc: RequestContext, plan: Plan, server: S
         config_drive="True" if server.config_drive in (True, "True", "true", "1") else "",
         metadata=server.metadata or {}, networks=[n.network["id"] for n in p.networks], addresses={},
         reservation_id=plan.reservation_id, launch_index=item.launch_index, locked=False, progress=0,
+        access_ip_v4=server.accessIPv4, access_ip_v6=server.accessIPv6, tags=server.tags or None,
         created_at=now, updated_at=now, deleted=False))
+    for choice in p.networks:
+        if choice.port_id:
+            claim_port(conn, choice.port_id, item.uuid, now)
     action_id = conn.execute(_INSERT_ACTION, dict(
         instance_uuid=item.uuid, request_id=rc.request_id, action="create", user_id=rc.user_id,
         project_id=rc.project_id, start_time=now, updated_at=now)).inserted_primary_key

@@ -5,7 +5,6 @@ migrations a server went through: GET /os-migrations, GET/DELETE /servers/{id}/m
 from __future__ import annotations
 
 import datetime as dt
-import secrets
 import uuid as uuidlib
 from typing import Any
 
@@ -15,7 +14,7 @@ from starlette.responses import Response
 
 from canopy import states
 from canopy.api.compute import field_limits, server_actions
-from canopy.api.compute.common import cell_db, cloud_of, load_visible_instance
+from canopy.api.compute.common import admin_password, cell_db, cloud_of, load_visible_instance, password_body
 from canopy.api.compute.microversion import mv
 from canopy.api.compute.os_services import is_up
 from canopy.api.compute.server_actions import start_action
@@ -115,7 +114,9 @@ async def _evacuate(request: Request, uuid: str, arg: Any) -> Response:
                             "(it is up).")
     await _check_target(request, uuid, host)
     await start_action(request, uuid, "evacuate", ActionPayload(host=host))
-    return json_response({"adminPass": secrets.token_urlsafe(9)}) if mv(request) < (2, 14) else empty_response(200)
+    if mv(request) < (2, 14):
+        return json_response(password_body(request, admin_password(request, body.get("adminPass"))))
+    return empty_response(200)
 
 
 async def _confirm(request: Request, uuid: str, arg: Any) -> Response:
@@ -151,11 +152,18 @@ async def _rebuild(request: Request, uuid: str, arg: Any) -> Response:
     if name is not None:
         field_limits.check_name(name)
     _check_rebuild_fields(body)
+    given = body.get("adminPass")
+    if given is not None and not isinstance(given, str):
+        raise bad_request("Invalid input for field/attribute adminPass. It must be a string.")
     image_id = await _usable_image(request, body["imageRef"])
-    await start_action(request, uuid, "rebuild", ActionPayload(image_id=image_id, name=name or None))
+    password = admin_password(request, given)
+    await start_action(request, uuid, "rebuild", ActionPayload(image_id=image_id, name=name or None,
+                                                               admin_pass=password))
     from canopy.api.compute.servers import show_server_body
 
-    return json_response(await show_server_body(request, uuid), status=202)
+    shown = await show_server_body(request, uuid)
+    shown["server"].update(password_body(request, password))
+    return json_response(shown, status=202)
 
 
 async def _usable_image(request: Request, ref: str) -> str:
@@ -172,11 +180,15 @@ async def _usable_image(request: Request, ref: str) -> str:
 
 async def _rescue(request: Request, uuid: str, arg: Any) -> Response:
     body = _obj(arg, "rescue")
-    payload = ActionPayload()
+    given = body.get("adminPass")
+    if given is not None and not isinstance(given, str):
+        raise bad_request("Invalid input for field/attribute adminPass. It must be a string.")
+    password = admin_password(request, given)
+    image = None
     if body.get("rescue_image_ref") is not None:
-        payload = ActionPayload(rescue_image_ref=await _usable_image(request, str(body["rescue_image_ref"])))
-    await start_action(request, uuid, "rescue", payload)
-    return json_response({"adminPass": body.get("adminPass") or secrets.token_urlsafe(9)})
+        image = await _usable_image(request, str(body["rescue_image_ref"]))
+    await start_action(request, uuid, "rescue", ActionPayload(rescue_image_ref=image, admin_pass=password))
+    return json_response(password_body(request, password))
 
 
 async def _unrescue(request: Request, uuid: str, arg: Any) -> None:
@@ -193,6 +205,22 @@ async def _create_image(request: Request, uuid: str, arg: Any) -> Response:
     if inst["vm_state"] not in rule.from_vm_states or inst["task_state"] is not None:
         where = f"task_state {inst['task_state']}" if inst["task_state"] else f"vm_state {inst['vm_state']}"
         raise ApiError(409, f"Cannot 'createImage' instance {uuid} while it is in {where}")
+    image_id = await create_snapshot_image(request, inst, name, meta)
+    try:
+        await start_action(request, uuid, "snapshot", ActionPayload(image_id=image_id))
+    except ApiError:
+        await cloud_of(request).dbs.global_db.write(store.delete_image, image_id)  # nothing half-written
+        raise
+    location = f"{str(request.base_url).rstrip('/')}/image/v2/images/{image_id}"
+    if mv(request) >= (2, 45):
+        return json_response({"image_id": image_id}, status=202, headers={"Location": location})
+    return empty_response(202, headers={"Location": location})
+
+
+async def create_snapshot_image(request: Request, inst: dict[str, Any], name: str, meta: dict[str, str],
+                                own: dict[str, Any] | None = None) -> str:
+    """A queued image owned by the server's project, with the base image's boot properties (what the
+    agent uploads a createImage, createBackup or shelve into); its id."""
     cloud = cloud_of(request)
     base = await cloud.dbs.global_db.read(store.get_image, inst["image_ref"]) or {}
     props = {k: v for k, v in (base.get("properties") or {}).items()
@@ -202,18 +230,11 @@ async def _create_image(request: Request, uuid: str, arg: Any) -> Response:
     record = {"id": image_id, "name": name, "owner": inst["project_id"], "visibility": "private", "status": "queued",
               "container_format": None, "disk_format": None, "size": None, "checksum": None, "os_hash_algo": None,
               "os_hash_value": None, "min_disk": inst["flavor"]["disk"], "min_ram": 0, "protected": False, "tags": [],
-              "properties": {**props, **meta, "image_type": "snapshot", "instance_uuid": uuid,
-                             "base_image_ref": inst["image_ref"]}, "created_at": now, "updated_at": now}
+              "properties": {**props, **meta, "image_type": "snapshot", "instance_uuid": inst["uuid"],
+                             "base_image_ref": inst["image_ref"], **(own or {})},
+              "created_at": now, "updated_at": now}
     await cloud.dbs.global_db.write(store.create_image, record)
-    try:
-        await start_action(request, uuid, "snapshot", ActionPayload(image_id=image_id))
-    except ApiError:
-        await cloud.dbs.global_db.write(store.delete_image, image_id)  # nothing half-written
-        raise
-    location = f"{str(request.base_url).rstrip('/')}/image/v2/images/{image_id}"
-    if mv(request) >= (2, 45):
-        return json_response({"image_id": image_id}, status=202, headers={"Location": location})
-    return empty_response(202, headers={"Location": location})
+    return image_id
 
 
 ACTIONS = {

@@ -70,8 +70,8 @@ def render_server(inst: dict[str, Any], *, mv: Version, is_admin: bool, base: st
         "created": isotime(inst["created_at"]),
         "updated": isotime(inst["updated_at"]),
         "addresses": render_addresses(inst["addresses"] or {}),
-        "accessIPv4": "",
-        "accessIPv6": "",
+        "accessIPv4": inst.get("access_ip_v4") or "",
+        "accessIPv6": inst.get("access_ip_v6") or "",
         "links": links,
         "OS-DCF:diskConfig": "MANUAL",
         "progress": inst["progress"] if inst["vm_state"] in (states.BUILDING, states.ACTIVE) else 0,
@@ -107,11 +107,11 @@ def render_server(inst: dict[str, Any], *, mv: Version, is_admin: bool, base: st
     if mv >= (2, 19):
         body["description"] = inst["description"]
     if mv >= (2, 26):
-        body["tags"] = []
+        body["tags"] = list(inst.get("tags") or [])
     if mv >= (2, 63):
         body["trusted_image_certificates"] = None
     if mv >= (2, 73):
-        body["locked_reason"] = None
+        body["locked_reason"] = inst.get("locked_reason") if inst["locked"] else None
     if fault is not None and should_show_fault(inst, fault):
         body["fault"] = render_fault(fault, is_admin)
     return body

@@ -10,7 +10,14 @@ from starlette.responses import Response
 
 from canopy import states
 from canopy.api.compute import field_limits, server_actions, server_list_cells
-from canopy.api.compute.common import cell_db, cloud_of, instance_db, load_visible_instance
+from canopy.api.compute.common import (
+    admin_password,
+    cell_db,
+    cloud_of,
+    instance_db,
+    load_visible_instance,
+    password_body,
+)
 from canopy.api.compute.microversion import mv
 from canopy.api.compute.server_create import create_servers, parse_create
 from canopy.api.compute.server_views import render_brief, render_server
@@ -31,6 +38,7 @@ def compute_base(request: Request) -> str:
 async def create(request: Request) -> Response:
     req = parse_create(await read_object(request), mv(request))
     server = req.server
+    server.adminPass = admin_password(request, server.adminPass)
     uuids, reservation_id = await create_servers(request, req)
     if server.return_reservation_id:
         return json_response({"reservation_id": reservation_id}, status=202)
@@ -39,8 +47,7 @@ async def create(request: Request) -> Response:
                            "OS-DCF:diskConfig": server.disk_config or "MANUAL",
                            "security_groups": [{"name": "default"}]}}
     del body_out["server"]["name"]
-    if server.adminPass is not None:
-        body_out["server"]["adminPass"] = server.adminPass
+    body_out["server"].update(password_body(request, server.adminPass))
     return json_response(body_out, status=202, headers={"Location": f"{base}/v2.1/servers/{uuids[0]}"})
 
 
@@ -204,8 +211,9 @@ async def update(request: Request) -> Response:
         values["name"] = field_limits.check_name(body["name"])
     if "description" in body:
         values["description"] = field_limits.check_description(body["description"])
-    for version in (4, 6):  # validated only; issue 16 stores them
-        field_limits.check_access_ip(body.get(f"accessIPv{version}"), version)
+    for version in (4, 6):
+        if f"accessIPv{version}" in body:
+            values[f"access_ip_v{version}"] = field_limits.check_access_ip(body[f"accessIPv{version}"], version)
     cloud = cloud_of(request)
 
     def write(conn: Connection) -> None:

@@ -30,8 +30,22 @@ def v21_document(base: str) -> dict[str, Any]:
     }
 
 
+def v20_document(base: str) -> dict[str, Any]:
+    """The legacy v2.0 entry Nova lists first (clients pick by id; it has no microversions)."""
+    return {
+        "id": "v2.0",
+        "status": "SUPPORTED",
+        "version": "",
+        "min_version": "",
+        "updated": "2011-01-21T11:33:21Z",
+        "links": [{"rel": "self", "href": f"{base}/v2/"}],
+    }
+
+
 async def versions(request: Request) -> Response:
-    return json_response({"versions": [v21_document(_base(request))]})
+    """`GET /compute/`: v2.0 then v2.1, in Nova's order."""
+    base = _base(request)
+    return json_response({"versions": [v20_document(base), v21_document(base)]})
 
 
 async def version_v21(request: Request) -> Response:

@@ -25,7 +25,7 @@ from canopy.agent.disk.backend import DiskBackend, backend_for
 from canopy.agent.disk.cache import ImageCache
 from canopy.agent.virt import customize
 from canopy.agent.virt.base import DriverError, GuestStatus, HostInfo, InstanceNotFound, PowerState
-from canopy.agent.virt.domain_model import read_serial_log, read_taps
+from canopy.agent.virt.domain_model import InterfaceSpec, interface_xml, read_serial_log, read_taps
 from canopy.agent.virt.libvirt.builder import PREFIX, GuestBuilder, GuestTaps
 from canopy.agent.virt.libvirt.connection import Hypervisor
 from canopy.agent.virt.libvirt.host import HostFacts, guest_status, tail_lines
@@ -36,6 +36,8 @@ from canopy.optional import require_libvirt
 from canopy.rpc.calls import InstanceSpec, PortSpec
 
 libvirt = require_libvirt()  # an optional part: a one-line error naming the extra when missing
+DETACH_TIMEOUT_S = 30.0  # how long a running guest may take to release a NIC asked to go
+DETACH_POLL_S = 0.1
 
 log = logging.getLogger("canopy.agent.libvirt")
 
@@ -175,6 +177,54 @@ class LibvirtDriver:
     async def plug_vifs(self, uuid: str, ports: list[PortSpec]) -> list[str]:
         """Make each port's tap (ethernet mode) before anything plugs it or the guest opens it."""
         return await self.guest_taps.plug(ports)
+
+    def _nic(self, port: PortSpec) -> InterfaceSpec:
+        return InterfaceSpec(mac=port.mac_address, tap=tap_name(port.id), kind=self.config.vif_type,
+                             bridge=self.config.bridge, port_id=port.id, mtu=port.mtu)
+
+    async def _nic_places(self, dom: Any, tap: str) -> tuple[str | None, int]:
+        """The MAC of the NIC with this tap, and where it is: the definition and/or the running guest."""
+        flags, mac = 0, None
+        for xml_flags, place in ((libvirt.VIR_DOMAIN_XML_INACTIVE, libvirt.VIR_DOMAIN_AFFECT_CONFIG),
+                                 (0, libvirt.VIR_DOMAIN_AFFECT_LIVE)):
+            if place == libvirt.VIR_DOMAIN_AFFECT_LIVE and not await self.hv.call(dom.isActive):
+                continue
+            found = [m for t, m in read_taps(await self.hv.xml_of(dom, xml_flags)) if t == tap]
+            if found:
+                flags, mac = flags | place, found[0]
+        return mac, flags
+
+    async def attach_interface(self, uuid: str, port: PortSpec) -> None:
+        """Make the port's tap, then add its NIC where it is missing: the definition, and the running guest."""
+        dom = await self.hv.dom(uuid)
+        _, present = await self._nic_places(dom, tap_name(port.id))
+        wanted = libvirt.VIR_DOMAIN_AFFECT_CONFIG | (libvirt.VIR_DOMAIN_AFFECT_LIVE
+                                                     if await self.hv.call(dom.isActive) else 0)
+        missing = wanted & ~present
+        await self.guest_taps.plug([port])
+        if missing:
+            await self.hv.call(dom.attachDeviceFlags, interface_xml(self._nic(port)), int(missing))
+
+    async def detach_interface(self, uuid: str, port_id: str) -> None:
+        """Remove the port's NIC from the definition and the running guest, then its tap (idempotent)."""
+        dom = await self.hv.dom(uuid)
+        tap = tap_name(port_id)
+        mac, present = await self._nic_places(dom, tap)
+        if mac is not None and present:
+            port = PortSpec(id=port_id, mac_address=mac, network_id="")
+            await self.hv.call(dom.detachDeviceFlags, interface_xml(self._nic(port)), int(present))
+            if present & libvirt.VIR_DOMAIN_AFFECT_LIVE:
+                await self._wait_released(dom, tap)
+        await self.guest_taps.remove([tap])
+
+    async def _wait_released(self, dom: Any, tap: str) -> None:
+        """A running guest lets go of a NIC when it answers the unplug request (ACPI), which QEMU reports
+        after libvirt's call returned: wait for it, bounded, as Nova does."""
+        deadline = time.monotonic() + DETACH_TIMEOUT_S
+        while (await self._nic_places(dom, tap))[1] & libvirt.VIR_DOMAIN_AFFECT_LIVE:
+            if time.monotonic() >= deadline:
+                raise DriverError(f"the guest did not release the NIC on {tap} within {DETACH_TIMEOUT_S:g}s")
+            await asyncio.sleep(DETACH_POLL_S)
 
     async def _ensure_taps(self, dom: Any) -> None:
         await self.guest_taps.ensure_for(await self.hv.xml_of(dom))
