@@ -136,4 +136,4 @@ def check_access_ip(value: Any, version: int) -> str | None:
     if addr is None or addr.version != version:
         raise bad_request(f"Invalid input for field/attribute {field}. Value: {str(value)[:64]}. "
                           f"'{str(value)[:64]}' is not a 'ipv{version}'")
-    return str(value)
+    return str(addr)  # the canonical spelling (2001:DB8:0::1 is stored and shown as 2001:db8::1)
