@@ -75,12 +75,51 @@ class BusConfig(BaseModel):
         return f"{head}:{int(port) + ZMQ_PORT_OFFSETS.get(service, 0)}"
 
 
+class RateLimit(BaseModel):
+    """One token bucket: `rate` requests a second on average, `burst` at once."""
+
+    rate: float = Field(gt=0)
+    burst: int = Field(ge=1)
+
+
+def _limits(read: tuple[float, int], write: tuple[float, int], auth: tuple[float, int],
+            expensive: tuple[float, int]) -> dict[str, RateLimit]:
+    pairs = {"read": read, "write": write, "auth": auth, "expensive": expensive}
+    return {k: RateLimit(rate=r, burst=b) for k, (r, b) in pairs.items()}
+
+
+class RateLimitsConfig(BaseModel):
+    """`[api.rate_limits]`: token buckets per project and per source address, by route class (read, write,
+    auth, expensive = server create); see canopy/api/ratelimit.py and docs/operations.md. Per api process:
+    with N processes a client gets up to N times these rates."""
+
+    enabled: bool = True
+    project: dict[str, RateLimit] = Field(default_factory=lambda: _limits((100, 500), (20, 200), (5, 50), (5, 100)))
+    source: dict[str, RateLimit] = Field(default_factory=lambda: _limits((500, 2000), (100, 500), (10, 100),
+                                                                         (20, 200)))
+    max_keys: int = Field(default=100_000, ge=1)  # per table: bounded memory under an address-spraying flood
+
+
+class AuditConfig(BaseModel):
+    """`[api.audit]`: the audit trail of mutating calls (canopy/api/audit.py)."""
+
+    enabled: bool = True
+    queue_size: int = Field(default=10_000, ge=1)  # records waiting; past it new records are dropped (counted)
+    batch: int = Field(default=500, ge=1)
+    flush_interval_s: float = Field(default=1.0, gt=0)
+
+
 class ApiConfig(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8774
     public_url: str = ""
     max_page_size: int = 1000
     region: str = "RegionOne"
+    # HTTPS: a PEM certificate (chain) and its key; both empty serves plain HTTP.
+    tls_cert: str = ""
+    tls_key: str = ""
+    rate_limits: RateLimitsConfig = Field(default_factory=RateLimitsConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
 
 
 class AuthConfig(BaseModel):

@@ -12,8 +12,10 @@ from typing import Any
 from starlette.datastructures import State
 from starlette.routing import BaseRoute, Router
 
+from canopy.api.audit import AuditWriter
 from canopy.api.http import json_response, not_found_app
 from canopy.api.middleware import ServiceMiddleware
+from canopy.api.ratelimit import RateLimiter
 from canopy.api.token_state import TokenGuard
 from canopy.auth.policy import load_policy
 from canopy.runtime import Cloud
@@ -45,15 +47,20 @@ class CloudApp:
         # Per app (one per api process): its own view of the revocation events, shared by its services.
         self.state.policy = load_policy(cloud.settings.auth.policy_file)
         self.state.guard = TokenGuard(cloud.tokens, cloud.dbs.global_db, cloud.settings.auth.revocation_cache_s)
+        self.state.ratelimiter = RateLimiter(cloud.settings.api.rate_limits, cloud.clock.monotonic)
+        a = cloud.settings.api.audit
+        self.state.audit = AuditWriter(cloud.dbs.global_db, cloud.clock, queue_size=a.queue_size, batch=a.batch,
+                                       flush_interval_s=a.flush_interval_s) if a.enabled else None
         for prefix, svc in services.items():
             router = Router(routes=svc.routes, default=not_found_app, redirect_slashes=False)
             self.prefixes[prefix] = ServiceMiddleware(
-                router, svc.name, lambda: self.state.guard, svc.is_public, svc.prepare
+                router, svc.name, lambda: self.state.guard, svc.is_public, svc.prepare,
+                limiter=lambda: self.state.ratelimiter, audit=lambda: self.state.audit,
             )
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await _lifespan(receive, send, self.state.audit)
             return
         scope["app"] = self
         path: str = scope["path"]
@@ -88,12 +95,14 @@ class CloudApp:
         await response(scope, receive, send)
 
 
-async def _lifespan(receive: Any, send: Any) -> None:
+async def _lifespan(receive: Any, send: Any, audit: AuditWriter | None) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            if audit is not None:
+                await audit.close()  # what is queued is written before the process ends
             await send({"type": "lifespan.shutdown.complete"})
             return
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from canopy.api.app import Service
 from canopy.api.http import route
-from canopy.api.identity import admin, app_creds, auth, scopes
+from canopy.api.identity import admin, app_creds, audit_routes, auth, scopes
 
 PUBLIC = {("GET", "/"), ("GET", "/v3"), ("GET", "/v3/"), ("POST", "/v3/auth/tokens")}
 
@@ -24,5 +24,6 @@ def service() -> Service:
         *admin.ROUTES,
         *app_creds.ROUTES,
         *scopes.ROUTES,
+        *audit_routes.ROUTES,
     ]
     return Service("identity", routes, is_public)
