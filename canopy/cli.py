@@ -149,7 +149,7 @@ def api(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
 
     import uvicorn
 
-    from canopy.api.app import build_app
+    from canopy.api.app import build_app, close_app, tls_files
     from canopy.heartbeat import ServiceHeartbeat
     from canopy.observability.metrics import BUS_METRICS
     from canopy.rpc.factory import make_transport
@@ -161,12 +161,16 @@ def api(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
         bus = make_transport(settings.bus, bind=False, observer=BUS_METRICS)
         await bus.start()
         cloud = Cloud(settings=settings, dbs=open_databases(settings), bus=bus)
-        server = uvicorn.Server(uvicorn.Config(build_app(cloud), host=settings.api.host, port=settings.api.port,
-                                               lifespan="off", access_log=False))
+        app = build_app(cloud)
+        cert, key = tls_files(cloud)
+        server = uvicorn.Server(uvicorn.Config(app, host=settings.api.host, port=settings.api.port,
+                                               lifespan="off", access_log=False,
+                                               ssl_certfile=cert, ssl_keyfile=key))
         beat = ServiceHeartbeat(bus, "canopy-api", f"{socket.gethostname()}:{settings.api.port}",
                                 settings.agent.heartbeat_s)
         beat.start()
         await server.serve()
+        await close_app(app)
         await beat.stop()
         await bus.close()
 

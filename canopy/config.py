@@ -372,7 +372,8 @@ class Settings(BaseSettings):
         if not data.auth.token_secret:
             data.auth.token_secret = _persistent_secret(data.data_dir / "token-secret")
         if not data.api.public_url:
-            data.api.public_url = f"http://{data.api.host}:{data.api.port}"
+            scheme = "https" if data.api.tls_cert else "http"
+            data.api.public_url = f"{scheme}://{data.api.host}:{data.api.port}"
         obs = data.observability
         if obs.service_down_s is None:  # an explicit scheduler.service_down_s still wins
             explicit = "service_down_s" in data.scheduler.model_fields_set

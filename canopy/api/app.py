@@ -107,6 +107,20 @@ async def _lifespan(receive: Any, send: Any, audit: AuditWriter | None) -> None:
             return
 
 
+def tls_files(cloud: Cloud) -> tuple[str | None, str | None]:
+    """uvicorn's `ssl_certfile` and `ssl_keyfile` from `[api] tls_cert` and `tls_key` (None: plain HTTP)."""
+    api = cloud.settings.api
+    if bool(api.tls_cert) != bool(api.tls_key):
+        raise ValueError("[api] tls_cert and tls_key are given together (a PEM certificate and its key)")
+    return (api.tls_cert, api.tls_key) if api.tls_cert else (None, None)
+
+
+async def close_app(app: object) -> None:
+    """What the app must do before its process ends: write the queued audit records."""
+    if isinstance(app, CloudApp) and app.state.audit is not None:
+        await app.state.audit.close()
+
+
 def build_app(cloud: Cloud) -> CloudApp:
     """The full API: identity, compute, network and image."""
     from canopy.api import compute, identity, image, network
