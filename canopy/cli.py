@@ -28,6 +28,7 @@ app.add_typer(__import__("canopy.cli_inventory", fromlist=["app"]).app, name="in
 app.add_typer(__import__("canopy.cli_cells", fromlist=["app"]).app, name="cell")  # issue 19
 app.add_typer(__import__("canopy.cli_hosts", fromlist=["app"]).app, name="host")  # issue 19: enroll, drain
 app.add_typer(__import__("canopy.cli_audit", fromlist=["app"]).app, name="audit")  # issue 14: CADF export
+app.add_typer(__import__("canopy.cli_bus", fromlist=["app"]).app, name="bus")  # issue 14: CURVE keygen
 console = Console()
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML configuration file (or CANOPY_CONFIG).")]

@@ -63,6 +63,14 @@ class BusConfig(BaseModel):
     nats_urls: list[str] = Field(default_factory=lambda: ["nats://127.0.0.1:4222"])
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     call_timeout_s: float = 30.0
+    # ZeroMQ CURVE (off unless a key is given; canopy/rpc/curve.py, docs/operations.md). Control services:
+    # the server key pair and the client keys they admit, each with the host names it may speak for ("*":
+    # any, for control services' own keys). Every connecting process: its key pair and the server's public
+    # key (or the server key file itself, on a control machine). `canopy bus keygen` writes key files.
+    curve_server_secret_file: str = ""
+    curve_server_public_key: str = ""  # Z85, 40 characters
+    curve_client_secret_file: str = ""
+    curve_allowed_clients: dict[str, list[str]] = Field(default_factory=dict)
 
     def zmq_bind_for(self, service: str) -> str:
         """The address `service` binds: its own entry in `zmq_binds`, else `zmq_bind`'s port plus the

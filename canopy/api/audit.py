@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, insert, or_, select
 
 from canopy.clock import Clock, isotime
+from canopy.context import statement_origin
 from canopy.db import tables_global as g
 from canopy.db.engine import Database
 
@@ -129,7 +130,14 @@ class AuditWriter:
                 log.exception("writing audit records failed; %d waiting", len(self._queue))
 
     async def flush(self) -> None:
-        """Write every queued record now, in batches."""
+        """Write every queued record now, in batches (its statements counted as the audit's, not a route's)."""
+        origin = statement_origin.set("audit:flush")
+        try:
+            await self._flush()
+        finally:
+            statement_origin.reset(origin)
+
+    async def _flush(self) -> None:
         while self._queue:
             taken = [self._queue.popleft() for _ in range(min(self.batch, len(self._queue)))]
             try:
