@@ -105,7 +105,7 @@ class RateLimitsConfig(BaseModel):
     project: dict[str, RateLimit] = Field(default_factory=lambda: _limits((100, 500), (20, 200), (5, 50), (5, 100)))
     source: dict[str, RateLimit] = Field(default_factory=lambda: _limits((500, 2000), (100, 500), (10, 100),
                                                                          (20, 200)))
-    max_keys: int = Field(default=100_000, ge=1)  # per table: bounded memory under an address-spraying flood
+    max_keys: int = Field(default=50_000, ge=1)  # per table: bounded memory under an address-spraying flood
 
 
 class AuditConfig(BaseModel):

@@ -29,6 +29,7 @@ from canopy.clock import Clock, isotime
 from canopy.context import statement_origin
 from canopy.db import tables_global as g
 from canopy.db.engine import Database
+from canopy.observability.metrics import AUDIT_DROPPED
 
 log = logging.getLogger("canopy.audit")
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -103,6 +104,7 @@ class AuditWriter:
         """Queue a record (with a create's answer, to read its id from); drop it when the queue is full."""
         if len(self._queue) >= self.queue_size:
             self.dropped += 1
+            AUDIT_DROPPED.inc()
             if self.dropped % 1000 == 1:
                 log.warning("audit queue full (%d records): dropped %d records so far, last %s %s",
                             self.queue_size, self.dropped, record.method, record.path)

@@ -20,6 +20,7 @@ from canopy.api.ratelimit import RateLimiter, classify, retry_after_header
 from canopy.api.token_state import TokenGuard
 from canopy.auth.tokens import InvalidToken
 from canopy.observability.access import observe_request
+from canopy.observability.metrics import RATE_LIMITED
 
 log = logging.getLogger("canopy.api")
 
@@ -129,6 +130,7 @@ class ServiceMiddleware:
         limiter = self.limiter()
         wait = limiter.check(kind, key, route_class) if limiter is not None else 0.0
         if wait:
+            RATE_LIMITED.inc(kind, route_class)
             who = "this project" if kind == "project" else "this address"
             raise ApiError(429, f"Rate limit exceeded for {who} ({route_class} requests); retry later.",
                            neutron_type="OverQuota", retry_after=retry_after_header(wait))

@@ -18,15 +18,14 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from canopy.config import RateLimit, RateLimitsConfig
 
 ROUTE_CLASSES = ("read", "write", "auth", "expensive")
 
 
-@dataclass(frozen=True)
-class Bucket:
+class Bucket(NamedTuple):
     """A bucket's state: the tokens it held at `at` (monotonic seconds)."""
 
     tokens: float
@@ -73,8 +72,10 @@ class BucketTable:
 
     def take(self, key: str, limit: RateLimit, now: float) -> float:
         """Take a token from `key`'s bucket: 0 when allowed, else the seconds to wait."""
-        bucket, wait = take(self._buckets.pop(key, None), limit, now)
-        self._buckets[key] = bucket
+        buckets = self._buckets
+        bucket, wait = take(buckets.get(key), limit, now)
+        buckets[key] = bucket
+        buckets.move_to_end(key)
         self._evict(limit, now)
         return wait
 
