@@ -85,14 +85,7 @@ class ServiceMiddleware:
             if self.prepare is not None:
                 for k, v in self.prepare(scope).items():
                     extra_headers.append((k.encode(), v.encode()))
-            route_class = classify(self.service, scope["method"], path)
-            source = scope["client"][0] if scope.get("client") else "-"
-            self._limit("source", source, route_class)  # before the token check: it shields that too
-            if not self.is_public(scope["method"], path):
-                req_ctx = await self._authenticate(headers, req_ctx)
-                context.set_current(req_ctx)
-                if req_ctx.project_id:
-                    self._limit("project", req_ctx.project_id, route_class)
+            req_ctx = await self._admit(scope, path, headers, req_ctx)
             scope["canopy.ctx"] = req_ctx
             await self.app(scope, receive, send_with_headers)
         except ApiError as err:
@@ -125,6 +118,20 @@ class ServiceMiddleware:
             target_id=target[:255] if target else None,
             source=(scope["client"][0] if scope.get("client") else "-")[:64], status=status,
         ), body if target is None else None)
+
+    async def _admit(self, scope: Scope, path: str, headers: dict[str, str],
+                     req_ctx: context.RequestContext) -> context.RequestContext:
+        """Rate limits and the token check: the caller's context, or an ApiError (401, 403, 429)."""
+        route_class = classify(self.service, scope["method"], path)
+        source = scope["client"][0] if scope.get("client") else "-"
+        self._limit("source", source, route_class)  # before the token check: it shields that too
+        if self.is_public(scope["method"], path):
+            return req_ctx
+        req_ctx = await self._authenticate(headers, req_ctx)
+        context.set_current(req_ctx)
+        if req_ctx.project_id:
+            self._limit("project", req_ctx.project_id, route_class)
+        return req_ctx
 
     def _limit(self, kind: str, key: str, route_class: str) -> None:
         limiter = self.limiter()
