@@ -14,6 +14,7 @@ emit them) for `canopy audit export`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -120,16 +121,20 @@ class AuditWriter:
         return len(self._queue)
 
     async def _run(self) -> None:
-        while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), self.flush_interval_s)
-            except TimeoutError:
-                pass
+        # Runs while records wait (submit starts it again): an idle api holds no task. A failing database
+        # is retried with backoff (up to 64 intervals), logged at the first failure and every tenth.
+        failures = 0
+        while self._queue:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.flush_interval_s * 2 ** min(failures, 6))
             self._wake.clear()
             try:
                 await self.flush()
+                failures = 0
             except Exception:  # the database is away: the queue keeps them (bounded) until it is back
-                log.exception("writing audit records failed; %d waiting", len(self._queue))
+                failures += 1
+                if failures % 10 == 1:
+                    log.exception("writing audit records failed (%d times); %d waiting", failures, len(self._queue))
 
     async def flush(self) -> None:
         """Write every queued record now, in batches (its statements counted as the audit's, not a route's)."""
