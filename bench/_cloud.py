@@ -31,7 +31,9 @@ class BenchCloud:
         self.port = free_port()
         self.tmp = tempfile.TemporaryDirectory(prefix="canopy-bench-")
         self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {**os.environ, "CANOPY_LOG_LEVEL": "WARNING", **(env or {})}
+        # The API's rate limits off: a benchmark measures the control plane, not its limits.
+        self.env = {**os.environ, "CANOPY_LOG_LEVEL": "WARNING", "CANOPY_API__RATE_LIMITS__ENABLED": "false",
+                    **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> BenchCloud:

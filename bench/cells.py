@@ -85,6 +85,7 @@ def drop_all(backend: str, tag: str) -> None:
 
 def open_cloud(tmp: Path, db_urls: dict[str, str]) -> Cloud:
     settings = Settings(data_dir=tmp / "var").resolved()
+    settings.api.rate_limits.enabled = False  # figures of the control plane, not of its limits
     settings.auth.token_secret = "bench-secret"
     settings.database.global_url, settings.database.cell_url = db_urls["global"], db_urls["cell1"]
     settings.api.max_page_size = 1000

@@ -115,6 +115,7 @@ async def start_cloud(pair: MariaDBPair, root: Path, replica: bool) -> tuple[All
     name = f"bench_{uuid.uuid4().hex[:8]}"
     url = pair.create_database(name)
     settings = make_settings(root / name)
+    settings.api.rate_limits.enabled = False  # figures of the control plane, not of its limits
     settings.database.global_url = settings.database.cell_url = url
     settings.database.replica_urls = [pair.url("r", name)] if replica else []
     settings.database.pool_size = 16
@@ -185,6 +186,7 @@ async def table_sizes(hosts: int, per_host: int) -> dict[str, float]:
         cleanup.callback(shutil.rmtree, root, True)
         name = f"sizes_{uuid.uuid4().hex[:8]}"
         settings = make_settings(root / name)
+        settings.api.rate_limits.enabled = False  # figures of the control plane, not of its limits
         settings.database.global_url = settings.database.cell_url = pair.create_database(name)
         settings.fake.spawn_delay_s = settings.fake.op_delay_s = 0.0
         aio = AllInOne(settings, hosts=hosts, serve_http=False)

@@ -173,6 +173,7 @@ async def run(quick: bool) -> dict[str, Any]:
     work.chmod(0o755)
     port = __import__("bench._cloud", fromlist=["free_port"]).free_port()
     settings = Settings(data_dir=work / "data").resolved()
+    settings.api.rate_limits.enabled = False  # figures of the control plane, not of its limits
     settings.api.port, settings.api.public_url = port, f"http://127.0.0.1:{port}"
     settings.log_level = "WARNING"
     settings.mobility.allow_resize_to_same_host = True

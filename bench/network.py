@@ -293,6 +293,7 @@ async def bench_latency(samples: int, apply: str) -> tuple[float, float]:
 
     with tempfile.TemporaryDirectory(prefix="canopy-bench-lat-") as d:
         settings = Settings(data_dir=Path(d)).resolved()
+        settings.api.rate_limits.enabled = False  # figures of the control plane, not of its limits
         settings.network.apply = apply  # type: ignore[assignment]
         aio = AllInOne(settings, hosts=4, serve_http=False)
         await aio.start()

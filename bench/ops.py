@@ -124,6 +124,7 @@ async def main(quick: bool) -> dict[str, Any]:
     servers, stuck, runs = 2 * hosts, 10, 5
     with tempfile.TemporaryDirectory(prefix="canopy-bench-ops-") as tmp:
         settings = Settings(data_dir=Path(tmp)).resolved()
+        settings.api.rate_limits.enabled = False  # figures of the control plane, not of its limits
         dbs = open_databases(settings)
         upgrade_all(dbs)
         bus = LocalTransport()

@@ -132,12 +132,14 @@ class AllInOne:
     async def _start_http(self) -> None:
         import uvicorn
 
-        from canopy.api.app import build_app
+        from canopy.api.app import build_app, tls_files
         from canopy.heartbeat import ServiceHeartbeat
 
         s = self.settings
+        cert, key = tls_files(self.cloud)
         config = uvicorn.Config(build_app(self.cloud), host=s.api.host, port=s.api.port,
-                                lifespan="off", log_level="warning", access_log=False)
+                                lifespan="off", log_level="warning", access_log=False,
+                                ssl_certfile=cert, ssl_keyfile=key)
         server = uvicorn.Server(config)
         self._server = server
         self._server_task = asyncio.create_task(server.serve())
@@ -157,6 +159,9 @@ class AllInOne:
             self._server.should_exit = True
             if self._server_task is not None:
                 await self._server_task
+            from canopy.api.app import close_app
+
+            await close_app(self._server.config.app)  # the queued audit records
         for agent in self.agents:
             await agent.stop()
         if self._image_client is not None:

@@ -27,6 +27,8 @@ app.add_typer(__import__("canopy.sim.cli", fromlist=["app"]).app, name="sim")  #
 app.add_typer(__import__("canopy.cli_inventory", fromlist=["app"]).app, name="inventory")  # issue 19
 app.add_typer(__import__("canopy.cli_cells", fromlist=["app"]).app, name="cell")  # issue 19
 app.add_typer(__import__("canopy.cli_hosts", fromlist=["app"]).app, name="host")  # issue 19: enroll, drain
+app.add_typer(__import__("canopy.cli_audit", fromlist=["app"]).app, name="audit")  # issue 14: CADF export
+app.add_typer(__import__("canopy.cli_bus", fromlist=["app"]).app, name="bus")  # issue 14: CURVE keygen
 console = Console()
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML configuration file (or CANOPY_CONFIG).")]
@@ -148,7 +150,7 @@ def api(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
 
     import uvicorn
 
-    from canopy.api.app import build_app
+    from canopy.api.app import build_app, close_app, tls_files
     from canopy.heartbeat import ServiceHeartbeat
     from canopy.observability.metrics import BUS_METRICS
     from canopy.rpc.factory import make_transport
@@ -160,12 +162,16 @@ def api(config: ConfigOpt = None, data_dir: DataDirOpt = None) -> None:
         bus = make_transport(settings.bus, bind=False, observer=BUS_METRICS)
         await bus.start()
         cloud = Cloud(settings=settings, dbs=open_databases(settings), bus=bus)
-        server = uvicorn.Server(uvicorn.Config(build_app(cloud), host=settings.api.host, port=settings.api.port,
-                                               lifespan="off", access_log=False))
+        app = build_app(cloud)
+        cert, key = tls_files(cloud)
+        server = uvicorn.Server(uvicorn.Config(app, host=settings.api.host, port=settings.api.port,
+                                               lifespan="off", access_log=False,
+                                               ssl_certfile=cert, ssl_keyfile=key))
         beat = ServiceHeartbeat(bus, "canopy-api", f"{socket.gethostname()}:{settings.api.port}",
                                 settings.agent.heartbeat_s)
         beat.start()
         await server.serve()
+        await close_app(app)
         await beat.stop()
         await bus.close()
 

@@ -65,6 +65,14 @@ class BusConfig(BaseModel):
     nats_urls: list[str] = Field(default_factory=lambda: ["nats://127.0.0.1:4222"])
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
     call_timeout_s: float = 30.0
+    # ZeroMQ CURVE (off unless a key is given; canopy/rpc/curve.py, docs/operations.md). Control services:
+    # the server key pair and the client keys they admit, each with the host names it may speak for ("*":
+    # any, for control services' own keys). Every connecting process: its key pair and the server's public
+    # key (or the server key file itself, on a control machine). `canopy bus keygen` writes key files.
+    curve_server_secret_file: str = ""
+    curve_server_public_key: str = ""  # Z85, 40 characters
+    curve_client_secret_file: str = ""
+    curve_allowed_clients: dict[str, list[str]] = Field(default_factory=dict)
 
     def zmq_bind_for(self, service: str) -> str:
         """The address `service` binds: its own entry in `zmq_binds`, else `zmq_bind`'s port plus the
@@ -75,6 +83,40 @@ class BusConfig(BaseModel):
         if not self.zmq_bind.startswith("tcp://") or not port.isdigit():
             return self.zmq_bind
         return f"{head}:{int(port) + ZMQ_PORT_OFFSETS.get(service, 0)}"
+
+
+class RateLimit(BaseModel):
+    """One token bucket: `rate` requests a second on average, `burst` at once."""
+
+    rate: float = Field(gt=0)
+    burst: int = Field(ge=1)
+
+
+def _limits(read: tuple[float, int], write: tuple[float, int], auth: tuple[float, int],
+            expensive: tuple[float, int]) -> dict[str, RateLimit]:
+    pairs = {"read": read, "write": write, "auth": auth, "expensive": expensive}
+    return {k: RateLimit(rate=r, burst=b) for k, (r, b) in pairs.items()}
+
+
+class RateLimitsConfig(BaseModel):
+    """`[api.rate_limits]`: token buckets per project and per source address, by route class (read, write,
+    auth, expensive = server create); see canopy/api/ratelimit.py and docs/operations.md. Per api process:
+    with N processes a client gets up to N times these rates."""
+
+    enabled: bool = True
+    project: dict[str, RateLimit] = Field(default_factory=lambda: _limits((100, 500), (20, 200), (5, 50), (5, 100)))
+    source: dict[str, RateLimit] = Field(default_factory=lambda: _limits((500, 2000), (100, 500), (10, 100),
+                                                                         (20, 200)))
+    max_keys: int = Field(default=50_000, ge=1)  # per table: bounded memory under an address-spraying flood
+
+
+class AuditConfig(BaseModel):
+    """`[api.audit]`: the audit trail of mutating calls (canopy/api/audit.py)."""
+
+    enabled: bool = True
+    queue_size: int = Field(default=10_000, ge=1)  # records waiting; past it new records are dropped (counted)
+    batch: int = Field(default=500, ge=1)
+    flush_interval_s: float = Field(default=1.0, gt=0)
 
 
 class ApiConfig(BaseModel):
@@ -92,6 +134,11 @@ class ApiConfig(BaseModel):
     max_servers_per_create: int = 1000
     # Addresses (exact, e.g. a Prometheus server's) that may read /metrics without an admin token.
     metrics_scrape_addresses: list[str] = Field(default_factory=list)
+    # HTTPS: a PEM certificate (chain) and its key; both empty serves plain HTTP.
+    tls_cert: str = ""
+    tls_key: str = ""
+    rate_limits: RateLimitsConfig = Field(default_factory=RateLimitsConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
 
 
 class AuthConfig(BaseModel):
@@ -357,7 +404,8 @@ class Settings(BaseSettings):
         if not data.auth.token_secret:
             data.auth.token_secret = _persistent_secret(data.data_dir / "token-secret")
         if not data.api.public_url:
-            data.api.public_url = f"http://{data.api.host}:{data.api.port}"
+            scheme = "https" if data.api.tls_cert else "http"
+            data.api.public_url = f"{scheme}://{data.api.host}:{data.api.port}"
         obs = data.observability
         if obs.service_down_s is None:  # an explicit scheduler.service_down_s still wins
             explicit = "service_down_s" in data.scheduler.model_fields_set

@@ -115,7 +115,7 @@ async def in_process_cloud(settings: Any, hosts: int) -> AsyncIterator[Any]:
     """An AllInOne on `settings` with `hosts` simulated hypervisors and no HTTP port; `.api` is an
     ApiClient on its app. Stopped when the block ends."""
     from canopy.allinone import AllInOne
-    from canopy.api.app import build_app
+    from canopy.api.app import build_app, close_app
 
     aio = AllInOne(settings, hosts=hosts, serve_http=False)
     await aio.start()
@@ -124,6 +124,7 @@ async def in_process_cloud(settings: Any, hosts: int) -> AsyncIterator[Any]:
         yield aio
     finally:
         await aio.api.http.aclose()  # type: ignore[attr-defined]
+        await close_app(aio.api.app)  # type: ignore[attr-defined]
         await aio.stop()
 
 

@@ -12,8 +12,10 @@ from typing import Any
 from starlette.datastructures import State
 from starlette.routing import BaseRoute, Router
 
+from canopy.api.audit import AuditWriter
 from canopy.api.http import json_response, not_found_app
 from canopy.api.middleware import ServiceMiddleware
+from canopy.api.ratelimit import RateLimiter
 from canopy.api.token_state import TokenGuard
 from canopy.auth.policy import load_policy
 from canopy.runtime import Cloud
@@ -47,15 +49,20 @@ class CloudApp:
         # Per app (one per api process): its own view of the revocation events, shared by its services.
         self.state.policy = load_policy(cloud.settings.auth.policy_file)
         self.state.guard = TokenGuard(cloud.tokens, cloud.dbs.global_db, cloud.settings.auth.revocation_cache_s)
+        self.state.ratelimiter = RateLimiter(cloud.settings.api.rate_limits, cloud.clock.monotonic)
+        a = cloud.settings.api.audit
+        self.state.audit = AuditWriter(cloud.dbs.global_db, cloud.clock, queue_size=a.queue_size, batch=a.batch,
+                                       flush_interval_s=a.flush_interval_s) if a.enabled else None
         for prefix, svc in services.items():
             router = Router(routes=svc.routes, default=not_found_app, redirect_slashes=False)
             self.prefixes[prefix] = ServiceMiddleware(
-                router, svc.name, lambda: self.state.guard, svc.is_public, svc.prepare, _body_limit(cloud, svc)
+                router, svc.name, lambda: self.state.guard, svc.is_public, svc.prepare, _body_limit(cloud, svc),
+                limiter=lambda: self.state.ratelimiter, audit=lambda: self.state.audit,
             )
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            await _lifespan(receive, send)
+            await _lifespan(receive, send, self.state.audit)
             return
         scope["app"] = self
         path: str = scope["path"]
@@ -124,14 +131,30 @@ def _body_limit(cloud: Cloud, svc: Service) -> Callable[[str, str], int]:
     return limit
 
 
-async def _lifespan(receive: Any, send: Any) -> None:
+async def _lifespan(receive: Any, send: Any, audit: AuditWriter | None) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
+            if audit is not None:
+                await audit.close()  # what is queued is written before the process ends
             await send({"type": "lifespan.shutdown.complete"})
             return
+
+
+def tls_files(cloud: Cloud) -> tuple[str | None, str | None]:
+    """uvicorn's `ssl_certfile` and `ssl_keyfile` from `[api] tls_cert` and `tls_key` (None: plain HTTP)."""
+    api = cloud.settings.api
+    if bool(api.tls_cert) != bool(api.tls_key):
+        raise ValueError("[api] tls_cert and tls_key are given together (a PEM certificate and its key)")
+    return (api.tls_cert, api.tls_key) if api.tls_cert else (None, None)
+
+
+async def close_app(app: object) -> None:
+    """What the app must do before its process ends: write the queued audit records."""
+    if isinstance(app, CloudApp) and app.state.audit is not None:
+        await app.state.audit.close()
 
 
 def build_app(cloud: Cloud) -> CloudApp:

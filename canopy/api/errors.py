@@ -15,6 +15,7 @@ COMPUTE_KINDS = {
     409: "conflictingRequest",
     413: "overLimit",
     415: "badMediaType",
+    429: "overLimit",  # Nova's rate limits answered overLimit
     500: "computeFault",
     501: "notImplemented",
     503: "serviceUnavailable",

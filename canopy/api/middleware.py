@@ -15,10 +15,13 @@ from starlette.exceptions import HTTPException
 
 from canopy import context
 from canopy.api import body_limit
+from canopy.api.audit import BODY_KEEP, MUTATING, AuditWriter, new_record, target_from_path
 from canopy.api.errors import ApiError, error_body
+from canopy.api.ratelimit import RateLimiter, classify, retry_after_header
 from canopy.api.token_state import TokenGuard
 from canopy.auth.tokens import InvalidToken
 from canopy.observability.access import observe_request
+from canopy.observability.metrics import RATE_LIMITED
 
 log = logging.getLogger("canopy.api")
 
@@ -39,8 +42,12 @@ class ServiceMiddleware:
         is_public: Callable[[str, str], bool],
         prepare: Callable[[Scope], dict[str, str]] | None = None,
         body_limit: Callable[[str, str], int] | None = None,
+        limiter: Callable[[], RateLimiter | None] = lambda: None,
+        audit: Callable[[], AuditWriter | None] = lambda: None,
     ) -> None:
         self.app = app
+        self.audit = audit
+        self.limiter = limiter
         self.service = service
         self.guard = guard
         self.is_public = is_public
@@ -57,12 +64,17 @@ class ServiceMiddleware:
         if self.service == "compute":
             extra_headers.append((b"x-compute-request-id", request_id.encode()))
         started = False
+        # A create's answer names what it created: kept (bounded) for the audit record's target.
+        keep_body = scope["method"] == "POST" and self.audit() is not None
+        body = bytearray()
 
         async def send_with_headers(message: Any) -> None:
             nonlocal started, status
             if message["type"] == "http.response.start":
                 started, status = True, message["status"]
                 message["headers"] = list(message.get("headers", [])) + extra_headers
+            elif keep_body and message["type"] == "http.response.body" and len(body) < BODY_KEEP:
+                body.extend(message.get("body", b"")[:BODY_KEEP - len(body)])
             await send(message)
 
         headers = {k.decode().lower(): v.decode("latin-1") for k, v in scope["headers"]}
@@ -80,9 +92,7 @@ class ServiceMiddleware:
                 limit = self.body_limit(scope["method"], path)
                 body_limit.check_declared(headers, limit)
                 receive = body_limit.bounded_receive(receive, limit)
-            if not self.is_public(scope["method"], path):
-                req_ctx = await self._authenticate(headers, req_ctx)
-                context.set_current(req_ctx)
+            req_ctx = await self._admit(scope, path, headers, req_ctx)
             scope["canopy.ctx"] = req_ctx
             await self.app(scope, receive, send_with_headers)
         except ApiError as err:
@@ -99,6 +109,45 @@ class ServiceMiddleware:
         finally:
             observe_request(self.service, scope, status, t0)  # under the request's context: its ID is logged
             context.reset(token_ctx)
+            if scope["method"] in MUTATING:
+                self._audit(scope, req_ctx, status, bytes(body) if 200 <= status < 300 else None)
+
+    def _audit(self, scope: Scope, req_ctx: context.RequestContext, status: int, body: bytes | None) -> None:
+        writer = self.audit()
+        if writer is None or status == 429:  # refused by a rate limit: it did nothing, and floods are cheap
+            return
+        route = scope.get("route")
+        target = target_from_path(scope.get("path_params") or {})
+        writer.submit(new_record(
+            at=writer.clock.now(), request_id=req_ctx.request_id, user_id=req_ctx.user_id or None,
+            user_name=None, project_id=req_ctx.project_id, domain_id=req_ctx.domain_id, service=self.service,
+            method=scope["method"], route=getattr(route, "name", None) or "-", path=scope["path"][:1024],
+            target_id=target[:255] if target else None,
+            source=(scope["client"][0] if scope.get("client") else "-")[:64], status=status,
+        ), body if target is None else None)
+
+    async def _admit(self, scope: Scope, path: str, headers: dict[str, str],
+                     req_ctx: context.RequestContext) -> context.RequestContext:
+        """Rate limits and the token check: the caller's context, or an ApiError (401, 403, 429)."""
+        route_class = classify(self.service, scope["method"], path)
+        source = scope["client"][0] if scope.get("client") else "-"
+        self._limit("source", source, route_class)  # before the token check: it shields that too
+        if self.is_public(scope["method"], path):
+            return req_ctx
+        req_ctx = await self._authenticate(headers, req_ctx)
+        context.set_current(req_ctx)
+        if req_ctx.project_id:
+            self._limit("project", req_ctx.project_id, route_class)
+        return req_ctx
+
+    def _limit(self, kind: str, key: str, route_class: str) -> None:
+        limiter = self.limiter()
+        wait = limiter.check(kind, key, route_class) if limiter is not None else 0.0
+        if wait:
+            RATE_LIMITED.inc(kind, route_class)
+            who = "this project" if kind == "project" else "this address"
+            raise ApiError(429, f"Rate limit exceeded for {who} ({route_class} requests); retry later.",
+                           neutron_type="OverQuota", retry_after=retry_after_header(wait))
 
     async def _authenticate(self, headers: dict[str, str], req_ctx: context.RequestContext) -> context.RequestContext:
         token = headers.get("x-auth-token")

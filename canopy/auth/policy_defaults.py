@@ -75,6 +75,7 @@ IDENTITY = {
             # what an unscoped token is for: finding the scopes it may ask for
             "identity:auth_projects", "identity:auth_domains", "identity:auth_system", "identity:auth_catalog"),
     "identity:list_domains": "rule:admin or scope:domain",
+    "identity:canopy-audit:list": _ADMIN,  # the audit trail (issue 14)
     "identity:get_domain": "rule:admin or domain_id:%(domain_id)s",
     **_each(_ADMIN, "identity:create_domain", "identity:update_domain", "identity:delete_domain"),
     **_each("rule:admin or rule:domain_admin", "identity:domain_grants", "identity:domain_grant"),

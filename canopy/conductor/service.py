@@ -38,6 +38,7 @@ from canopy.rpc.calls import (
     WakeTask,
 )
 from canopy.rpc.calls_relay import AbortLiveMigration, ReadConsole
+from canopy.rpc.curve import check_sender
 from canopy.rpc.messages import Ack, Message
 from canopy.rpc.tasks import TaskRecord
 from canopy.runtime import Cloud
@@ -109,6 +110,8 @@ class Conductor:
         await self.flush_heartbeats()
 
     async def handle(self, msg: Message) -> Message | None:
+        # With CURVE, an agent's key is bound to its hosts: it may not register, beat or sync for another.
+        check_sender(getattr(msg, "host", None))
         if isinstance(msg, WakeTask):
             await self.run_task(msg.task_id, msg.task)
             return None

@@ -600,3 +600,27 @@ inventory_hosts.append_column(Column("hardware", JSONType, nullable=True))
 inventory_hosts.append_column(Column("enrolled_at", UTCDateTime, nullable=True))
 inventory_hosts.append_column(Column("credential_hash", String(64), nullable=True))
 Index("ix_inventory_hosts_state", inventory_hosts.c.state)
+
+# -- audit (issue 14) -----------------------------------------------------------------------------------
+# One row per mutating API call (POST/PUT/PATCH/DELETE on any service), written in batches off the
+# request path by canopy/api/audit.py. Read by admins (GET /identity/v3/canopy-audit) and exported as CADF.
+audit_records = Table(
+    "audit_records",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("at", UTCDateTime, nullable=False),
+    Column("request_id", String(64), nullable=False),
+    Column("user_id", String(64), nullable=True),
+    Column("user_name", String(255), nullable=True),
+    Column("project_id", String(64), nullable=True),
+    Column("domain_id", String(64), nullable=True),
+    Column("service", String(16), nullable=False),
+    Column("method", String(8), nullable=False),
+    Column("route", String(128), nullable=False),
+    Column("path", String(1024), nullable=False),
+    Column("target_id", String(255), nullable=True),
+    Column("source", String(64), nullable=False),
+    Column("status", Integer, nullable=False),
+    Index("ix_audit_records_at", "at", "id"),
+    Index("ix_audit_records_project_at", "project_id", "at"),
+)

@@ -114,9 +114,13 @@ BUS_BYTES = Counts("canopy_bus_bytes_received", "Bytes a process received from t
                    ("frame",))
 HEARTBEATS = Counts("canopy_heartbeats_received", "Heartbeats a conductor received, by service binary.",
                     ("binary",))
+RATE_LIMITED = Counts("canopy_api_rate_limited", "Requests answered 429 by a rate limit, by bucket kind and class.",
+                      ("kind", "route_class"))
+AUDIT_DROPPED = Counts("canopy_audit_records_dropped", "Audit records dropped because the queue was full.", ())
 
 FAMILIES: list[Counts | Hist] = [API_REQUESTS, API_LATENCY, SCHED_DECISIONS, SCHED_LATENCY, BUS_HANDLER_LATENCY,
-                                 BUS_RPC_LATENCY, TASK_DURATION, SWEPT, NOTIFICATIONS, HEARTBEATS, BUS_BYTES]
+                                 BUS_RPC_LATENCY, TASK_DURATION, SWEPT, NOTIFICATIONS, HEARTBEATS, BUS_BYTES,
+                                 RATE_LIMITED, AUDIT_DROPPED]
 
 
 class BusMetrics:

@@ -15,10 +15,11 @@ def make_transport(bus: BusConfig, *, bind: bool, service: str = "",
 
         return LocalTransport(default_timeout=bus.call_timeout_s, observer=observer)
     if bus.transport == "zmq":
+        from canopy.rpc.curve import keys_from_settings
         from canopy.rpc.zmq import ZmqTransport
 
         return ZmqTransport(bind=bus.zmq_bind_for(service) if bind else None, connect=list(bus.zmq_connect),
-                            observer=observer)
+                            observer=observer, curve=keys_from_settings(bus))
     if bus.transport == "nats":
         from canopy.rpc.nats import NatsTransport
 

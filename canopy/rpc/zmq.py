@@ -45,6 +45,7 @@ from canopy.rpc.base import (
     observed_call,
     unwrap_reply,
 )
+from canopy.rpc.curve import CurveKeys, make_client, make_server, sender_hosts, start_authenticator
 from canopy.rpc.messages import Message
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ class _Link:
     bye: asyncio.Event = field(default_factory=asyncio.Event)
     backlog: deque[tuple[bytes, _Redo]] = field(default_factory=deque)  # held while the peer is full
     stuck_since: float = 0.0
+    key: str | None = None  # with CURVE: the peer's client public key (on the ROUTER side)
 
 
 class ZmqTransport:
@@ -102,8 +104,10 @@ class ZmqTransport:
         hwm: int = 50_000,
         send_timeout: float = 5.0,
         observer: BusObserver | None = None,
+        curve: CurveKeys | None = None,
     ) -> None:
         self.bind, self.connect = bind, list(connect or [])
+        self.curve = curve  # None: plain TCP (the default); see canopy/rpc/curve.py
         self.observer = observer or UNOBSERVED
         self.default_timeout, self.route_grace, self.send_timeout = default_timeout, route_grace, send_timeout
         self.announce_interval, self.heartbeat, self.hwm = announce_interval, heartbeat, hwm
@@ -123,6 +127,7 @@ class ZmqTransport:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ctx: zmq.asyncio.Context | None = None
         self._router: _Link | None = None  # the bound socket, as a link without an identity
+        self._auth: Any = None  # with CURVE, the ZAP handler of a binding transport
         self._dealers: list[_Link] = []
         self._rlinks: dict[bytes, _Link] = {}  # the ROUTER's peers by ZMQ identity
         self._nodes: dict[str, _Node] = {}
@@ -151,6 +156,9 @@ class ZmqTransport:
         if self.bind:
             router = self._socket(zmq.ROUTER)
             router.setsockopt(zmq.ROUTER_MANDATORY, 1)  # a send to a gone peer raises: drop its route
+            if self.curve is not None:
+                self._auth = start_authenticator(self._ctx, self.curve)
+                make_server(router, self.curve)
             router.bind(self.bind)
             self.endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
             self._router = _Link(router, zmq.Socket.shadow(router.underlying))
@@ -159,6 +167,8 @@ class ZmqTransport:
             sock = self._socket(zmq.DEALER)
             # the monitor says when a connection (re)comes up, which is when we must say hello again
             monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_DISCONNECTED)
+            if self.curve is not None:
+                make_client(sock, self.curve)
             sock.connect(endpoint)
             link = _Link(sock, zmq.Socket.shadow(sock.underlying), monitor=monitor)
             self._dealers.append(link)
@@ -194,6 +204,9 @@ class ZmqTransport:
             link.sock.close(linger=0)
         if self._router is not None:
             self._router.sock.close(linger=0)
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
         if self._ctx is not None:
             self._ctx.term()
         self._reset()
@@ -371,6 +384,8 @@ class ZmqTransport:
             if link.ident is not None:
                 self._rlinks[link.ident] = link
         shared, hosts = frozenset(hello["shared"]), frozenset((t, h) for t, h in hello["hosts"])
+        if self.curve is not None and link.ident is not None:
+            hosts = self._bound_hosts(link, hosts)
         if fresh or shared != node.shared or hosts != node.hosts:
             self._unindex(node)
             node.shared, node.hosts = shared, hosts
@@ -380,6 +395,18 @@ class ZmqTransport:
                 # the newest announcer of a host wins: an agent that restarted replaces its old self
                 self._host_routes[key] = node
             self._notify()
+
+    def _bound_hosts(self, link: _Link, hosts: frozenset[tuple[str, str]]) -> frozenset[tuple[str, str]]:
+        """With CURVE, a peer serves only the hosts its key is bound to: the others' routes stay."""
+        assert self.curve is not None
+        allowed = self.curve.hosts_of(link.key or "")
+        if allowed is None:
+            return hosts
+        kept = frozenset((t, h) for t, h in hosts if h in allowed)
+        if kept != hosts:
+            log.warning("bus key %s announced hosts it is not bound to, ignored: %s", link.key,
+                        sorted({h for _, h in hosts - kept}))
+        return kept
 
     def _unindex(self, node: _Node) -> None:
         for topic in node.shared:
@@ -487,6 +514,9 @@ class ZmqTransport:
     # -- receiving -------------------------------------------------------------------------------
 
     async def _read(self, link: _Link, router: bool) -> None:
+        if router and self.curve is not None:
+            await self._read_curve(link)
+            return
         while True:
             batch = [await link.sock.recv_multipart()]
             while len(batch) < _BATCH:  # drain what has already arrived, without a Future each
@@ -494,18 +524,37 @@ class ZmqTransport:
                     batch.append(link.raw.recv_multipart(_NOBLOCK))
                 except zmq.Again:
                     break
-            for frames in batch:
-                self.observer.received(_FRAME_KINDS.get(frames[-1][:1], "other"), len(frames[-1]))
-                try:
-                    if router:  # the first frame is the peer's identity
-                        peer = self._rlinks.get(frames[0]) or _Link(link.sock, link.raw, frames[0])
-                        self._on_frame(peer, frames[-1])
-                    else:
-                        self._on_frame(link, frames[-1])
-                except Exception:
-                    log.exception("bad message from %s", frames[0] if router else link.node)
+            self._on_batch(link, router, batch)
             if len(batch) == _BATCH:
                 await asyncio.sleep(0)  # a ready recv does not yield: let the handlers run
+
+    async def _read_curve(self, link: _Link) -> None:
+        """The ROUTER's loop with CURVE: each message also says which client key sent it (`User-Id`)."""
+        while True:
+            batch = [await link.sock.recv_multipart(copy=False)]
+            while len(batch) < _BATCH:
+                try:
+                    batch.append(link.raw.recv_multipart(_NOBLOCK, copy=False))
+                except zmq.Again:
+                    break
+            keys = [str(frames[-1].get("User-Id")) for frames in batch]
+            self._on_batch(link, True, [[f.bytes for f in frames] for frames in batch], keys)
+            if len(batch) == _BATCH:
+                await asyncio.sleep(0)
+
+    def _on_batch(self, link: _Link, router: bool, batch: list[list[bytes]], keys: list[str] | None = None) -> None:
+        for i, frames in enumerate(batch):
+            self.observer.received(_FRAME_KINDS.get(frames[-1][:1], "other"), len(frames[-1]))
+            try:
+                if router:  # the first frame is the peer's identity
+                    peer = self._rlinks.get(frames[0]) or _Link(link.sock, link.raw, frames[0])
+                    if keys is not None:
+                        peer.key = keys[i]
+                    self._on_frame(peer, frames[-1])
+                else:
+                    self._on_frame(link, frames[-1])
+            except Exception:
+                log.exception("bad message from %s", frames[0] if router else link.node)
 
     def _on_frame(self, link: _Link, frame: bytes) -> None:
         kind = frame[:1]
@@ -536,6 +585,8 @@ class ZmqTransport:
             link.bye.set()
 
     async def _serve_one(self, link: _Link, target: Target, data: bytes) -> None:
+        if self.curve is not None and link.ident is not None:  # handlers check who may name which host
+            sender_hosts.set(self.curve.hosts_of(link.key or ""))
         try:
             env = Envelope.decode(data)
             handler = self._local_handler(target.topic, target.host)

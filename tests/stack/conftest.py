@@ -36,13 +36,14 @@ async def cloud(data_dir: Path) -> AsyncIterator[Cloud]:
 @pytest.fixture
 async def api(cloud: Cloud) -> AsyncIterator[ApiClient]:
     """An API client against the cloud's app (users: admin/admin, demo/demo)."""
-    from canopy.api.app import build_app
+    from canopy.api.app import build_app, close_app
 
     client = ApiClient(build_app(cloud))
     try:
         yield client
     finally:
         await client.http.aclose()
+        await close_app(client.app)
 
 
 @pytest.fixture

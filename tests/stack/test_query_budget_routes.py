@@ -38,6 +38,7 @@ MEASURED: dict[str, Req] = {
     "identity:get_user": ("GET", "/identity/v3/users/{demo_user}", None, "admin"),
     "identity:list_user_projects": ("GET", "/identity/v3/users/{demo_user}/projects", None, "admin"),
     "identity:list_roles": ("GET", "/identity/v3/roles", None, "admin"),
+    "identity:canopy-audit:list": ("GET", "/identity/v3/canopy-audit", None, "admin"),
     "identity:get_role": ("GET", "/identity/v3/roles/{member_role}", None, "admin"),
     "identity:list_role_assignments": ("GET", "/identity/v3/role_assignments", None, "admin"),
     "compute:versions": ("GET", "/compute/", None, "admin"),

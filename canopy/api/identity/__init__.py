@@ -8,6 +8,7 @@ from canopy.api.identity import (
     admin,
     app_creds,
     assignments,
+    audit_routes,
     auth,
     catalog_admin,
     domains,
@@ -39,5 +40,6 @@ def service() -> Service:
         *project_tags.ROUTES,
         *app_creds.ROUTES,
         *scopes.ROUTES,
+        *audit_routes.ROUTES,
     ]
     return Service("identity", routes, is_public)
