@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
+from canopy.network import secgroups as sg
 from canopy.network import sgstate
+from canopy.network.port_record import PortRecord
 from canopy.rpc.base import BusError, Target
 from canopy.rpc.calls import NetSecGroup, NetworkSync, SecurityGroupsChanged
 
@@ -59,12 +61,9 @@ async def handle(cond: TaskEnv, msg: SecurityGroupsChanged) -> None:
     changed = set(msg.group_ids)
 
     def global_read(conn: Connection) -> tuple[list[NetSecGroup], dict[str, set[str]]]:
-        defs = sgstate.group_defs(conn, changed)
-        remote_of: dict[str, set[str]] = {}
-        if msg.members:
-            for d in sgstate.group_defs(conn, sgstate.referencing(conn, sorted(changed))):
-                remote_of[d.id] = {r["remote_group"] for r in d.rules if r.get("remote_group") in changed}
-        return defs, remote_of
+        if msg.members:  # one statement: who names these groups; their definitions did not change
+            return [], sgstate.remote_of(conn, sorted(changed))
+        return sgstate.group_defs(conn, changed), {}
 
     defs, remote_of = await cond.dbs.global_db.read_fresh(global_read)
     interest = sorted(changed | set(remote_of))
@@ -81,3 +80,14 @@ async def handle(cond: TaskEnv, msg: SecurityGroupsChanged) -> None:
             await cond.bus.cast(Target("agent", host), sync)
         except BusError as exc:
             log.warning("security groups for %s not delivered (its next full sync heals): %s", host, exc)
+
+
+def boot_groups(named: list[str] | None, project_id: str) -> list[str]:
+    """The groups of a boot's ports: those the create named (the API resolved and checked them), else the
+    project's default group (a payload from before security groups)."""
+    return list(named) if named is not None else [sg.default_group_id(project_id)]
+
+
+async def members_changed(env: TaskEnv, ports: list[PortRecord]) -> None:
+    """New or changed ports: the hosts whose ports' rules name their groups learn the new members."""
+    await announce(env.bus, sorted({gid for p in ports for gid in p.security_groups}), members=True)

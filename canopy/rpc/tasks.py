@@ -100,6 +100,9 @@ class BuildPayload(BaseModel):
     image_properties: dict[str, Any] = Field(default_factory=dict)
     reservation_id: str = ""
     count: int = 1  # the size of the multi-create batch this server belongs to
+    # the ids of the security groups of the ports the boot creates (None: a payload from before security
+    # groups: the project's default group)
+    security_groups: list[str] | None = None
 
 
 class ActionPayload(BaseModel):

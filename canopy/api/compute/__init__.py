@@ -15,6 +15,8 @@ from canopy.api.compute import (
     scheduler_explain,
     server_groups,
     server_mobility,
+    server_secgroup_actions,
+    server_secgroups,
     servers,
     usage,
     versions,
@@ -30,6 +32,7 @@ def is_public(method: str, path: str) -> bool:
 
 
 actions.ACTIONS.update(server_mobility.ACTIONS)  # resize, migrations, snapshots, rebuild, rescue
+actions.ACTIONS.update(server_secgroup_actions.ACTIONS)  # addSecurityGroup, removeSecurityGroup
 
 
 def service() -> Service:
@@ -50,5 +53,6 @@ def service() -> Service:
         *server_groups.ROUTES,
         *scheduler_explain.ROUTES,
         *server_mobility.ROUTES,
+        *server_secgroups.ROUTES,
     ]
     return Service("compute", routes, is_public, microversion.prepare)

@@ -20,6 +20,7 @@ from canopy import states
 from canopy.api.compute.common import cloud_of
 from canopy.api.compute.quota_store import QuotaExceeded, reserve
 from canopy.api.compute.server_groups import HintsRequest, add_group_members, parse_hints, resolve_hints
+from canopy.api.compute.server_secgroups import resolve_create_groups
 from canopy.api.errors import ApiError, bad_request
 from canopy.api.http import ctx, is_uuid, validate
 from canopy.context import RequestContext
@@ -346,8 +347,11 @@ async def create_servers(request: Request, req: CreateRequest) -> tuple[list[str
     networks = pick_networks(server, found, rc)
     zone, force_host = placement_hints(server, rc)
     hints = await resolve_hints(request, req.hints)
+    groups = await resolve_create_groups(request, server.security_groups)
     plan = _plan(server, rc, flavor_snapshot(flavor), image_id, networks, found["key"], zone, force_host, hints,
                  dict(found["image"].get("properties") or {}))
+    for item in plan.servers:
+        item.payload.security_groups = groups
     await _write(cloud, rc, plan, server)
     for item in plan.servers:
         assert item.task is not None

@@ -13,6 +13,7 @@ from canopy.api.compute import server_actions
 from canopy.api.compute.common import cell_db, cloud_of, load_visible_instance
 from canopy.api.compute.microversion import mv
 from canopy.api.compute.server_create import create_servers, parse_create
+from canopy.api.compute.server_secgroups import attach_names
 from canopy.api.compute.server_views import render_brief, render_server
 from canopy.api.errors import bad_request
 from canopy.api.http import bool_param, ctx, empty_response, json_response, page_params, read_object, route
@@ -37,7 +38,8 @@ async def create(request: Request) -> Response:
     base = compute_base(request)
     body_out = {"server": {**render_brief({"uuid": uuids[0], "name": server.name}, base),
                            "OS-DCF:diskConfig": server.disk_config or "MANUAL",
-                           "security_groups": [{"name": "default"}]}}
+                           "security_groups": [{"name": g["name"]} for g in server.security_groups or []]
+                           or [{"name": "default"}]}}
     del body_out["server"]["name"]
     if server.adminPass is not None:
         body_out["server"]["adminPass"] = server.adminPass
@@ -131,6 +133,8 @@ async def _index(request: Request, detail: bool) -> Response:
     max_page = cloud_of(request).settings.api.max_page_size
     limit, marker = page_params(request, max_page)
     found = await cell_db(request).read(_list, request, limit, marker, detail)
+    if detail:
+        await attach_names(request, found["rows"])
     base, rc, version = compute_base(request), ctx(request), mv(request)
     if detail:
         servers = [render_server(r, mv=version, is_admin=rc.is_admin, base=base, fault=found["faults"].get(r["uuid"]))
@@ -164,6 +168,7 @@ def _show(conn: Connection, uuid: str, project_id: str | None, is_admin: bool) -
 async def show_server_body(request: Request, uuid: str) -> dict[str, Any]:
     rc = ctx(request)
     inst = await cell_db(request).read_fresh(_show, uuid, rc.project_id, rc.is_admin)
+    await attach_names(request, [inst])
     return {"server": render_server(inst, mv=mv(request), is_admin=rc.is_admin, base=compute_base(request),
                                     fault=inst["fault"])}
 
