@@ -126,3 +126,22 @@ async def test_a_boot_in_the_default_group_lets_its_peers_in(stack: Any) -> None
     else:
         await _reaches(stack, first, f"in_port={UPLINK},{syn}", True)
     await _reaches(stack, first, _ssh_to(first), False)
+
+
+async def test_a_port_in_no_group_is_sent_nothing(stack: Any) -> None:
+    """Port security on and `security_groups: []`: Neutron's firewall drops all but DHCP and neighbour
+    discovery (before, such a port had no firewall at all)."""
+    from canopy.seed import PUBLIC_NETWORK_ID
+
+    resp = await stack.api.post(f"{N}/ports", json={"port": {"network_id": PUBLIC_NETWORK_ID,
+                                                             "binding:host_id": "hv-0003", "security_groups": []}})
+    assert resp.status_code == 201, resp.text
+    port = resp.json()["port"]
+    assert port["security_groups"] == [] and port["port_security_enabled"] is True
+    for _ in range(200):
+        if node_of(stack, "hv-0003").program is not None and any(
+                f"in_port={port['binding:vif_details']['ofport']}," in k
+                for k in node_of(stack, "hv-0003").program.flows):  # type: ignore[union-attr]
+            break
+        await asyncio.sleep(0.025)
+    await _reaches(stack, port, _ssh_to(port), False)
