@@ -437,8 +437,7 @@ async def ports_removed(env: TaskEnv, views: list[dict[str, Any]]) -> None:
         env.netsync.queue([PortChange(port_id=v["id"], network_id=v["network_id"], old_host=v["binding:host_id"])
                             for v in views])
         # the hosts whose rules name the ports' groups forget their addresses
-        await sgsync.announce(env.bus, sorted({gid for v in views for gid in v.get("security_groups") or ()}),
-                       members=True)
+        await sgsync.members_left(env, views)
 
 
 async def release_policy(env: TaskEnv, project_id: str) -> Any:
