@@ -5,6 +5,9 @@ G (a port joined, left, was bound, unbound or re-addressed) goes to the hosts wi
 rules name G as remote group (G's member addresses). Every other host hears nothing: a boot reaches other
 hosts only through remote groups, and only those holding their members' peers. The agent swaps the
 changed groups' flows in one bundle; conntrack is never touched, so other connections are unaffected.
+
+A boot (or a server's delete) reads nothing for this: its ports' addresses go out as deltas, to the hosts a
+conductor's view (`TaskEnv.sg_holders`) says hold a group naming the ports' groups.
 """
 
 from __future__ import annotations
