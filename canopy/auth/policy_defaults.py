@@ -38,7 +38,7 @@ COMPUTE = {
             "compute:flavor-specs:show", "compute:keypairs", "compute:keypairs:show", "compute:limits",
             "compute:quota-sets:show", "compute:quota-sets:defaults", "compute:quota-sets:detail",
             "compute:availability-zones", "compute:usage:show", "compute:server-groups",
-            "compute:server-groups:show"),
+            "compute:server-groups:show", "compute:servers:security-groups"),
     **_each(_WRITE, "compute:servers:create", "compute:servers:update", "compute:servers:delete",
             "compute:servers:action", "compute:metadata:update", "compute:metadata:replace", "compute:metadata:set",
             "compute:metadata:delete", "compute:keypairs:create", "compute:keypairs:delete",

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, select
 
 from canopy import states
-from canopy.conductor import interfaces, netsync, records
+from canopy.conductor import interfaces, netsync, records, sgsync
 from canopy.conductor.taskrun import TaskRun, describe_exception
 from canopy.db import tables_cell as c
 from canopy.network import port_views
@@ -126,6 +126,7 @@ async def _network(env: TaskEnv, run: TaskRun, selected: HostSelected,
                                                         selected.host, run.build.project_id)
         ports = await env.db.write(_networking, env, run, selected, reqs, policy)
     await netsync.ports_created(env, ports)  # the host's flows are in place before the guest starts
+    await sgsync.members_changed(env, ports)  # the peers of its groups learn its addresses
     run.events.add("compute_allocate_network", t0, env.clock.now(), "Success")
     return ports
 
@@ -148,6 +149,7 @@ def _networking(conn: Connection, env: TaskEnv, run: TaskRun, selected: HostSele
     now = env.clock.now()
     ports: list[PortRecord] = []
     addresses: dict[str, list[dict[str, Any]]] = {}
+    groups = sgsync.boot_groups(run.build.security_groups, run.build.project_id)
     for index, req in enumerate(reqs):
         # Ports list oldest first: a microsecond apart, they keep the order the server asked for its NICs.
         created = now + timedelta(microseconds=index)
@@ -158,7 +160,7 @@ def _networking(conn: Connection, env: TaskEnv, run: TaskRun, selected: HostSele
             port = netports.create_port(
                 conn, network=req["network"], subnets=req["subnets"], project_id=run.build.project_id,
                 device_id=run.instance_uuid, device_owner=f"compute:{selected.availability_zone}",
-                host_id=selected.host, fixed_ips=fixed, now=created, policy=policy)
+                host_id=selected.host, fixed_ips=fixed, now=created, policy=policy, security_groups=groups)
         ports.append(port)
         addresses.setdefault(req["network"]["name"] or req["network"]["id"], []).extend(
             {"version": 6 if ":" in ip["ip_address"] else 4, "addr": ip["ip_address"], "mac": port.mac_address}

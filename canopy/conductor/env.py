@@ -31,5 +31,8 @@ class TaskEnv:
     name: str  # the conductor's name: its lease owner, its service host
     # the task id → the asyncio task driving it (the stuck-task sweeper cancels these)
     active_runs: dict[int, asyncio.Task[Any]] = field(default_factory=dict)
+    # security group -> (loaded at, the groups whose rules name it, the hosts holding a port in one of them):
+    # whom a boot's membership change goes to, without a read (canopy/conductor/sgsync.py)
+    sg_holders: dict[str, tuple[float, set[str], set[str]]] = field(default_factory=dict)
     # delivers hosts' desired network state to their agents; set once the environment exists
     netsync: NetSync = field(init=False)

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import Connection
 
+from canopy.conductor import sgsync
 from canopy.network import desired
 from canopy.network.desired import Topology
 from canopy.network.port_record import PortRecord
@@ -435,6 +436,8 @@ async def ports_removed(env: TaskEnv, views: list[dict[str, Any]]) -> None:
     if views:
         env.netsync.queue([PortChange(port_id=v["id"], network_id=v["network_id"], old_host=v["binding:host_id"])
                             for v in views])
+        # the hosts whose rules name the ports' groups forget their addresses
+        await sgsync.members_left(env, views)
 
 
 async def release_policy(env: TaskEnv, project_id: str) -> Any:

@@ -99,8 +99,10 @@ def net_port(row: dict[str, Any], fixed_ips: list[dict[str, str]], topo: Topolog
                    port_security_enabled=row["port_security_enabled"], admin_state_up=row["admin_state_up"],
                    bandwidth_limits=rules.get(policy, []), device_id=row["device_id"],
                    project_id=row["project_id"], rev=epoch(row["updated_at"]),
-                   # a port in no group has no firewall (as ports booted before security groups)
-                   security_groups=list(row.get("security_groups") or []) or None)
+                   # as Neutron's firewall: a port with port security on and in no group is sent no
+                   # traffic and sends none (but DHCP, ARP and neighbour discovery); off: no firewall
+                   security_groups=list(row.get("security_groups") or []) if row["port_security_enabled"]
+                   else None)
 
 
 def host_ip(conn: Connection, host: str) -> str | None:

@@ -141,6 +141,7 @@ def create_port(
     port_security_enabled: bool = True,
     policy: limits.AddressPolicy = limits.NO_LIMITS,
     qos_policy_id: str | None = None,
+    security_groups: list[str] | None = None,
 ) -> PortRecord:
     """Create a port on `network` (a row from networks.load_network, with its subnet rows) and allocate
     its addresses; its record. A host binds it (an OpenFlow number there); `policy` is the project's
@@ -162,7 +163,11 @@ def create_port(
     ofport = bindings.bind(conn, row["id"], host_id) if host_id else None
     if qos_policy_id:
         conn.execute(c.port_qos.insert().values(port_id=row["id"], policy_id=qos_policy_id))
-    return PortRecord.of_row({**row, "qos_policy_id": qos_policy_id, "ofport": ofport},
+    groups = sorted(set(security_groups or [])) if port_security_enabled else []
+    if groups:  # one statement, however many groups
+        conn.execute(c.port_security_groups.insert(), [{"port_id": row["id"], "security_group_id": gid}
+                                                       for gid in groups])
+    return PortRecord.of_row({**row, "qos_policy_id": qos_policy_id, "ofport": ofport, "security_groups": groups},
                              sort_fixed_ips(ips) if len(ips) > 1 else ips)
 
 

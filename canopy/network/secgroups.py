@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ipaddress
 import random
+import time
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
@@ -286,6 +287,32 @@ def get_rule(conn: Connection, rule_id: str) -> dict[str, Any] | None:
 def default_group_id(project_id: str) -> str:
     """The id of a project's default group: derived, so two first uses at once cannot make two."""
     return str(uuid.uuid5(_NS, project_id))
+
+
+# (database, project) -> when the project's default group was last seen to exist (monotonic): a boot that
+# asks for no group then costs no statement. Deleting a default group forgets it here; another API process
+# learns it within DEFAULT_KNOWN_S (a boot in between binds its port to the deleted group: nothing allowed).
+DEFAULT_KNOWN_S = 300.0
+_DEFAULT_KNOWN: dict[tuple[str, str], float] = {}
+_DEFAULT_KNOWN_MAX = 100_000
+
+
+def default_known(scope: str, project_id: str) -> bool:
+    """Whether this process saw the project's default group (in database `scope`) recently."""
+    seen = _DEFAULT_KNOWN.get((scope, project_id))
+    return seen is not None and time.monotonic() - seen < DEFAULT_KNOWN_S
+
+
+def remember_default(scope: str, project_id: str) -> None:
+    """The project's default group exists (it was just ensured)."""
+    if len(_DEFAULT_KNOWN) >= _DEFAULT_KNOWN_MAX:
+        _DEFAULT_KNOWN.clear()
+    _DEFAULT_KNOWN[(scope, project_id)] = time.monotonic()
+
+
+def forget_default(scope: str, project_id: str) -> None:
+    """A default group was deleted: the next use makes it again."""
+    _DEFAULT_KNOWN.pop((scope, project_id), None)
 
 
 def ensure_default(conn: Connection, project_id: str, now: datetime) -> str:

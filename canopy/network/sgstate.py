@@ -47,6 +47,17 @@ def referencing(conn: Connection, group_ids: list[str]) -> list[str]:
     return sorted(set(conn.execute(select(r.security_group_id).where(r.remote_group_id.in_(group_ids))).scalars()))
 
 
+def remote_of(conn: Connection, group_ids: list[str]) -> dict[str, set[str]]:
+    """group -> which of these groups its rules name as remote group (global database; one statement)."""
+    r = g.security_group_rules.c
+    out: dict[str, set[str]] = {}
+    for part in chunks(group_ids):
+        stmt = select(r.security_group_id, r.remote_group_id).where(r.remote_group_id.in_(part)).distinct()
+        for gid, remote in conn.execute(stmt):
+            out.setdefault(gid, set()).add(remote)
+    return out
+
+
 def members(conn: Connection, group_ids: list[str]) -> dict[str, list[str]]:
     """group -> the addresses of its ports (cell database; one statement per 500 groups)."""
     b, a = c.port_security_groups.c, c.ip_allocations.c

@@ -316,6 +316,10 @@ class NetworkSync(Message):
     security_groups: list[NetSecGroup] = Field(default_factory=list)
     removed_security_groups: list[str] = Field(default_factory=list)
     group_members: dict[str, list[str]] = Field(default_factory=dict)
+    # Member changes of remote groups (a boot, a delete): addresses that joined or left each group, to apply
+    # to the lists held (sent without reading the whole list)
+    members_added: dict[str, list[str]] = Field(default_factory=dict)
+    members_removed: dict[str, list[str]] = Field(default_factory=dict)
 
 
 class SecurityGroupsChanged(Message):

@@ -102,6 +102,9 @@ class BuildPayload(BaseModel):
     reservation_id: str = ""
     count: int = 1  # the size of the multi-create batch this server belongs to
     admin_pass: str | None = None  # handed to the guest (config drive); the task row goes when the build ends
+    # the ids of the security groups of the ports the boot creates (None: a payload from before security
+    # groups: the project's default group)
+    security_groups: list[str] | None = None
 
 
 class ActionPayload(BaseModel):

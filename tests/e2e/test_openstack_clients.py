@@ -287,3 +287,33 @@ def test_openstack_cli_lock_tags_backup_shelve_ports_and_services(running_cloud:
     _cli(running_cloud, *demo, "server", "delete", "--wait", "conf-1")
     _cli(running_cloud, "canopy-demo", "image", "delete", "conf-1-daily")
     _cli(running_cloud, "canopy-demo", "port", "delete", port["id"])
+
+
+def test_openstack_cli_security_groups(running_cloud: RunningCloud, e2e_network: Any) -> None:
+    """`openstack security group …` and the server's group commands, exactly as a customer types them."""
+    net, _ = e2e_network
+    cli = lambda *args: _cli(running_cloud, "canopy-demo", *args)  # noqa: E731
+    group = cli("security", "group", "create", "--description", "web servers", "-f", "json", "cli-web")
+    assert group["name"] == "cli-web" and group["description"] == "web servers"
+    rule = cli("security", "group", "rule", "create", "--protocol", "tcp", "--dst-port", "80:81", "--ingress",
+               "--remote-ip", "203.0.113.0/24", "-f", "json", "cli-web")
+    assert (rule["port_range_min"], rule["port_range_max"], rule["remote_ip_prefix"]) == (80, 81, "203.0.113.0/24")
+    rules = cli("security", "group", "rule", "list", "-f", "json", "cli-web")
+    assert rule["id"] in {r["ID"] for r in rules} and len(rules) == 3  # with the two egress rules
+    assert "cli-web" in {g["Name"] for g in cli("security", "group", "list", "-f", "json")}
+    shown = cli("security", "group", "show", "-f", "json", "cli-web")
+    assert shown["id"] == group["id"]
+    made = cli("server", "create", "--flavor", "m1.tiny", "--image", "canopy-tiny", "--network", net.name,
+               "--security-group", "cli-web", "--wait", "-f", "json", "cli-sg")
+    assert made["status"] == "ACTIVE" and "cli-web" in json.dumps(made["security_groups"])
+    cli("server", "add", "security", "group", "cli-sg", "default")
+    names = {g["name"] for g in cli("server", "show", "-f", "json", "cli-sg")["security_groups"]}
+    assert names == {"cli-web", "default"}
+    cli("server", "remove", "security", "group", "cli-sg", "cli-web")
+    names = {g["name"] for g in cli("server", "show", "-f", "json", "cli-sg")["security_groups"]}
+    assert names == {"default"}
+    cli("server", "delete", "--wait", "cli-sg")
+    cli("security", "group", "rule", "delete", rule["id"])
+    assert rule["id"] not in {r["ID"] for r in cli("security", "group", "rule", "list", "-f", "json", "cli-web")}
+    cli("security", "group", "delete", "cli-web")
+    assert "cli-web" not in {g["Name"] for g in cli("security", "group", "list", "-f", "json")}

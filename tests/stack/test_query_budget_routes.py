@@ -46,6 +46,7 @@ MEASURED: dict[str, Req] = {
     "compute:servers:index": ("GET", "/compute/v2.1/servers", None, "demo"),
     "compute:servers:detail": ("GET", "/compute/v2.1/servers/detail?all_tenants=1", None, "admin"),
     "compute:servers:show": ("GET", "/compute/v2.1/servers/{server}", None, "demo"),
+    "compute:servers:security-groups": ("GET", "/compute/v2.1/servers/{server}/os-security-groups", None, "demo"),
     "compute:servers:update": ("PUT", "/compute/v2.1/servers/{server}", {"server": {"name": "renamed"}}, "demo"),
     "compute:servers:create": ("POST", "/compute/v2.1/servers", server_body(name="budget"), "demo"),
     "compute:servers:action": ("POST", "/compute/v2.1/servers/{server}/action", {"os-stop": None}, "demo"),

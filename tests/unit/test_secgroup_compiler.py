@@ -223,3 +223,15 @@ def test_trace_names_the_group_and_the_missing_rule() -> None:
     out = explain(program, tcp(102, C.mac, ROUTER, "203.0.113.12", "192.0.2.7", 80)).verdict
     assert "empty (sg-empty) of port port-c have no egress rule" in out and "--dst-port 80" in out
     assert "output to 100" in explain(program, inbound(A, "198.51.100.7", 22)).verdict
+
+
+def test_a_port_in_no_group_gets_and_sends_nothing_but_dhcp() -> None:
+    """Neutron's OVS firewall: port security on and no group at all → everything dropped, both ways,
+    except what a port always needs (DHCP, neighbour discovery)."""
+    lone = VmPort("port-e", 104, mac(0x0E), FLAT, ("203.0.113.14",), groups=())
+    table = FlowTable.from_program(compile_host(dataclasses.replace(STATE, ports=(*STATE.ports, lone))))
+    assert table.trace(inbound(lone, "198.51.100.7", 22)).ports == []
+    assert table.trace(tcp(104, lone.mac, ROUTER, "203.0.113.14", "192.0.2.7", 80)).ports == []
+    dhcp = (f"in_port=104,udp,dl_src={lone.mac},dl_dst=ff:ff:ff:ff:ff:ff,nw_src=0.0.0.0,nw_dst=255.255.255.255,"
+            "udp_src=68,udp_dst=67")
+    assert UPLINK in table.trace(dhcp).ports

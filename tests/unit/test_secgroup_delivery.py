@@ -74,3 +74,23 @@ def test_a_port_in_an_unknown_group_asks_for_a_full_sync() -> None:
     state.merge(NetworkSync(host="hv-1", full=True, segments=[SEG]))
     stranger = PORT.model_copy(update={"security_groups": ["sg-new"]})
     assert state.merge(NetworkSync(host="hv-1", segments=[SEG], ports=[stranger])) is True
+
+
+def test_member_deltas_join_and_leave_the_lists_held() -> None:
+    """A boot's or a delete's membership change comes as a delta (no list read by the conductor)."""
+    state = DesiredState("hv-1")
+    state.merge(NetworkSync(host="hv-1", full=True, segments=[SEG], ports=[PORT], security_groups=[WEB],
+                            group_members={"sg-db": ["203.0.113.20"]}))
+    cases = [
+        (NetworkSync(host="hv-1", members_added={"sg-db": ["203.0.113.21", "2001:db8::21"]}),
+         ("2001:db8::21", "203.0.113.20", "203.0.113.21")),
+        (NetworkSync(host="hv-1", members_added={"sg-db": ["203.0.113.21"]}),  # twice: no change
+         ("2001:db8::21", "203.0.113.20", "203.0.113.21")),
+        (NetworkSync(host="hv-1", members_removed={"sg-db": ["203.0.113.20", "2001:db8::21"]}), ("203.0.113.21",)),
+        (NetworkSync(host="hv-1", members_removed={"sg-db": ["198.51.100.9"]}), ("203.0.113.21",)),
+    ]
+    for msg, want in cases:
+        assert state.concerns(msg)
+        state.merge(msg)
+        assert state.members["sg-db"] == want
+        assert dict(state.firewall().members)["sg-db"] == want

@@ -153,6 +153,11 @@ class DesiredState:
             self.groups[group.id] = sec_group(group)
         for gid, ips in msg.group_members.items():
             self.members[gid] = tuple(sorted(ips))
+        for gid, ips in msg.members_added.items():
+            self.members[gid] = tuple(sorted(set(self.members.get(gid, ())) | set(ips)))
+        for gid, ips in msg.members_removed.items():
+            if gid in self.members:
+                self.members[gid] = tuple(sorted(set(self.members[gid]) - set(ips)))
 
     def missing_groups(self) -> set[str]:
         """Groups a local port is in that this host does not know."""
@@ -170,7 +175,8 @@ class DesiredState:
         """Whether a message may change anything here: a round of neighbor changes goes to every agent,
         and only those serving one of its networks (or knowing a neighbor it removes) take it in."""
         if (msg.full or msg.ports or msg.removed_ports or msg.segments or msg.complete_networks
-                or msg.security_groups or msg.group_members or msg.removed_security_groups or not self.synced):
+                or msg.security_groups or msg.group_members or msg.removed_security_groups or msg.members_added
+                or msg.members_removed or not self.synced):
             return True
         used = self._used()
         return (any((n.network_id, n.segment_id) in used for n in msg.neighbors)

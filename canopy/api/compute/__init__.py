@@ -24,6 +24,8 @@ from canopy.api.compute import (
     server_password,
     server_shelve,
     server_tags,
+    server_secgroup_actions,
+    server_secgroups,
     servers,
     usage,
     usage_audit_log,
@@ -43,6 +45,7 @@ def is_public(method: str, path: str) -> bool:
 actions.ACTIONS.update(server_mobility.ACTIONS)  # resize, migrations, snapshots, rebuild, rescue
 actions.ACTIONS.update(server_lock.ACTIONS)
 actions.ACTIONS.update(server_shelve.ACTIONS)  # shelve, shelveOffload, unshelve, createBackup
+actions.ACTIONS.update(server_secgroup_actions.ACTIONS)  # addSecurityGroup, removeSecurityGroup
 
 
 def service() -> Service:
@@ -71,5 +74,6 @@ def service() -> Service:
         *server_tags.ROUTES,
         *server_interfaces.ROUTES,
         *server_password.ROUTES,
+        *server_secgroups.ROUTES,
     ]
     return Service("compute", routes, is_public, microversion.prepare)

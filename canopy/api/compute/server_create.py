@@ -23,6 +23,7 @@ from canopy.api.compute.create_checks import bound_count, check_fixed_ip, check_
 from canopy.api.compute.quota_store import QuotaExceeded, reserve
 from canopy.api.compute.server_groups import HintsRequest, add_group_members, parse_hints, resolve_hints
 from canopy.api.compute.server_ports import claim_port, requested_ports
+from canopy.api.compute.server_secgroups import resolve_create_groups
 from canopy.api.errors import ApiError, bad_request
 from canopy.api.http import ctx, is_uuid, validate
 from canopy.context import RequestContext
@@ -421,8 +422,11 @@ async def create_servers(request: Request, req: CreateRequest) -> tuple[list[str
     if zone and not await cell_db(request).read(zone_exists, zone):
         raise bad_request("The requested availability zone is not available")
     hints = await resolve_hints(request, req.hints)
+    groups = await resolve_create_groups(request, server.security_groups)
     plan = _plan(server, rc, flavor_snapshot(flavor), image_id, networks, found["key"], zone, force_host, hints,
                  dict(found["image"].get("properties") or {}))
+    for item in plan.servers:
+        item.payload.security_groups = groups
     await _write(cloud, rc, plan, server)
     for item in plan.servers:
         assert item.task is not None

@@ -84,7 +84,7 @@ def render_server(inst: dict[str, Any], *, mv: Version, is_admin: bool, base: st
         "OS-EXT-STS:vm_state": inst["vm_state"],
         "OS-EXT-STS:power_state": inst["power_state"],
         "os-extended-volumes:volumes_attached": [],
-        "security_groups": [{"name": "default"}] if inst["addresses"] else [],
+        "security_groups": [{"name": n} for n in inst.get("security_group_names", ())],
     }
     if is_admin:
         body["OS-EXT-SRV-ATTR:host"] = inst["host"]

@@ -20,6 +20,7 @@ from canopy.api.compute.common import (
 )
 from canopy.api.compute.microversion import mv
 from canopy.api.compute.server_create import create_servers, parse_create
+from canopy.api.compute.server_secgroups import attach_names
 from canopy.api.compute.server_views import render_brief, render_server
 from canopy.api.errors import bad_request
 from canopy.api.http import bool_param, ctx, empty_response, json_response, page_params, read_object, route
@@ -45,7 +46,8 @@ async def create(request: Request) -> Response:
     base = compute_base(request)
     body_out = {"server": {**render_brief({"uuid": uuids[0], "name": server.name}, base),
                            "OS-DCF:diskConfig": server.disk_config or "MANUAL",
-                           "security_groups": [{"name": "default"}]}}
+                           "security_groups": [{"name": g["name"]} for g in server.security_groups or []]
+                           or [{"name": "default"}]}}
     del body_out["server"]["name"]
     body_out["server"].update(password_body(request, server.adminPass))
     return json_response(body_out, status=202, headers={"Location": f"{base}/v2.1/servers/{uuids[0]}"})
@@ -150,6 +152,8 @@ async def _index(request: Request, detail: bool) -> Response:
                                                           _latest_faults)
     else:
         found = await cell_db(request).read(_list, request, limit, marker, detail)
+    if detail:
+        await attach_names(request, found["rows"])
     base, rc, version = compute_base(request), ctx(request), mv(request)
     if detail:
         servers = [render_server(r, mv=version, is_admin=rc.is_admin, base=base, fault=found["faults"].get(r["uuid"]))
@@ -189,6 +193,7 @@ async def show_server_body(request: Request, uuid: str) -> dict[str, Any]:
                                                  _show, uuid, rc.project_id, rc.is_admin, fresh=True)
     except server_list_cells.CellDown:
         return {"server": await server_list_cells.show_unknown(request, uuid)}
+    await attach_names(request, [inst])
     return {"server": render_server(inst, mv=mv(request), is_admin=rc.is_admin, base=compute_base(request),
                                     fault=inst["fault"])}
 

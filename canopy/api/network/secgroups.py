@@ -135,6 +135,8 @@ async def delete_group(request: Request) -> Response:
         raise sg.SecurityGroupInUse(f"Security Group {row['id']} in use.")
     referencing = await cm.global_db(request).read_fresh(sg.referencing, row["id"])
     await cm.global_db(request).write(sg.delete_group, row["id"])
+    if row["is_default"]:
+        sg.forget_default(str(cm.global_db(request).url), row["project_id"])
     if referencing:  # their remote-group rules now name a group with no member
         await changed(request, referencing)
     return empty_response()
