@@ -24,7 +24,8 @@ NOW = dt.datetime(2026, 12, 1, 12, 0, 0)
 # Routes still answered without a schema of their response (their errors are checked all the same). This
 # list may only shrink: a route given a schema leaves it, a new route needs a schema or a place here.
 NO_SCHEMA_YET = {
-    "identity": {"identity:add_project_tag", "identity:auth_catalog", "identity:auth_domains",
+    "identity": {"identity:add_project_tag", "identity:canopy-audit:list", "identity:auth_catalog",
+                 "identity:auth_domains",
                  "identity:auth_projects", "identity:auth_system", "identity:create_app_cred",
                  "identity:create_domain", "identity:create_endpoint", "identity:create_group",
                  "identity:create_project", "identity:create_region", "identity:create_role",
