@@ -100,16 +100,22 @@ class NetNode:
                 delay = min(delay * 2, 10.0)
 
     async def sync_full(self) -> None:
-        """Ask a conductor for the complete desired state and load it."""
+        """Ask a conductor for the complete desired state and load it (with the changes that arrived while
+        it was on its way merged again on top: they may be newer than its snapshot)."""
         if self.request_sync is None:
             return
-        await self.handle(await self.request_sync())
+        self.state.expect_full()
+        try:
+            msg = await self.request_sync()
+            await self.handle(msg)
+        finally:
+            self.state.full_settled()
 
     # -- messages ---------------------------------------------------------------------------------
 
     async def handle(self, msg: NetworkSync) -> None:
         """Take in a sync message and apply the result (a full load for a full sync)."""
-        if not self.state.concerns(msg):
+        if not self.state.concerns(msg) and not self.state.awaited_fulls:
             return
         want_full = self.state.merge(msg)
         self._dirty = True

@@ -4,6 +4,11 @@ Pure: the node feeds it messages and compiles what `host_state()` returns.
 Messages may cross (several conductors cast changes), so each port and neighbor carries a revision
 (its updated_at) and an older one never replaces a newer one; a removed port leaves a tombstone for a
 while so that a late update cannot bring it back.
+
+A full sync is a snapshot read some time before it arrives: a change sent after that read (a boot's port,
+a delete) may reach the agent first. So while a full sync is awaited (`expect_full`), every change
+received is kept, and merged again on top of the snapshot when it comes; revisions and tombstones make
+that replay harmless for the changes the snapshot already holds.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from canopy.rpc.calls import NeighborRow, NetNeighbor, NetPort, NetSegment, Netw
 SegmentKey = tuple[str, str | None]
 TOMBSTONE_S = 600.0
 MAX_TOMBSTONES = 100_000
+MAX_REPLAY = 10_000  # changes kept while a full sync is awaited; beyond, the next full sync is asked for
 
 
 class Peer(NamedTuple):
@@ -57,25 +63,61 @@ class DesiredState:
     tombstones: dict[str, float] = field(default_factory=dict)
     synced: bool = False  # a full sync has been received
     wall_clock: Callable[[], float] = time.time
+    awaited_fulls: int = 0  # full syncs asked for and not yet settled
+    since_asked: list[NetworkSync] = field(default_factory=list)  # changes received meanwhile
+    overflowed: bool = False  # too many changes to keep: the snapshot cannot be trusted
+
+    def expect_full(self) -> None:
+        """A full sync was just asked for: keep the changes that arrive until it is settled."""
+        if self.awaited_fulls == 0:
+            self.since_asked, self.overflowed = [], False
+        self.awaited_fulls += 1
+
+    def full_settled(self) -> None:
+        """A full sync asked for arrived (or failed): stop keeping changes once none is awaited."""
+        self.awaited_fulls = max(self.awaited_fulls - 1, 0)
+        if self.awaited_fulls == 0:
+            self.since_asked = []
 
     def merge(self, msg: NetworkSync) -> bool:
         """Take in a message; True when the agent should ask for a full sync (it was sent changes for a
-        network whose neighbors it does not know)."""
-        if msg.full:
-            self.segments, self.ports, self.neighbors, self.tombstones = {}, {}, {}, {}
-            self.synced = True
-            if msg.tunnel_ip and not self.tunnel_ip:
-                self.tunnel_ip = msg.tunnel_ip
+        network whose neighbors it does not know, or more changes crossed a full sync than it keeps)."""
+        if not msg.full:
+            if self.awaited_fulls:
+                self._keep(msg)
+            return self._merge(msg)
+        self.segments, self.ports, self.neighbors, self.tombstones = {}, {}, {}, {}
+        self.synced = True
+        if msg.tunnel_ip and not self.tunnel_ip:
+            self.tunnel_ip = msg.tunnel_ip
+        self._merge(msg)
+        for change in self.since_asked:  # sent after the snapshot was read, perhaps: they win by revision
+            self._merge(change, replay=True)
+        overflowed, self.overflowed = self.overflowed, False
+        return overflowed
+
+    def _keep(self, msg: NetworkSync) -> None:
+        if len(self.since_asked) < MAX_REPLAY:
+            self.since_asked.append(msg)
+        else:
+            self.overflowed = True
+
+    def _merge(self, msg: NetworkSync, replay: bool = False) -> bool:
+        """Merge one message. A replayed one (a change that crossed a full sync) neither removes a port the
+        snapshot holds in a later revision than the removal, nor drops the snapshot's neighbors for its
+        complete lists (its rows still count, by revision)."""
         known = {p.network_id for p in self.ports.values()}
         used_before = self._used()
         for seg in msg.segments:
             self.segments[(seg.network_id, seg.segment_id)] = seg
         removed_at = msg.sent_at or self.wall_clock()
         for port_id in msg.removed_ports:
-            self._remove_port(port_id, removed_at)
+            current = self.ports.get(port_id)
+            if not (replay and current is not None and current.rev > removed_at):
+                self._remove_port(port_id, removed_at)
         for port in msg.ports:
             self._upsert_port(port)
-        for network_id in msg.complete_networks:
+        for network_id in () if replay else msg.complete_networks:
             self.neighbors = {k: n for k, n in self.neighbors.items() if n.network_id != network_id}
         for port_id in msg.removed_neighbors:
             self.neighbors.pop(port_id, None)
