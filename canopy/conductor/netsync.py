@@ -50,6 +50,7 @@ VIEW_TTL_S = 30.0  # a network's view is read again after this long (other condu
 NEIGHBOR_INTERVAL_S = 0.5  # at most one round of neighbor changes per this long
 SEND_CONCURRENCY = 64
 Row = tuple[dict[str, Any], list[dict[str, str]]]
+Pending = tuple[NeighborRow | None, set[str | None]]
 
 
 @dataclass
@@ -61,6 +62,7 @@ class _Batch:
 
 
 HOST: Final = 5  # a NeighborRow's host
+SEGMENT: Final = 2  # a NeighborRow's segment
 
 
 def row_of(n: NetNeighbor) -> NeighborRow:
@@ -76,6 +78,7 @@ class NetView:
     loaded_at: float
     ports: dict[str, NeighborRow] = field(default_factory=dict)
     hosts: Counter[str] = field(default_factory=Counter)
+    seg_hosts: Counter[tuple[str | None, str]] = field(default_factory=Counter)  # (segment, host) -> ports
 
     @classmethod
     def of(cls, neighbors: list[NetNeighbor], loaded_at: float) -> NetView:
@@ -88,12 +91,16 @@ class NetView:
         """Record a port's new state (None: unbound or deleted)."""
         old = self.ports.pop(port_id, None)
         if old is not None:
-            self.hosts[old[HOST]] -= 1
-            if self.hosts[old[HOST]] <= 0:
-                del self.hosts[old[HOST]]
+            _less(self.hosts, old[HOST])
+            _less(self.seg_hosts, (old[SEGMENT], old[HOST]))
         if row is not None:
             self.ports[port_id] = row
             self.hosts[row[HOST]] += 1
+            self.seg_hosts[(row[SEGMENT], row[HOST])] += 1
+
+    def serving(self, segment_id: str | None) -> set[str]:
+        """The hosts that hold ports of one segment of the network (None: the network itself)."""
+        return {host for seg, host in self.seg_hosts if seg == segment_id}
 
     def holds(self, host: str, besides: Collection[str]) -> bool:
         """Whether the host holds ports of the network other than those `besides`."""
@@ -103,6 +110,12 @@ class NetView:
     def others(self, host: str) -> list[NeighborRow]:
         """The network's ports on other hosts than `host` (its neighbors there)."""
         return [r for r in self.ports.values() if r[HOST] != host]
+
+
+def _less(counter: Counter[Any], key: Any) -> None:
+    counter[key] -= 1
+    if counter[key] <= 0:
+        del counter[key]
 
 
 class NetSync:
@@ -121,13 +134,19 @@ class NetSync:
         self._net_qos: dict[str, tuple[float, str]] = {}  # network -> (loaded at, policy or "")
         self._batch = _Batch()
         self._wake = asyncio.Event()
-        # network -> port -> its new state as a neighbor (None: gone), for the next neighbor round
-        self._pending: dict[str, dict[str, NeighborRow | None]] = {}
+        # network -> port -> (its new state as a neighbor (None: gone), the segments that must hear of it),
+        # for the next neighbor round
+        self._pending: dict[str, dict[str, Pending]] = {}
         self._neighbors_due = asyncio.Event()
         self._last_round = -1e18
         self._tasks: list[asyncio.Task[None]] = []
         self.flushes = 0
         self.neighbor_rounds = 0
+
+    @property
+    def pending_neighbor_changes(self) -> int:
+        """Neighbor changes waiting for the next round."""
+        return sum(len(changes) for changes in self._pending.values())
 
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._flusher(), name="netsync"),
@@ -209,28 +228,50 @@ class NetSync:
             await self._neighbor_round()
 
     async def _neighbor_round(self) -> None:
-        """Send the neighbor changes queued since the last round to every agent, in one fanout (each takes
-        those of the networks it serves)."""
+        """Send the neighbor changes queued since the last round to the hosts that serve their segments
+        (and keep neighbors there): one cast per such host with all of its changes."""
         self._neighbors_due.clear()
         pending, self._pending = self._pending, {}
-        rows = [row for changes in pending.values() for row in changes.values() if row is not None]
-        gone = [pid for changes in pending.values() for pid, row in changes.items() if row is None]
-        if not rows and not gone:
+        messages = self._round_messages(pending)
+        if not messages:
             return
         if self._heard(pending):  # else nobody else serves these networks: the next change goes at once
             self._last_round = time.monotonic()
         self.neighbor_rounds += 1
-        try:
-            await self.env.bus.fanout("agent", NetworkSync(host="", neighbor_rows=rows, removed_neighbors=gone,
-                                                            sent_at=time.time()))
-        except Exception:
-            log.exception("neighbor changes not delivered (the agents' next full sync heals them)")
+        sent_at = time.time()
+        for host, (rows, gone) in messages.items():
+            try:
+                await self.env.bus.cast(Target("agent", host), NetworkSync(
+                    host=host, neighbor_rows=rows, removed_neighbors=gone, sent_at=sent_at))
+            except Exception as exc:
+                log.warning("neighbor changes for %s not delivered (its next full sync heals them): %s", host, exc)
 
-    def _heard(self, pending: dict[str, dict[str, NeighborRow | None]]) -> bool:
+    def _round_messages(self, pending: dict[str, dict[str, Pending]]
+                        ) -> dict[str, tuple[list[NeighborRow], list[str]]]:
+        """host -> (the neighbors it gains or sees change, those it loses), for the hosts other than the
+        changed ports' own that serve their segments, as far as the views know."""
+        out: dict[str, tuple[list[NeighborRow], list[str]]] = {}
+        for network_id, changes in pending.items():
+            view = self.views.get(network_id)
+            if view is None:
+                continue  # not loaded: its hosts learn at their next full sync
+            serving = {seg: view.serving(seg) for _, segs in changes.values() for seg in segs}
+            for pid, (row, segs) in changes.items():
+                for host in {h for seg in segs for h in serving[seg]}:
+                    if row is not None and row[HOST] == host:
+                        continue  # its own host had the port itself
+                    rows, gone = out.setdefault(host, ([], []))
+                    if row is not None:
+                        rows.append(row)
+                    else:
+                        gone.append(pid)
+        return out
+
+    def _heard(self, pending: dict[str, dict[str, Pending]]) -> bool:
         """Whether, as far as the views know, a host other than the changed ports' own serves a network of
         the round."""
         for network_id, changes in pending.items():
-            own = {row[HOST] for row in changes.values() if row is not None}
+            own = {row[HOST] for row, _ in changes.values() if row is not None}
             view = self.views.get(network_id)
             if view is not None and any(host not in own for host in view.hosts):
                 return True
@@ -244,9 +285,12 @@ class NetSync:
             return
         now = time.monotonic()
         known = {ch.network_id for ch in batch.changes.values()}
-        stale = {n for n in known if n not in self.views or self.views[n].loaded_at < now - VIEW_TTL_S}
         if self.topology.missing(known, ()):
             await self._topology_and_qos(sorted(known), set(), {})
+        # Only networks whose hosts keep neighbors (VXLAN, ARP responder) need a view: a flat network
+        # without a responder costs a boot its owner host's message and nothing else.
+        stale = {n for n in known if self.topology.needs_neighbors(n)
+                 and (n not in self.views or self.views[n].loaded_at < now - VIEW_TTL_S)}
         rows = dict(batch.rows)
         loaded: dict[str, Any] = {}
         vxlan_hosts = {r["host_id"] for r, _ in rows.values() if r["host_id"] and r["host_id"] not in self._host_ips
@@ -337,6 +381,8 @@ class NetSync:
                 of(new_host)["segments"][(network_id, seg.segment_id)] = seg
             if change is None:
                 continue  # a QoS re-send: the neighbors see no difference
+            if not topo.needs_neighbors(network_id):
+                continue  # its hosts keep no neighbors: nobody else hears of it
             if bound:
                 owners.add((new_host, network_id))
             on_host = known and bool(row[0]["host_id"])  # type: ignore[index]
@@ -348,9 +394,13 @@ class NetSync:
         for pid, neighbor in placed.items():
             network_id = rows[pid][0]["network_id"] if pid in rows else batch.changes[pid].network_id
             view = self.views.get(network_id)
+            old = view.ports.get(pid) if view is not None else None
             if view is not None:
                 view.put(pid, neighbor)
-            self._pending.setdefault(network_id, {})[pid] = neighbor
+            # the segments that hear of it: where it is now, and where it was
+            segs = {row[SEGMENT] for row in (neighbor, old) if row is not None}
+            prior = self._pending.setdefault(network_id, {}).get(pid)
+            self._pending[network_id][pid] = (neighbor, segs | (prior[1] if prior is not None else set()))
         for host, network_id in first:
             view = self.views.get(network_id)
             if view is not None:
