@@ -3,22 +3,23 @@
 Port changes (a boot's ports, a deleted server's, an API port update relayed as PortsChanged) are
 queued; a flusher takes everything queued within `batch_s` and calls each host that holds a changed
 port (or held it) with the port (or its removal), plus the network's whole neighbor list when it is the
-host's first port there. The caller may wait until those owner hosts have applied their flows: a boot
-does, before it starts the guest, and waits for nobody else.
+host's first port on a network whose hosts keep neighbors. The caller may wait until those owner hosts
+have applied their flows: a boot does, before it starts the guest, and waits for nobody else.
 
-The other hosts learn of the change as a neighbor, coalesced: every neighbor change since the last round
-goes to every agent in one fanout (a NetworkSync with host ""), at most one round per
-`neighbor_interval_s` (the first change after a quiet spell goes at once); each agent takes in the rows
-of the networks it serves and drops the rest. So a boot costs the conductor the same whatever the number
-of hosts on its network, and an agent's messages follow time, not boots.
+Hosts keep neighbors only for VXLAN networks (which host holds a MAC) and networks with an ARP responder
+(`Topology.needs_neighbors`). On a flat network without one — the default, the public network — a boot
+costs its own host's call and nothing else, whatever the fleet. Where hosts keep neighbors, the other
+hosts learn of the change as a delta, coalesced: every neighbor change since the last round goes to the
+hosts serving the changed port's segment, one cast per host, at most one round per `neighbor_interval_s`
+(the first change after a quiet spell goes at once). Nothing is fanned out to every agent.
 
-Which hosts already hold a network's neighbors, and the neighbor list a first port gets, come from a view
-per network kept in the conductor: its bound ports as neighbors see them, and how many each host holds.
-It is read from the cell once (one statement), updated from this conductor's own batches, and read again
-after `VIEW_TTL_S` to take in other conductors' changes; a boot reads nothing. Agents ask for a full sync
-on start and periodically; that read is fresh, so a lost round, or a change another conductor made that
-a view had not seen yet, heals at the next full sync (and an agent sent a port for a network whose
-neighbors it lacks asks for one at once).
+Which hosts serve a network's segments, and the neighbor list a first port gets, come from a view per
+network kept in the conductor: its bound ports as neighbors see them. It is read from the cell once (one
+statement), updated from this conductor's own batches, and read again after `VIEW_TTL_S` to take in other
+conductors' changes; a boot reads nothing. Agents ask for a full sync on start and periodically; that
+read is fresh, so a lost round, or a change another conductor made that a view had not seen yet, heals
+at the next full sync (and an agent sent a port for a network whose neighbors it lacks asks for one at
+once).
 """
 
 from __future__ import annotations
