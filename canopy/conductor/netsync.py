@@ -202,10 +202,16 @@ class NetSync:
             await done
 
     async def _flusher(self) -> None:
+        idle_since = -1e18
         while True:
             await self._wake.wait()
-            if self.batch_s > 0:
-                await asyncio.sleep(self.batch_s)  # let a burst of changes join one batch
+            # Adaptive: after a quiet spell a change goes at once (a lone boot waits for nothing); while
+            # changes keep coming, the window lets a burst join one batch (and changes queued during a
+            # flush form the next batch by themselves).
+            if self.batch_s > 0 and time.monotonic() - idle_since < self.batch_s:
+                await asyncio.sleep(self.batch_s)
+            else:
+                await asyncio.sleep(0)  # the changes queued in the same turn of the loop join it
             self._wake.clear()
             batch, self._batch = self._batch, _Batch()
             try:
@@ -221,6 +227,8 @@ class NetSync:
                     w.set_result(None)
             if self._pending and time.monotonic() >= self._last_round + self.neighbor_interval_s:
                 await self._neighbor_round()  # after a quiet spell, at once
+            if not self._wake.is_set():
+                idle_since = time.monotonic()
 
     async def _neighbor_flusher(self) -> None:
         while True:

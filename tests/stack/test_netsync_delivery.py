@@ -201,3 +201,10 @@ async def test_host_ips_reads_known_hosts_and_leaves_unknown_ones_empty(stack: A
     assert set(ips) == {*known, "hv-nowhere"} and ips["hv-nowhere"] is None
     for host in known:
         assert ips[host] == await cell.read(desired.host_ip, host)
+
+
+async def test_a_lone_boot_waits_for_no_batching_window(stack: Any) -> None:
+    # The window only gathers bursts: after a quiet spell a change goes at once (here it would be an hour).
+    stack.conductor.netsync.batch_s = 3600.0
+    port = await asyncio.wait_for(boot(stack, "lone", "admin", availability_zone="nova:hv-0001"), 30)
+    assert port["binding:host_id"] == "hv-0001"
