@@ -19,5 +19,5 @@ async def statements_of_a_boot(data_dir: Path, hosts: int, monkeypatch: Any) -> 
 async def test_a_boot_costs_the_same_statements_on_4_and_40_hosts(tmp_path: Path, monkeypatch: Any) -> None:
     small = await statements_of_a_boot(tmp_path / "small", 4, monkeypatch)
     large = await statements_of_a_boot(tmp_path / "large", 40, monkeypatch)
-    assert small <= 21, small
+    assert small <= 20, small
     assert large == small, (small, large)
