@@ -9,8 +9,8 @@ A packet walks the tables in order; each table either drops it, answers it, or s
 - CLASSIFY: tags the packet with its network (REG_NET) and origin (REG_ORIGIN); meters a port's egress.
 - PORT_SECURITY: anti-spoofing of what a VM sends (MAC, IPv4/IPv6 source, ARP, NA, DHCP/RA servers).
 - EGRESS_ACL, INGRESS_ACL: empty pass-through tables, kept for security groups.
-- ARP_ND: the ARP responder for the segment's addresses; ARP requests and IPv6 neighbour solicitations
-  delivered only to the port that owns the address asked about.
+- ARP_ND: the ARP responder for the segment's addresses (networks with `canopy:arp_responder`); ARP
+  requests and IPv6 neighbour solicitations delivered only to the port that owns the address asked about.
 - FORWARD: layer 2 by (network, destination MAC): to a local port, through a tunnel, or out of the uplink.
 - DELIVER: output to the port chosen in REG_OUT, through its ingress meter.
 - FLOOD: the chunks of an output list too long for one flow (a broadcast DHCP reply to 5,000 ports).
