@@ -70,6 +70,12 @@ class BenchCloud:
         else:
             print(f"kept {self.tmp.name}", file=sys.stderr)
 
+    @property
+    def pid(self) -> int:
+        """The all-in-one's process id."""
+        assert self.proc is not None
+        return self.proc.pid
+
     def token(self, user: str = "admin") -> str:
         body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
             "name": user, "domain": {"id": "default"}, "password": user}}},

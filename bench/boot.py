@@ -2,9 +2,17 @@
 
     .venv/bin/python bench/boot.py [--quick] [--hosts 1000] [--servers 2000] [--concurrency 16]
 
+Layout: one all-in-one process (api, scheduler, conductor and the simulated agents on the in-process bus),
+as `make run` starts it. All servers go to ONE flat network over every host, no ARP responder (the
+network's default), port security on.
+
 Creates servers with `concurrency` requests in flight, watches them reach ACTIVE by polling
-`GET /servers/detail?changes-since=…` every 20 ms, and reads the server's own SQL statement
-counters (the benchmark's polling excluded). The last line is one JSON object.
+`GET /servers/detail?changes-since=…` every 5 ms, and reads the server's own counters (the benchmark's
+polling excluded): SQL statements, bus messages handled (`bus_msgs_per_boot`, and without the periodic
+heartbeats), and the process's CPU time (`control_cpu_ms_per_boot`: the whole control plane and the
+simulated agents, which share the process). `server_p50_ms`/`server_p99_ms` are create→ACTIVE from the
+server's own timestamps (the boot action's start and its last update, when it finished), read after the
+run for up to 200 servers. The last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -13,6 +21,8 @@ import argparse
 import asyncio
 import datetime as dt
 import json
+import os
+import re
 import statistics
 import sys
 import time
@@ -25,6 +35,36 @@ from _cloud import BenchCloud  # noqa: E402
 
 POLL_ORIGIN = "compute:servers:detail"
 V = {"OpenStack-API-Version": "compute 2.87"}
+PERIODIC_KINDS = ("heartbeat", "host_health", "capacity")  # bus messages that follow time, not boots
+
+
+def cpu_s(pid: int) -> float:
+    """A process's user + system CPU seconds (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bus_handled(cloud: BenchCloud) -> dict[str, float]:
+    """Messages the process handled from its bus, by kind (from /metrics)."""
+    text = httpx.get(cloud.url + "/metrics").text
+    out: dict[str, float] = {}
+    for m in re.finditer(r'^canopy_bus_messages_handled_total\{kind="([^"]*)",outcome="[^"]*"\} ([0-9.e+]+)$',
+                         text, re.M):
+        out[m.group(1)] = out.get(m.group(1), 0.0) + float(m.group(2))
+    return out
+
+
+def server_latencies(cloud: BenchCloud, token: str, server_ids: list[str]) -> list[float]:
+    """create→ACTIVE in ms from the server's own records: the boot action's start and its finish."""
+    out = []
+    with httpx.Client(base_url=cloud.url, headers={"X-Auth-Token": token, **V}, timeout=30) as c:
+        for sid in server_ids:
+            actions = c.get(f"/compute/v2.1/servers/{sid}/os-instance-actions").json()["instanceActions"]
+            boot = next(a for a in actions if a["action"] == "create")
+            start = dt.datetime.fromisoformat(boot["start_time"].replace("Z", "+00:00"))
+            end = dt.datetime.fromisoformat(boot["updated_at"].replace("Z", "+00:00"))
+            out.append((end - start).total_seconds() * 1000)
+    return sorted(out)
 
 
 def setup(cloud: BenchCloud, token: str) -> tuple[str, str]:
@@ -58,6 +98,7 @@ async def run(cloud: BenchCloud, servers: int, concurrency: int) -> dict[str, fl
     async with httpx.AsyncClient(base_url=cloud.url, headers={"X-Auth-Token": token, **V}, timeout=60,
                                  limits=limits) as client:
         before = cloud.statements()
+        msgs_before, cpu_before = bus_handled(cloud), cpu_s(cloud.pid)
         todo = iter(range(servers))
         t_start = time.perf_counter()
 
@@ -86,7 +127,7 @@ async def run(cloud: BenchCloud, servers: int, concurrency: int) -> dict[str, fl
                         active[s["id"]] = now
                         errors.append(f"{s['id']}: {s.get('fault')}")
                 since = t_poll - dt.timedelta(milliseconds=100)
-                await asyncio.sleep(0.02)
+                await asyncio.sleep(0.005)
                 if now - t_start > 600:
                     break
 
@@ -94,6 +135,8 @@ async def run(cloud: BenchCloud, servers: int, concurrency: int) -> dict[str, fl
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         await asyncio.wait_for(poll, 600)
         elapsed = time.perf_counter() - t_start
+    cpu_used = cpu_s(cloud.pid) - cpu_before
+    msgs_after = bus_handled(cloud)
     after = cloud.statements()
     total = sum(after.values()) - sum(before.values())
     polling = after.get(POLL_ORIGIN, 0) - before.get(POLL_ORIGIN, 0)
@@ -103,8 +146,18 @@ async def run(cloud: BenchCloud, servers: int, concurrency: int) -> dict[str, fl
     print("statements by origin during the run:", json.dumps(by_origin, indent=1), file=sys.stderr)
     if errors:
         print(f"{len(errors)} errors, first: {errors[0][:500]}", file=sys.stderr)
+    msgs = {k: v - msgs_before.get(k, 0.0) for k, v in msgs_after.items() if v - msgs_before.get(k, 0.0)}
+    print("bus messages handled by kind during the run:", json.dumps(msgs, indent=1), file=sys.stderr)
+    periodic = sum(v for k, v in msgs.items() if k in PERIODIC_KINDS)
+    server_side = server_latencies(cloud, token, list(active)[:200])
+    n = max(len(lat), 1)
     return {
         "servers": len(lat), "errors": len(errors), "elapsed_s": round(elapsed, 2),
+        "bus_msgs_per_boot": round(sum(msgs.values()) / n, 2),
+        "bus_msgs_per_boot_without_heartbeats": round((sum(msgs.values()) - periodic) / n, 2),
+        "control_cpu_ms_per_boot": round(cpu_used * 1000 / n, 2),
+        "server_p50_ms": round(statistics.median(server_side), 1) if server_side else None,
+        "server_p99_ms": round(server_side[max(0, int(len(server_side) * 0.99) - 1)], 1) if server_side else None,
         "servers_per_s": round(len(lat) / elapsed, 1),
         "p50_ms": round(statistics.median(lat), 1) if lat else None,
         "p99_ms": round(lat[max(0, int(len(lat) * 0.99) - 1)], 1) if lat else None,
@@ -126,7 +179,8 @@ def main() -> None:
     env = {"CANOPY_FAKE__SPAWN_DELAY_S": "0", "CANOPY_FAKE__OP_DELAY_S": "0"}
     with BenchCloud(hosts, env) as cloud:
         result = asyncio.run(run(cloud, servers, args.concurrency))
-    result = {"hosts": hosts, "concurrency": args.concurrency, **result}
+    result = {"hosts": hosts, "concurrency": args.concurrency, "layout": "all-in-one, one process",
+              "loadavg_1m": os.getloadavg()[0], **result}
     print(f"{result['servers']} servers on {hosts} hosts: {result['servers_per_s']} servers/s, "
           f"create→ACTIVE p50 {result['p50_ms']} ms, p99 {result['p99_ms']} ms, "
           f"{result['queries_per_boot']} SQL statements per boot")

@@ -1,5 +1,11 @@
 """Bus benchmark: casts/s, RPC round trips/s and call latency on each transport, side by side:
-in-process, ZeroMQ, NATS and RabbitMQ (AMQP), all on loopback.
+in-process, ZeroMQ, NATS and RabbitMQ (AMQP), all on loopback; and, as the ZeroMQ transport's yardstick,
+bare pyzmq doing the same RPC pattern (a DEALER calling a ROUTER that echoes, the same number in flight,
+asyncio on both sides, a small request id and the same 64-byte body) in the same run: `raw_zmq_rpc_per_s`,
+and `zmq_vs_raw` = the transport's RPC rate over that (what the envelope, validation and routing cost);
+`raw_zmq_sync_rpc_per_s` is blocking pyzmq with the same number pipelined and no event loop (the ceiling),
+and `zmq_vs_raw_sync` the transport's rate over it. `--only zmq` runs just the ZeroMQ figures; the raw and
+transport runs alternate twice and the best of each is kept (the machine may be shared).
 
     python bench/bus.py            # the full run
     python bench/bus.py --quick    # smaller counts, for a smoke test
@@ -165,6 +171,123 @@ async def bench_remote(kind: str, url: str, casts: int, calls: int, concurrency:
             server.wait()
 
 
+async def raw_client(endpoint: str, calls: int, concurrency: int) -> dict[str, float]:
+    """Bare pyzmq: `concurrency` callers, each sending a request id and body and awaiting the echo."""
+    import zmq
+    import zmq.asyncio
+
+    ctx = zmq.asyncio.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    loop = asyncio.get_running_loop()
+    pending: dict[bytes, asyncio.Future[bytes]] = {}
+
+    async def reader() -> None:
+        while True:
+            rid, body = await sock.recv_multipart()
+            fut = pending.pop(rid, None)
+            if fut is not None:
+                fut.set_result(body)
+
+    latencies: list[int] = []
+    per_caller = calls // concurrency
+    counter = iter(range(10**12))
+    body = PAYLOAD.encode()
+
+    async def caller() -> None:
+        for _ in range(per_caller):
+            t0 = time.perf_counter_ns()
+            rid = b"%d" % next(counter)
+            fut = pending[rid] = loop.create_future()
+            await sock.send_multipart([rid, body])
+            await fut
+            latencies.append(time.perf_counter_ns() - t0)
+
+    read = loop.create_task(reader())
+    try:
+        await asyncio.wait_for(asyncio.gather(*(caller() for _ in range(min(concurrency, 10)))), 30)  # warm up
+        latencies.clear()
+        started = time.perf_counter()
+        await asyncio.gather(*(caller() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    finally:
+        read.cancel()
+        sock.close()
+        ctx.term()
+    latencies.sort()
+    return {"cast_per_s": 0.0, "rpc_per_s": len(latencies) / elapsed,
+            "p50_us": latencies[len(latencies) // 2] / 1000, "p99_us": latencies[int(len(latencies) * 0.99)] / 1000}
+
+
+def raw_sync_client(endpoint: str, calls: int, concurrency: int) -> float:
+    """Bare pyzmq without asyncio: `concurrency` requests pipelined on a blocking DEALER (a reply lets
+    the next request go): the transport's ceiling on this machine, RPC/s."""
+    import zmq
+
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(endpoint)
+    body = PAYLOAD.encode()
+    try:
+        for n in range(concurrency):
+            sock.send_multipart([b"%d" % n, body])
+        started, sent = time.perf_counter(), concurrency
+        for _ in range(calls):
+            sock.recv_multipart()
+            if sent < calls:
+                sock.send_multipart([b"%d" % sent, body])
+                sent += 1
+        return calls / (time.perf_counter() - started)
+    finally:
+        sock.close()
+        ctx.term()
+
+
+async def serve_raw() -> None:
+    """Bare pyzmq's server: a ROUTER echoing every request to its sender."""
+    import zmq
+    import zmq.asyncio
+
+    ctx = zmq.asyncio.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.bind("tcp://127.0.0.1:*")
+    print(sock.getsockopt_string(zmq.LAST_ENDPOINT), flush=True)
+
+    async def echo() -> None:
+        while True:
+            await sock.send_multipart(await sock.recv_multipart())
+
+    task = asyncio.get_running_loop().create_task(echo())
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    finally:
+        task.cancel()
+        sock.close()
+        ctx.term()
+
+
+async def bench_raw(calls: int, concurrency: int) -> dict[str, float]:
+    """Bare pyzmq's RPC rate against a server process, as bench_remote does for the transports."""
+    server = subprocess.Popen([sys.executable, __file__, "--serve", "raw", ""], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    assert server.stdin is not None and server.stdout is not None
+    try:
+        endpoint = server.stdout.readline().strip()
+        result = await raw_client(endpoint, calls, concurrency)
+        result["sync_rpc_per_s"] = raw_sync_client(endpoint, calls, concurrency)
+        return result
+    finally:
+        server.stdin.close()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
 async def serve(kind: str, url: str) -> None:
     """The server process: start (zmq: bind a free loopback port), print where, serve until stdin closes."""
     bus = make_bus(kind, url, server=True)
@@ -185,31 +308,52 @@ def main() -> None:
     parser.add_argument("--nats-url", default="", help="an existing NATS server (default: start a private one)")
     parser.add_argument("--amqp-url", default="", help="an existing RabbitMQ (default: start a private node)")
     parser.add_argument("--serve", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--only", choices=("inproc", "zmq"), help="only this transport (zmq: with the raw yardstick)")
     args = parser.parse_args()
     if args.serve:
-        asyncio.run(serve(*args.serve))
+        asyncio.run(serve_raw() if args.serve[0] == "raw" else serve(*args.serve))
         return
     casts, calls = (5_000, 5_000) if args.quick else (50_000, 50_000)
-    results = {
-        "inproc": asyncio.run(bench_inproc(casts, calls, args.concurrency)),
-        "zmq": asyncio.run(bench_remote("zmq", "", casts, calls, args.concurrency)),
-    }
+    results: dict[str, dict[str, float]] = {}
+    if args.only in (None, "inproc"):
+        results["inproc"] = asyncio.run(bench_inproc(casts, calls, args.concurrency))
+    if args.only in (None, "zmq"):
+        # alternated, so that a load change on a shared machine touches both alike
+        zmq_runs, raw_runs = [], []
+        for _ in range(2):
+            raw_runs.append(asyncio.run(bench_raw(calls, args.concurrency)))
+            zmq_runs.append(asyncio.run(bench_remote("zmq", "", casts, calls, args.concurrency)))
+        results["zmq"] = max(zmq_runs, key=lambda r: r["rpc_per_s"])
+        results["raw_zmq"] = max(raw_runs, key=lambda r: r["rpc_per_s"])
     with contextlib.ExitStack() as brokers:
+        if args.only:
+            brokers.close()
+            _report(results, casts, calls, args.concurrency)
+            return
         nats_url = args.nats_url or brokers.enter_context(NatsServer.start()).url
         results["nats"] = asyncio.run(bench_remote("nats", nats_url, casts, calls, args.concurrency))
         amqp_url = args.amqp_url or brokers.enter_context(RabbitNode.start()).url
         results["amqp"] = asyncio.run(bench_remote("amqp", amqp_url, casts // 5, calls // 5, args.concurrency))
-    print(f"{casts} casts, {calls} calls with {args.concurrency} in flight, loopback (amqp: a fifth)\n")
+    _report(results, casts, calls, args.concurrency)
+
+
+def _report(results: dict[str, dict[str, float]], casts: int, calls: int, concurrency: int) -> None:
+    print(f"{casts} casts, {calls} calls with {concurrency} in flight, loopback (amqp: a fifth)\n")
     print(f"{'transport':<10} {'casts/s':>10} {'rpc/s':>10} {'p50 µs':>10} {'p99 µs':>10}")
     for name, r in results.items():
         print(
             f"{name:<10} {r['cast_per_s']:>10,.0f} {r['rpc_per_s']:>10,.0f}"
             f" {r['p50_us']:>10,.0f} {r['p99_us']:>10,.0f}"
         )
-    figures = {}
+    figures: dict[str, float] = {}
     for name, r in results.items():
         figures[f"{name}_rpc_per_s"] = round(r["rpc_per_s"])
         figures[f"{name}_p99_us"] = round(r["p99_us"])
+    if "zmq" in results and "raw_zmq" in results:
+        figures["zmq_vs_raw"] = round(results["zmq"]["rpc_per_s"] / results["raw_zmq"]["rpc_per_s"], 3)
+        # the ceiling: blocking pyzmq, no event loop at all (what no asyncio service can reach)
+        figures["raw_zmq_sync_rpc_per_s"] = round(results["raw_zmq"]["sync_rpc_per_s"])
+        figures["zmq_vs_raw_sync"] = round(results["zmq"]["rpc_per_s"] / results["raw_zmq"]["sync_rpc_per_s"], 3)
     print(json.dumps(figures))
 
 

@@ -193,6 +193,20 @@ async def boot_port(stack: Any, name: str, user: str, **extra: Any) -> dict[str,
     return port  # type: ignore[no-any-return]
 
 
+async def arp_responder_on(stack: Any, network_id: str = PUBLIC_NETWORK_ID) -> None:
+    """Give a network an ARP responder (its hosts then keep its ports on other hosts as neighbors), as
+    `canopy:arp_responder` at creation would; before its first boot, since conductors cache topology."""
+    from sqlalchemy import update
+
+    from canopy.db import tables_global as g
+
+    def write(conn: Any) -> None:
+        conn.execute(update(g.networks).where(g.networks.c.id == network_id).values(arp_responder=True))
+
+    await stack.cloud.dbs.global_db.write(write)
+    stack.conductor.netsync.topology.networks.pop(network_id, None)
+
+
 def node_of(stack: Any, host: str) -> NetNode:
     """The network node of the agent on `host`."""
     return next(a.net for a in stack.agents if a.host == host)

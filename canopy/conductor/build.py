@@ -1,5 +1,5 @@
-"""The boot of a server: scheduling → networking → block_device_mapping → spawning → ACTIVE, or
-ERROR with a fault that names the step and the cause."""
+"""The boot of a server: scheduling → networking → spawning → ACTIVE, or ERROR with a fault that names the
+step and the cause (no block_device_mapping step: it has no work in Canopy)."""
 
 from __future__ import annotations
 
@@ -133,9 +133,9 @@ async def _network(env: TaskEnv, run: TaskRun, selected: HostSelected,
 
 async def _spawn(env: TaskEnv, run: TaskRun, selected: HostSelected, ports: list[PortRecord]) -> None:
     """Ask the host to start the guest (a host that holds it already, from an earlier run, keeps it)."""
-    run.step = states.BLOCK_DEVICE_MAPPING
-    await env.db.write(records.update_instance, run.instance_uuid, env.clock.now(),
-                       task_state=states.BLOCK_DEVICE_MAPPING)
+    # No block_device_mapping write: Canopy's guests have no block devices besides the root disk and the
+    # config drive, which the agent makes as it spawns. The step had no work of its own and was a statement
+    # visible for no time; a boot goes from networking to spawning in one write (issue 18).
     run.step = states.SPAWNING
     t0 = env.clock.now()
     await env.db.write(records.update_instance, run.instance_uuid, env.clock.now(), task_state=states.SPAWNING)

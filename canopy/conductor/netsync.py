@@ -3,22 +3,23 @@
 Port changes (a boot's ports, a deleted server's, an API port update relayed as PortsChanged) are
 queued; a flusher takes everything queued within `batch_s` and calls each host that holds a changed
 port (or held it) with the port (or its removal), plus the network's whole neighbor list when it is the
-host's first port there. The caller may wait until those owner hosts have applied their flows: a boot
-does, before it starts the guest, and waits for nobody else.
+host's first port on a network whose hosts keep neighbors. The caller may wait until those owner hosts
+have applied their flows: a boot does, before it starts the guest, and waits for nobody else.
 
-The other hosts learn of the change as a neighbor, coalesced: every neighbor change since the last round
-goes to every agent in one fanout (a NetworkSync with host ""), at most one round per
-`neighbor_interval_s` (the first change after a quiet spell goes at once); each agent takes in the rows
-of the networks it serves and drops the rest. So a boot costs the conductor the same whatever the number
-of hosts on its network, and an agent's messages follow time, not boots.
+Hosts keep neighbors only for VXLAN networks (which host holds a MAC) and networks with an ARP responder
+(`Topology.needs_neighbors`). On a flat network without one — the default, the public network — a boot
+costs its own host's call and nothing else, whatever the fleet. Where hosts keep neighbors, the other
+hosts learn of the change as a delta, coalesced: every neighbor change since the last round goes to the
+hosts serving the changed port's segment, one cast per host, at most one round per `neighbor_interval_s`
+(the first change after a quiet spell goes at once). Nothing is fanned out to every agent.
 
-Which hosts already hold a network's neighbors, and the neighbor list a first port gets, come from a view
-per network kept in the conductor: its bound ports as neighbors see them, and how many each host holds.
-It is read from the cell once (one statement), updated from this conductor's own batches, and read again
-after `VIEW_TTL_S` to take in other conductors' changes; a boot reads nothing. Agents ask for a full sync
-on start and periodically; that read is fresh, so a lost round, or a change another conductor made that
-a view had not seen yet, heals at the next full sync (and an agent sent a port for a network whose
-neighbors it lacks asks for one at once).
+Which hosts serve a network's segments, and the neighbor list a first port gets, come from a view per
+network kept in the conductor: its bound ports as neighbors see them. It is read from the cell once (one
+statement), updated from this conductor's own batches, and read again after `VIEW_TTL_S` to take in other
+conductors' changes; a boot reads nothing. Agents ask for a full sync on start and periodically; that
+read is fresh, so a lost round, or a change another conductor made that a view had not seen yet, heals
+at the next full sync (and an agent sent a port for a network whose neighbors it lacks asks for one at
+once).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ VIEW_TTL_S = 30.0  # a network's view is read again after this long (other condu
 NEIGHBOR_INTERVAL_S = 0.5  # at most one round of neighbor changes per this long
 SEND_CONCURRENCY = 64
 Row = tuple[dict[str, Any], list[dict[str, str]]]
+Pending = tuple[NeighborRow | None, set[str | None]]
 
 
 @dataclass
@@ -62,6 +64,7 @@ class _Batch:
 
 
 HOST: Final = 5  # a NeighborRow's host
+SEGMENT: Final = 2  # a NeighborRow's segment
 
 
 def row_of(n: NetNeighbor) -> NeighborRow:
@@ -77,6 +80,7 @@ class NetView:
     loaded_at: float
     ports: dict[str, NeighborRow] = field(default_factory=dict)
     hosts: Counter[str] = field(default_factory=Counter)
+    seg_hosts: Counter[tuple[str | None, str]] = field(default_factory=Counter)  # (segment, host) -> ports
 
     @classmethod
     def of(cls, neighbors: list[NetNeighbor], loaded_at: float) -> NetView:
@@ -89,12 +93,16 @@ class NetView:
         """Record a port's new state (None: unbound or deleted)."""
         old = self.ports.pop(port_id, None)
         if old is not None:
-            self.hosts[old[HOST]] -= 1
-            if self.hosts[old[HOST]] <= 0:
-                del self.hosts[old[HOST]]
+            _less(self.hosts, old[HOST])
+            _less(self.seg_hosts, (old[SEGMENT], old[HOST]))
         if row is not None:
             self.ports[port_id] = row
             self.hosts[row[HOST]] += 1
+            self.seg_hosts[(row[SEGMENT], row[HOST])] += 1
+
+    def serving(self, segment_id: str | None) -> set[str]:
+        """The hosts that hold ports of one segment of the network (None: the network itself)."""
+        return {host for seg, host in self.seg_hosts if seg == segment_id}
 
     def holds(self, host: str, besides: Collection[str]) -> bool:
         """Whether the host holds ports of the network other than those `besides`."""
@@ -104,6 +112,12 @@ class NetView:
     def others(self, host: str) -> list[NeighborRow]:
         """The network's ports on other hosts than `host` (its neighbors there)."""
         return [r for r in self.ports.values() if r[HOST] != host]
+
+
+def _less(counter: Counter[Any], key: Any) -> None:
+    counter[key] -= 1
+    if counter[key] <= 0:
+        del counter[key]
 
 
 class NetSync:
@@ -122,13 +136,19 @@ class NetSync:
         self._net_qos: dict[str, tuple[float, str]] = {}  # network -> (loaded at, policy or "")
         self._batch = _Batch()
         self._wake = asyncio.Event()
-        # network -> port -> its new state as a neighbor (None: gone), for the next neighbor round
-        self._pending: dict[str, dict[str, NeighborRow | None]] = {}
+        # network -> port -> (its new state as a neighbor (None: gone), the segments that must hear of it),
+        # for the next neighbor round
+        self._pending: dict[str, dict[str, Pending]] = {}
         self._neighbors_due = asyncio.Event()
         self._last_round = -1e18
         self._tasks: list[asyncio.Task[None]] = []
         self.flushes = 0
         self.neighbor_rounds = 0
+
+    @property
+    def pending_neighbor_changes(self) -> int:
+        """Neighbor changes waiting for the next round."""
+        return sum(len(changes) for changes in self._pending.values())
 
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._flusher(), name="netsync"),
@@ -183,10 +203,16 @@ class NetSync:
             await done
 
     async def _flusher(self) -> None:
+        idle_since = -1e18
         while True:
             await self._wake.wait()
-            if self.batch_s > 0:
-                await asyncio.sleep(self.batch_s)  # let a burst of changes join one batch
+            # Adaptive: after a quiet spell a change goes at once (a lone boot waits for nothing); while
+            # changes keep coming, the window lets a burst join one batch (and changes queued during a
+            # flush form the next batch by themselves).
+            if self.batch_s > 0 and time.monotonic() - idle_since < self.batch_s:
+                await asyncio.sleep(self.batch_s)
+            else:
+                await asyncio.sleep(0)  # the changes queued in the same turn of the loop join it
             self._wake.clear()
             batch, self._batch = self._batch, _Batch()
             try:
@@ -202,6 +228,8 @@ class NetSync:
                     w.set_result(None)
             if self._pending and time.monotonic() >= self._last_round + self.neighbor_interval_s:
                 await self._neighbor_round()  # after a quiet spell, at once
+            if not self._wake.is_set():
+                idle_since = time.monotonic()
 
     async def _neighbor_flusher(self) -> None:
         while True:
@@ -210,28 +238,50 @@ class NetSync:
             await self._neighbor_round()
 
     async def _neighbor_round(self) -> None:
-        """Send the neighbor changes queued since the last round to every agent, in one fanout (each takes
-        those of the networks it serves)."""
+        """Send the neighbor changes queued since the last round to the hosts that serve their segments
+        (and keep neighbors there): one cast per such host with all of its changes."""
         self._neighbors_due.clear()
         pending, self._pending = self._pending, {}
-        rows = [row for changes in pending.values() for row in changes.values() if row is not None]
-        gone = [pid for changes in pending.values() for pid, row in changes.items() if row is None]
-        if not rows and not gone:
+        messages = self._round_messages(pending)
+        if not messages:
             return
         if self._heard(pending):  # else nobody else serves these networks: the next change goes at once
             self._last_round = time.monotonic()
         self.neighbor_rounds += 1
-        try:
-            await self.env.bus.fanout("agent", NetworkSync(host="", neighbor_rows=rows, removed_neighbors=gone,
-                                                            sent_at=time.time()))
-        except Exception:
-            log.exception("neighbor changes not delivered (the agents' next full sync heals them)")
+        sent_at = time.time()
+        for host, (rows, gone) in messages.items():
+            try:
+                await self.env.bus.cast(Target("agent", host), NetworkSync(
+                    host=host, neighbor_rows=rows, removed_neighbors=gone, sent_at=sent_at))
+            except Exception as exc:
+                log.warning("neighbor changes for %s not delivered (its next full sync heals them): %s", host, exc)
 
-    def _heard(self, pending: dict[str, dict[str, NeighborRow | None]]) -> bool:
+    def _round_messages(self, pending: dict[str, dict[str, Pending]]
+                        ) -> dict[str, tuple[list[NeighborRow], list[str]]]:
+        """host -> (the neighbors it gains or sees change, those it loses), for the hosts other than the
+        changed ports' own that serve their segments, as far as the views know."""
+        out: dict[str, tuple[list[NeighborRow], list[str]]] = {}
+        for network_id, changes in pending.items():
+            view = self.views.get(network_id)
+            if view is None:
+                continue  # not loaded: its hosts learn at their next full sync
+            serving = {seg: view.serving(seg) for _, segs in changes.values() for seg in segs}
+            for pid, (row, segs) in changes.items():
+                for host in {h for seg in segs for h in serving[seg]}:
+                    if row is not None and row[HOST] == host:
+                        continue  # its own host had the port itself
+                    rows, gone = out.setdefault(host, ([], []))
+                    if row is not None:
+                        rows.append(row)
+                    else:
+                        gone.append(pid)
+        return out
+
+    def _heard(self, pending: dict[str, dict[str, Pending]]) -> bool:
         """Whether, as far as the views know, a host other than the changed ports' own serves a network of
         the round."""
         for network_id, changes in pending.items():
-            own = {row[HOST] for row in changes.values() if row is not None}
+            own = {row[HOST] for row, _ in changes.values() if row is not None}
             view = self.views.get(network_id)
             if view is not None and any(host not in own for host in view.hosts):
                 return True
@@ -245,9 +295,12 @@ class NetSync:
             return
         now = time.monotonic()
         known = {ch.network_id for ch in batch.changes.values()}
-        stale = {n for n in known if n not in self.views or self.views[n].loaded_at < now - VIEW_TTL_S}
         if self.topology.missing(known, ()):
             await self._topology_and_qos(sorted(known), set(), {})
+        # Only networks whose hosts keep neighbors (VXLAN, ARP responder) need a view: a flat network
+        # without a responder costs a boot its owner host's message and nothing else.
+        stale = {n for n in known if self.topology.needs_neighbors(n)
+                 and (n not in self.views or self.views[n].loaded_at < now - VIEW_TTL_S)}
         rows = dict(batch.rows)
         loaded: dict[str, Any] = {}
         vxlan_hosts = {r["host_id"] for r, _ in rows.values() if r["host_id"] and r["host_id"] not in self._host_ips
@@ -338,6 +391,8 @@ class NetSync:
                 of(new_host)["segments"][(network_id, seg.segment_id)] = seg
             if change is None:
                 continue  # a QoS re-send: the neighbors see no difference
+            if not topo.needs_neighbors(network_id):
+                continue  # its hosts keep no neighbors: nobody else hears of it
             if bound:
                 owners.add((new_host, network_id))
             on_host = known and bool(row[0]["host_id"])  # type: ignore[index]
@@ -349,9 +404,13 @@ class NetSync:
         for pid, neighbor in placed.items():
             network_id = rows[pid][0]["network_id"] if pid in rows else batch.changes[pid].network_id
             view = self.views.get(network_id)
+            old = view.ports.get(pid) if view is not None else None
             if view is not None:
                 view.put(pid, neighbor)
-            self._pending.setdefault(network_id, {})[pid] = neighbor
+            # the segments that hear of it: where it is now, and where it was
+            segs = {row[SEGMENT] for row in (neighbor, old) if row is not None}
+            prior = self._pending.setdefault(network_id, {}).get(pid)
+            self._pending[network_id][pid] = (neighbor, segs | (prior[1] if prior is not None else set()))
         for host, network_id in first:
             view = self.views.get(network_id)
             if view is not None:

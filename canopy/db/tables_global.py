@@ -15,6 +15,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 from canopy.db.types import JSONType, UTCDateTime
@@ -207,6 +208,8 @@ networks = Table(
     Column("network_type", String(16), nullable=False, default="flat"),
     Column("physical_network", String(64), nullable=True),
     Column("segmentation_id", Integer, nullable=True),
+    # Hosts answer ARP for the network's every address (and hold them all): see docs/network.md
+    Column("arp_responder", Boolean, nullable=False, default=False, server_default=false()),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Index("ix_networks_project", "project_id"),

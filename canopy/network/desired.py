@@ -50,15 +50,21 @@ class Topology:
         src = self.segments.get(seg_id, net) if seg_id else net
         return NetSegment(network_id=network_id, segment_id=seg_id, network_type=src["network_type"],
                           physical_network=src["physical_network"], segmentation_id=src["segmentation_id"],
-                          mtu=net["mtu"])
+                          mtu=net["mtu"], arp_responder=bool(net.get("arp_responder", False)))
+
+    def needs_neighbors(self, network_id: str) -> bool:
+        """Whether a host serving the network must know its ports on other hosts: for VXLAN (which host
+        holds a MAC) or for an ARP responder. A flat network without one needs only the host's own ports."""
+        net = self.networks.get(network_id)
+        return net is not None and (net["network_type"] == "vxlan" or bool(net.get("arp_responder")))
 
 
 def load_topology(conn: Connection, topo: Topology, network_ids: list[str], all_networks: bool = False) -> None:
     """Add networks with their subnets and segments to `topo` (global database; every one with `all_networks`)."""
     n, s, sg = g.networks, g.subnets, g.network_segments
     where = (lambda col: col.in_(network_ids)) if not all_networks else (lambda col: col.is_not(None))
-    for row in conn.execute(select(n.c.id, n.c.network_type, n.c.physical_network, n.c.segmentation_id, n.c.mtu)
-                            .where(where(n.c.id))).mappings():
+    for row in conn.execute(select(n.c.id, n.c.network_type, n.c.physical_network, n.c.segmentation_id, n.c.mtu,
+                                   n.c.arp_responder).where(where(n.c.id))).mappings():
         topo.networks[row["id"]] = dict(row)
     for sid, seg in conn.execute(select(s.c.id, s.c.segment_id).where(where(s.c.network_id))):
         topo.subnet_segment[sid] = seg
@@ -182,7 +188,9 @@ async def full_state(dbs: Databases, cell_name: str, host: str, topo: Topology |
     ports = [net_port(row, ips, topo, rules, by_network) for row, ips in rows]
     segments = {(row["network_id"], seg.segment_id): seg
                 for row, ips in rows for seg in (topo.segment(row["network_id"], ips),)}
-    neighbors = await cell.read_fresh(neighbors_on, network_ids, host, topo) if network_ids else []
+    # A flat network without an ARP responder needs only the host's own ports: no neighbor is read for it.
+    neighborly = [n for n in network_ids if topo.needs_neighbors(n)]
+    neighbors = await cell.read_fresh(neighbors_on, neighborly, host, topo) if neighborly else []
     from canopy.network import sgstate
 
     wanted = sorted({gid for p in ports for gid in p.security_groups or ()})

@@ -93,6 +93,7 @@ def network_view(row: dict[str, Any], subnet_ids: list[str], *, admin: bool) -> 
         view["provider:network_type"] = row["network_type"]
         view["provider:physical_network"] = row["physical_network"]
         view["provider:segmentation_id"] = row["segmentation_id"]
+        view["canopy:arp_responder"] = bool(row.get("arp_responder", False))
     return view
 
 
@@ -127,7 +128,7 @@ def insert_network(conn: Connection, values: dict[str, Any], now: datetime) -> d
     """Create a network from column values (segment checked; a VXLAN ID chosen when none is given)."""
     row = {"id": str(uuid.uuid4()), "name": "", "description": "", "status": "ACTIVE", "admin_state_up": True,
            "shared": False, "external": False, "mtu": 1500, "network_type": "vxlan", "physical_network": None,
-           "segmentation_id": None, **values, "created_at": now, "updated_at": now}
+           "segmentation_id": None, "arp_responder": False, **values, "created_at": now, "updated_at": now}
     check_segment(conn, row["network_type"], row["physical_network"], row["segmentation_id"])
     if row["network_type"] == "vxlan" and row["segmentation_id"] is None:
         row["segmentation_id"] = next_vni(conn)

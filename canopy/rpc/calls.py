@@ -240,6 +240,9 @@ class NetSegment(Message):
     physical_network: str | None = None
     segmentation_id: int | None = None
     mtu: int = 1500
+    # Hosts answer ARP for every address of the segment (and hold its ports as neighbors); True for a
+    # conductor that predates the option, as it always was then
+    arp_responder: bool = True
 
 
 class NetPort(Message):

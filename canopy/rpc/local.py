@@ -38,6 +38,9 @@ class LocalTransport:
         self.observer = observer or UNOBSERVED
         self._shared: dict[str, list[Handler]] = defaultdict(list)
         self._hosts: dict[tuple[str, str], Handler] = {}
+        # topic -> host -> handler: a fanout visits its topic's handlers, not every host's every topic
+        # (a notification fanout scanned all of a thousand simulated agents' targets per boot)
+        self._by_topic: dict[str, dict[str, Handler]] = defaultdict(dict)
         self._rr: dict[str, itertools.count[int]] = defaultdict(itertools.count)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
@@ -54,6 +57,7 @@ class LocalTransport:
     def serve(self, target: Target, handler: Handler) -> None:
         if target.host:
             self._hosts[(target.topic, target.host)] = handler
+            self._by_topic[target.topic][target.host] = handler
         else:
             self._shared[target.topic].append(handler)
 
@@ -61,6 +65,7 @@ class LocalTransport:
         """Stop serving a target (an agent going away)."""
         if target.host:
             self._hosts.pop((target.topic, target.host), None)
+            self._by_topic.get(target.topic, {}).pop(target.host, None)
         else:
             self._shared.pop(target.topic, None)
 
@@ -107,7 +112,7 @@ class LocalTransport:
 
     async def fanout(self, topic: str, msg: Message) -> None:
         handlers = list(self._shared.get(topic, ()))
-        handlers += [h for (t, _host), h in self._hosts.items() if t == topic]
+        handlers += self._by_topic[topic].values() if topic in self._by_topic else ()
         data = Envelope.wrap(msg).encode()
         for handler in dict.fromkeys(handlers):
             self._spawn(_deliver(handler, data, self.observer))

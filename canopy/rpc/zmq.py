@@ -70,6 +70,7 @@ class _Node:
     shared: frozenset[str] = frozenset()
     hosts: frozenset[tuple[str, str]] = frozenset()
     links: list[_Link] = field(default_factory=list)
+    topics: frozenset[str] = frozenset()  # every topic it serves, shared or per host (fanouts look here)
 
 
 @dataclass(eq=False, slots=True)
@@ -117,6 +118,7 @@ class ZmqTransport:
         self._me = _Node(self.node_id)
         self._local_shared: dict[str, list[Handler]] = {}
         self._local_hosts: dict[tuple[str, str], Handler] = {}
+        self._local_by_topic: dict[str, dict[str, Handler]] = {}  # topic -> host -> handler (fanouts)
         self._rr: dict[str, int] = {}
         self._changed = asyncio.Event()
         self._running = False
@@ -228,6 +230,7 @@ class ZmqTransport:
         """Handle messages for a target here; peers hear of it at once if we are running."""
         if target.host:
             self._local_hosts[(target.topic, target.host)] = handler
+            self._local_by_topic.setdefault(target.topic, {})[target.host] = handler
         else:
             self._local_shared.setdefault(target.topic, []).append(handler)
         self._notify()
@@ -286,7 +289,7 @@ class ZmqTransport:
             self._spawn(dispatch(handler, Envelope.decode(data), self.observer))
         frame = b"F%s\0%s" % (topic.encode(), data)
         for node in list(self._nodes.values()):
-            if topic in node.shared or any(t == topic for t, _ in node.hosts):
+            if topic in node.topics:
                 self._enqueue(node.links[0], frame)
 
     def _deliver(self, target: Target, node: _Node | None, frame: bytes) -> None:
@@ -368,7 +371,7 @@ class ZmqTransport:
         return handlers[i % len(handlers)]
 
     def _fanout_handlers(self, topic: str) -> list[Handler]:
-        hosts = [h for (t, _), h in self._local_hosts.items() if t == topic]
+        hosts = self._local_by_topic.get(topic, {}).values()
         return list(dict.fromkeys([*self._local_shared.get(topic, ()), *hosts]))
 
     def _learn(self, link: _Link, hello: dict[str, Any]) -> None:
@@ -389,6 +392,7 @@ class ZmqTransport:
         if fresh or shared != node.shared or hosts != node.hosts:
             self._unindex(node)
             node.shared, node.hosts = shared, hosts
+            node.topics = shared | {t for t, _ in hosts}
             for topic in shared:
                 self._shared_routes.setdefault(topic, []).append(node)
             for key in hosts:

@@ -1,8 +1,11 @@
-"""Real packets through the compiled flows on a real Open vSwitch (`netdev` datapath, ovs-vswitchd in a
-network namespace of the test's own): three customers' servers (network namespaces with veth pairs, MACs
-and addresses from 203.0.113.0/24) and a router behind the physical bridge.
+"""Real packets through the compiled flows on real Open vSwitches (`netdev` datapath, one ovs-vswitchd per
+simulated host, each in a network namespace of the test's own): three customers' servers (network
+namespaces with veth pairs, MACs and addresses from 203.0.113.0/24) on two hosts — A on the first, B and C
+on the second — whose physical bridges meet a router on one L2 segment (a Linux bridge). Each host's flows
+are compiled from its own ports only, with no ARP responder (the flat network's default): a guest's ARP
+request reaches the owner of the address, on whichever host, and the owner answers.
 
-- the servers of two projects ping each other and the router;
+- the servers of two projects ping each other across hosts, and the router;
 - a server that takes another's IP, changes its MAC or sends forged ARP gets nothing through, and no
   neighbour cache (the victim's, the router's) is poisoned;
 - a promiscuous listener sees no unicast meant for others.
@@ -31,7 +34,8 @@ from canopy.agent.net.model import HostNetState, Segment, VmPort
 from canopy.agent.net.privateovs import PrivateOvs, ovs_installed
 
 UPLINK = 7
-SEG = Segment("public", None, "flat", t.network_key("flat", UPLINK, None), uplink=UPLINK, physical_network="public")
+SEG = Segment("public", None, "flat", t.network_key("flat", UPLINK, None), uplink=UPLINK, physical_network="public",
+              arp_responder=False)
 ROUTER_MAC, ROUTER_IP = "02:00:00:00:00:01", "203.0.113.1"
 
 
@@ -57,11 +61,12 @@ def in_ns(ns: str, *args: str, check: bool = True) -> subprocess.CompletedProces
 
 @dataclass
 class Lab:
-    ovs: PrivateOvs
-    ovs_ns: str
+    ovs: dict[str, PrivateOvs]  # host -> its switch
     router_ns: str
     vms: dict[str, Vm]
-    program: object
+    host_of: dict[str, str]  # vm name -> its host
+
+HOSTS = {"h1": ("a",), "h2": ("b", "c")}
 
 
 def _veth(ovs_ns: str, tap: str, ns: str, mac: str, ip: str) -> None:
@@ -76,43 +81,67 @@ def _veth(ovs_ns: str, tap: str, ns: str, mac: str, ip: str) -> None:
     in_ns(ns, "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1")
 
 
+def _uplink(host_ns: str, router_ns: str, peer: str) -> None:
+    """The host's physical NIC, cabled to the segment's Linux bridge in the router's namespace."""
+    sh("ip", "-n", host_ns, "link", "add", "nic-public", "type", "veth", "peer", "name", peer, "netns", router_ns)
+    sh("ip", "-n", router_ns, "link", "set", peer, "master", "lan")
+    for cmd in (("ip", "-n", host_ns, "link", "set", "nic-public", "up"),
+                ("ip", "-n", router_ns, "link", "set", peer, "up")):
+        sh(*cmd)
+
+
+async def _program_host(ovs: PrivateOvs, host_ns: str, vms: list[Vm]) -> None:
+    """Bridges, taps and the flows compiled from the host's own ports (it knows of no other)."""
+    ovs.start()
+    applier = OvsApplier("br-int", rundir=ovs.rundir, datapath_type="netdev", tap_type="system", netns=host_ns,
+                         physical_interfaces={"public": "nic-public"})
+    await applier.setup({"public": UPLINK}, None)
+    ovs.vsctl("set", "Bridge", "br-public", "datapath_type=netdev")
+    taps = [Tap(vm.port.id, t.tap_name(vm.port.id), vm.port.ofport, vm.mac) for vm in vms]
+    assert len(await applier.wire(taps)) == len(vms)
+    await applier.replace(compile_host(HostNetState(host_ns, tuple(vm.port for vm in vms))))
+
+
 @pytest.fixture(scope="module")
 async def lab() -> Iterator[Lab]:  # type: ignore[misc]
     if not ovs_installed() or not shutil.which("ping"):
         pytest.fail("Open vSwitch and ping are needed (scripts/system-packages.txt: openvswitch-switch, iputils-ping)")
     sfx = uuid.uuid4().hex[:5]
-    ovs_ns, router_ns = f"cnp-ovs-{sfx}", f"cnp-rt-{sfx}"
-    probe = subprocess.run(["ip", "netns", "add", ovs_ns], capture_output=True, text=True)
+    router_ns = f"cnp-rt-{sfx}"
+    probe = subprocess.run(["ip", "netns", "add", router_ns], capture_output=True, text=True)
     if probe.returncode != 0:
         pytest.skip(f"cannot create network namespaces here: {probe.stderr.strip()}")
     folder = Path(tempfile.mkdtemp(prefix="canopy-ovs-pk-"))
     vms: dict[str, Vm] = {}
-    namespaces = [ovs_ns]
-    ovs = PrivateOvs(folder, netns=ovs_ns)
+    namespaces, switches = [router_ns], {}
     try:
-        sh("ip", "-n", ovs_ns, "link", "set", "lo", "up")
-        for n, name in enumerate(("a", "b", "c")):
-            port_id = str(uuid.uuid4())
-            mac, ip = f"fa:16:3e:00:00:{n + 10:02x}", f"203.0.113.{n + 10}"
-            vms[name] = Vm(name, f"cnp-{name}-{sfx}", mac, ip,
-                           VmPort(port_id, 100 + n, mac, SEG, (ip,), project_id=f"project-{name}"))
-            namespaces.append(vms[name].ns)
-            _veth(ovs_ns, t.tap_name(port_id), vms[name].ns, mac, ip)
-        namespaces.append(router_ns)
-        _veth(ovs_ns, "nic-public", router_ns, ROUTER_MAC, ROUTER_IP)
-        ovs.start()
-        applier = OvsApplier("br-int", rundir=ovs.rundir, datapath_type="netdev", tap_type="system", netns=ovs_ns,
-                             physical_interfaces={"public": "nic-public"})
-        await applier.setup({"public": UPLINK}, None)
-        ovs.vsctl("set", "Bridge", "br-public", "datapath_type=netdev")
-        state = HostNetState("lab", tuple(vm.port for vm in vms.values()))
-        taps = [Tap(vm.port.id, t.tap_name(vm.port.id), vm.port.ofport, vm.mac) for vm in vms.values()]
-        assert len(await applier.wire(taps)) == 3
-        program = compile_host(state)
-        await applier.replace(program)
-        yield Lab(ovs, ovs_ns, router_ns, vms, program)
+        sh("ip", "-n", router_ns, "link", "add", "lan", "type", "bridge")
+        sh("ip", "-n", router_ns, "link", "set", "lan", "address", ROUTER_MAC)
+        sh("ip", "-n", router_ns, "addr", "add", f"{ROUTER_IP}/24", "dev", "lan")
+        for cmd in (("ip", "-n", router_ns, "link", "set", "lo", "up"), ("ip", "-n", router_ns, "link", "set",
+                                                                         "lan", "up")):
+            sh(*cmd)
+        n = 0
+        for host, names in HOSTS.items():
+            host_ns = f"cnp-{host}-{sfx}"
+            sh("ip", "netns", "add", host_ns)
+            namespaces.append(host_ns)
+            sh("ip", "-n", host_ns, "link", "set", "lo", "up")
+            for name in names:
+                port_id = str(uuid.uuid4())
+                mac, ip = f"fa:16:3e:00:00:{n + 10:02x}", f"203.0.113.{n + 10}"
+                vms[name] = Vm(name, f"cnp-{name}-{sfx}", mac, ip,
+                               VmPort(port_id, 100 + n, mac, SEG, (ip,), project_id=f"project-{name}"))
+                namespaces.append(vms[name].ns)
+                _veth(host_ns, t.tap_name(port_id), vms[name].ns, mac, ip)
+                n += 1
+            _uplink(host_ns, router_ns, f"up-{host}")
+            switches[host] = PrivateOvs(folder / host, netns=host_ns)
+            await _program_host(switches[host], host_ns, [vms[name] for name in names])
+        yield Lab(switches, router_ns, vms, {name: host for host, names in HOSTS.items() for name in names})
     finally:
-        ovs.stop()
+        for ovs in switches.values():
+            ovs.stop()
         for ns in namespaces:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
         shutil.rmtree(folder, ignore_errors=True)
@@ -173,11 +202,12 @@ def send_raw(ns: str, *frames: str) -> None:
     in_ns(ns, sys.executable, "-c", RAW, "send", "eth0", *frames)
 
 
-def counters(lab: Lab) -> dict[str, int]:
-    """Packets per flow (by table, priority and match), after the revalidators caught up."""
-    lab.ovs.appctl("revalidator/wait")
+def counters(lab: Lab, vm: str) -> dict[str, int]:
+    """Packets per flow (by table, priority and match) on the host of `vm`, after the revalidators caught up."""
+    ovs = lab.ovs[lab.host_of[vm]]
+    ovs.appctl("revalidator/wait")
     out = {}
-    for line in lab.ovs.ofctl("dump-flows", "br-int").splitlines():
+    for line in ovs.ofctl("dump-flows", "br-int").splitlines():
         if "n_packets=" not in line:
             continue
         fields = dict(p.split("=", 1) for p in line.replace(",", " ").split() if "=" in p)
@@ -188,6 +218,8 @@ def counters(lab: Lab) -> dict[str, int]:
 
 async def test_servers_of_two_projects_ping_each_other_and_the_router(lab: Lab) -> None:
     a, b = lab.vms["a"], lab.vms["b"]
+    assert lab.host_of["a"] != lab.host_of["b"]
+    in_ns(a.ns, "ip", "neigh", "flush", "all")  # resolved by ARP across hosts, with no responder
     assert ping(lab, a.ns, b.ip), "project A cannot reach project B"
     assert ping(lab, b.ns, a.ip), "project B cannot reach project A"
     assert ping(lab, a.ns, ROUTER_IP) and ping(lab, lab.router_ns, b.ip)
@@ -197,13 +229,13 @@ async def test_servers_of_two_projects_ping_each_other_and_the_router(lab: Lab) 
 async def test_taking_anothers_ip_gets_nothing_through(lab: Lab) -> None:
     a, b, c = lab.vms["a"], lab.vms["b"], lab.vms["c"]
     ping(lab, a.ns, b.ip)  # A knows B's MAC
-    before = counters(lab)
+    before = counters(lab, "c")
     in_ns(c.ns, "ip", "addr", "flush", "dev", "eth0")
     in_ns(c.ns, "ip", "addr", "add", f"{b.ip}/24", "dev", "eth0")
     try:
         assert not ping(lab, c.ns, a.ip) and not ping(lab, c.ns, ROUTER_IP)
         assert neighbour(a.ns, b.ip) == b.mac and neighbour(lab.router_ns, b.ip) in (None, b.mac)
-        drops = counters(lab)
+        drops = counters(lab, "c")
         key = f"table={t.PORT_SECURITY},priority=0"
         assert drops[key] > before.get(key, 0), "the spoofed packets did not hit the port-security drop"
     finally:

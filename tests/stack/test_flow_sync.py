@@ -11,7 +11,7 @@ from canopy.agent.net import tables as t
 from canopy.agent.net.fake import FakeApplier
 from canopy.agent.net.node import NetNode
 from canopy.seed import PUBLIC_NETWORK_ID, PUBLIC_SUBNET_ID
-from tests.clouds import UPLINK, N, node_of, ping, switch_of
+from tests.clouds import UPLINK, N, arp_responder_on, node_of, ping, switch_of
 from tests.clouds import boot_port as boot
 
 
@@ -40,12 +40,31 @@ async def test_two_projects_on_the_flat_network_reach_each_other_and_no_further(
         assert sa.trace(ping(a, b)).ports == [UPLINK]
         uplink_in = ping(a, b).replace(f"in_port={a['binding:vif_details']['ofport']}", f"in_port={UPLINK}")
         assert switch_of(stack, hb).trace(uplink_in).ports == [b["binding:vif_details"]["ofport"]]
-    # The ARP responder of A's host knows B, wherever B is.
-    ((port, reply),) = sa.trace(arp_for(a, b["fixed_ips"][0]["ip_address"])).outputs
-    assert port == a["binding:vif_details"]["ofport"]
-    assert reply["arp_sha"] == int(b["mac_address"].replace(":", ""), 16)
+    # No ARP responder on the public network: A's request for B reaches B only, which answers itself.
+    ask = arp_for(a, b["fixed_ips"][0]["ip_address"])
+    b_port = b["binding:vif_details"]["ofport"]
+    if ha == hb:
+        assert sa.trace(ask).ports == [b_port]
+    else:
+        assert sa.trace(ask).ports == [UPLINK]
+        from_uplink = ask.replace(f"in_port={a['binding:vif_details']['ofport']}", f"in_port={UPLINK}")
+        assert switch_of(stack, hb).trace(from_uplink).ports == [b_port]
+    # ... and no host holds another's port: A's host has no flow naming B's address.
+    if ha != hb:
+        assert not any(b["fixed_ips"][0]["ip_address"] in k for k in sa.flows)
     # A cannot pretend to be B.
     assert sa.trace(ping(a, b, src_ip=b["fixed_ips"][0]["ip_address"])).dropped
+
+
+async def test_with_an_arp_responder_every_host_of_the_network_answers_for_its_addresses(stack: Any) -> None:
+    await arp_responder_on(stack)
+    a = await boot(stack, "a", "admin", availability_zone="nova:hv-0001")
+    b = await boot(stack, "b", "admin", availability_zone="nova:hv-0002")
+    node_a, b_ip = node_of(stack, "hv-0001"), b["fixed_ips"][0]["ip_address"]
+    await node_a.wait_applied(lambda: any(f"arp_tpa={b_ip}" in k for k in node_a.program.flows))  # type: ignore[union-attr]
+    ((port, reply),) = switch_of(stack, "hv-0001").trace(arp_for(a, b_ip)).outputs
+    assert port == a["binding:vif_details"]["ofport"]
+    assert reply["arp_sha"] == int(b["mac_address"].replace(":", ""), 16)
 
 
 async def test_an_ip_added_through_the_api_reaches_the_flows_and_a_delete_clears_them(stack: Any) -> None:
@@ -60,15 +79,15 @@ async def test_an_ip_added_through_the_api_reaches_the_flows_and_a_delete_clears
     await node_a.wait_applied(lambda: any(k.startswith("table=10,") and f"nw_src={extra}" in k
                                           for k in node_a.program.flows))  # type: ignore[union-attr]
     assert not switch_of(stack, "hv-0002").trace(ping(a, b, src_ip=extra)).dropped
-    # ... and B's host now answers ARP for it with A's MAC.
-    await node_b.wait_applied(lambda: any(f"arp_tpa={extra}" in k for k in node_b.program.flows))  # type: ignore[union-attr]
-    ((_, reply),) = switch_of(stack, "hv-0003").trace(arp_for(b, extra)).outputs
-    assert reply["arp_sha"] == int(a["mac_address"].replace(":", ""), 16)
+    # ... and an ARP request for it from the physical network reaches A; B's host never heard of it.
+    asked = arp_for(b, extra).replace(f"in_port={b['binding:vif_details']['ofport']}", f"in_port={UPLINK}")
+    assert switch_of(stack, "hv-0002").trace(asked).ports == [a["binding:vif_details"]["ofport"]]
+    assert not any(extra in k for k in node_b.program.flows)  # type: ignore[union-attr]
 
     assert (await stack.api.delete(f"/compute/v2.1/servers/{a['device_id']}")).status_code == 204
     await node_a.wait_applied(lambda: not any(f"in_port={a['binding:vif_details']['ofport']}," in k
                                               for k in node_a.program.flows))  # type: ignore[union-attr]
-    await node_b.wait_applied(lambda: not any(f"arp_tpa={extra}" in k for k in node_b.program.flows))  # type: ignore[union-attr]
+    assert not any(extra in k for k in node_b.program.flows)  # type: ignore[union-attr]
 
 
 async def test_a_port_bound_by_an_admin_reaches_its_host_and_qos_becomes_meters(stack: Any) -> None:

@@ -1,6 +1,8 @@
-"""How a conductor delivers network state: a boot reads nothing for it, a host's first port on a network
-brings the network's neighbors, the other hosts hear of new ports in coalesced rounds (one fanout each),
-every host ends with exactly the flows a full sync gives, and a lost round heals at the next full sync."""
+"""How a conductor delivers network state: a boot reads nothing for it; on a flat network without an ARP
+responder a boot is one message, to its own host; where hosts keep neighbors (an ARP responder, VXLAN) a
+host's first port on a network brings the network's neighbors, the hosts serving it hear of new ports in
+coalesced rounds (one cast per such host), every host ends with exactly the flows a full sync gives, and a
+lost round heals at the next full sync."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from canopy.agent.net.compiler import compile_host
 from canopy.agent.net.state import state_of
 from canopy.network import desired
 from canopy.rpc.calls import NetworkSync
-from tests.clouds import V, node_of, server_body, wait_for_server
+from tests.clouds import V, arp_responder_on, node_of, server_body, wait_for_server
 from tests.clouds import boot_port as boot
 
 HOSTS = ("hv-0001", "hv-0002", "hv-0003", "hv-0004")
@@ -40,17 +42,25 @@ async def until(check: Any) -> None:
         await asyncio.sleep(0.02)
 
 
-def count_rounds(stack: Any) -> list[NetworkSync]:
-    """Record the neighbor rounds the conductor fans out to the agents."""
-    bus, rounds = stack.cloud.bus, []
-    fanout = bus.fanout
+def is_neighbor_change(msg: Any) -> bool:
+    return isinstance(msg, NetworkSync) and not msg.ports and bool(msg.neighbor_rows or msg.removed_neighbors)
 
-    async def recording(topic: str, msg: Any) -> None:
-        if topic == "agent" and isinstance(msg, NetworkSync):
+
+def count_rounds(stack: Any) -> list[NetworkSync]:
+    """Record the neighbor changes the conductor casts to the agents (and fail on any fanout of them)."""
+    bus, rounds = stack.cloud.bus, []
+    cast, fanout = bus.cast, bus.fanout
+
+    async def recording(target: Any, msg: Any) -> None:
+        if is_neighbor_change(msg):
             rounds.append(msg)
+        await cast(target, msg)
+
+    async def no_fanout(topic: str, msg: Any) -> None:
+        assert not isinstance(msg, NetworkSync), "network state is never fanned out to every agent"
         await fanout(topic, msg)
 
-    bus.fanout = recording
+    bus.cast, bus.fanout = recording, no_fanout
     return rounds
 
 
@@ -74,6 +84,7 @@ async def test_a_boot_reads_nothing_to_deliver_its_flows(stack: Any) -> None:
 
 
 async def test_neighbors_arrive_in_coalesced_rounds_and_every_host_ends_exact(stack: Any) -> None:
+    await arp_responder_on(stack)
     rounds = count_rounds(stack)
     stack.conductor.netsync.neighbor_interval_s = 1.5
     await boot(stack, "first", "admin", availability_zone="nova:hv-0001")
@@ -84,9 +95,12 @@ async def test_neighbors_arrive_in_coalesced_rounds_and_every_host_ends_exact(st
     for resp in created:
         await wait_for_server(stack.api, resp.json()["server"]["id"], {"ACTIVE"})
     await converged(stack, timeout=10)
-    # Eight boots, each host's first or next port: their neighbors heard of them in a few fanouts.
-    assert 1 <= len(rounds) <= 3, [len(r.neighbor_rows) for r in rounds]
-    assert sum(len(r.neighbor_rows) for r in rounds) == 8
+    # Eight boots, each host's first or next port: the hosts serving the network heard of them in a few
+    # rounds, one cast per host and round, never of their own ports.
+    sent = {r.sent_at for r in rounds}
+    assert 1 <= len(sent) <= 3, [(r.host, len(r.neighbor_rows)) for r in rounds]
+    assert all(len([r for r in rounds if r.sent_at == at]) <= len(HOSTS) for at in sent)
+    assert all(row[5] != r.host for r in rounds for row in r.neighbor_rows)
     # A delete: the other hosts forget the port, the same way.
     gone = created[0].json()["server"]["id"]
     assert (await stack.api.delete(f"/compute/v2.1/servers/{gone}")).status_code == 204
@@ -96,6 +110,7 @@ async def test_neighbors_arrive_in_coalesced_rounds_and_every_host_ends_exact(st
 
 
 async def test_a_first_port_brings_the_networks_neighbors_and_a_second_does_not(stack: Any) -> None:
+    await arp_responder_on(stack)
     calls: list[NetworkSync] = []
     bus = stack.cloud.bus
     call = bus.call
@@ -116,23 +131,57 @@ async def test_a_first_port_brings_the_networks_neighbors_and_a_second_does_not(
 
 
 async def test_a_lost_round_heals_at_the_next_full_sync(stack: Any) -> None:
+    await arp_responder_on(stack)
     await boot(stack, "a", "admin", availability_zone="nova:hv-0001")
     bus = stack.cloud.bus
-    fanout = bus.fanout
+    cast, lost = bus.cast, asyncio.Event()
 
-    async def lose(topic: str, msg: Any) -> None:
-        if not (topic == "agent" and isinstance(msg, NetworkSync)):
-            await fanout(topic, msg)
+    async def lose(target: Any, msg: Any) -> None:
+        if is_neighbor_change(msg):
+            lost.set()
+        else:
+            await cast(target, msg)
 
-    bus.fanout = lose
+    bus.cast = lose
     b = await boot(stack, "b", "admin", availability_zone="nova:hv-0002")
-    await asyncio.sleep(0.1)
+    await asyncio.wait_for(lost.wait(), 5)
     node = node_of(stack, "hv-0001")
     assert b["id"] not in node.state.neighbors
-    bus.fanout = fanout
+    bus.cast = cast
     await node.sync_full()
     assert b["id"] in node.state.neighbors
     await converged(stack)
+
+
+async def test_a_boot_on_a_flat_network_without_responder_is_one_message_to_its_own_host(stack: Any) -> None:
+    sent: list[tuple[str, NetworkSync]] = []
+    bus = stack.cloud.bus
+    call, cast, fanout = bus.call, bus.cast, bus.fanout
+
+    async def calling(target: Any, msg: Any, timeout: float | None = None) -> Any:
+        if isinstance(msg, NetworkSync):
+            sent.append((target.host, msg))
+        return await call(target, msg, timeout=timeout)
+
+    async def casting(target: Any, msg: Any) -> None:
+        if isinstance(msg, NetworkSync):
+            sent.append((target.host, msg))
+        await cast(target, msg)
+
+    async def fanning(topic: str, msg: Any) -> None:
+        if isinstance(msg, NetworkSync):
+            sent.append(("*", msg))
+        await fanout(topic, msg)
+
+    bus.call, bus.cast, bus.fanout = calling, casting, fanning
+    for n, host in enumerate(HOSTS):
+        await boot(stack, f"s{n}", "admin", availability_zone=f"nova:{host}")
+    netsync = stack.conductor.netsync
+    assert netsync.pending_neighbor_changes == 0 and netsync.neighbor_rounds == 0  # nothing more will go
+    assert [host for host, _ in sent] == list(HOSTS)
+    assert all(len(m.ports) == 1 and not m.neighbor_rows and not m.complete_networks for _, m in sent)
+    await converged(stack)
+    assert all(not node_of(stack, h).state.neighbors for h in HOSTS)
 
 
 async def test_a_boot_still_counts_against_the_projects_port_quota(stack: Any) -> None:
@@ -152,3 +201,10 @@ async def test_host_ips_reads_known_hosts_and_leaves_unknown_ones_empty(stack: A
     assert set(ips) == {*known, "hv-nowhere"} and ips["hv-nowhere"] is None
     for host in known:
         assert ips[host] == await cell.read(desired.host_ip, host)
+
+
+async def test_a_lone_boot_waits_for_no_batching_window(stack: Any) -> None:
+    # The window only gathers bursts: after a quiet spell a change goes at once (here it would be an hour).
+    stack.conductor.netsync.batch_s = 3600.0
+    port = await asyncio.wait_for(boot(stack, "lone", "admin", availability_zone="nova:hv-0001"), 30)
+    assert port["binding:host_id"] == "hv-0001"

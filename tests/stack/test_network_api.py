@@ -445,3 +445,20 @@ async def test_conductor_entry_points(api: Any, cloud: Any) -> None:
     again = await cdb.write(lambda conn: pt.create_port(conn, network=network, subnets=subnets, project_id="p1",
                                                         now=now, fixed_ips=view["fixed_ips"]))
     assert again.fixed_ips == view["fixed_ips"]
+
+
+async def test_the_arp_responder_is_an_admin_option_set_at_creation(api: Any) -> None:
+    vx = await make_network(api, **{"provider:network_type": "vxlan", "canopy:arp_responder": True})
+    assert vx["canopy:arp_responder"] is True
+    plain = await make_network(api, **{"provider:network_type": "vxlan"})
+    assert plain["canopy:arp_responder"] is False  # off unless asked for: see docs/network.md
+    member = await make_network(api, as_user="demo")
+    assert "canopy:arp_responder" not in member
+    resp = await api.post(f"{N}/networks", as_user="demo", json={"network": {"canopy:arp_responder": True}})
+    assert resp.status_code == 403
+    resp = await api.post(f"{N}/networks", json={"network": {"canopy:arp_responder": "maybe"}})
+    assert resp.status_code == 400 and "canopy:arp_responder" in resp.text
+    resp = await api.put(f"{N}/networks/{plain['id']}", json={"network": {"canopy:arp_responder": True}})
+    assert resp.status_code == 400 and error_type(resp) == "InvalidInput"
+    shown = (await api.get(f"{N}/networks/{plain['id']}")).json()["network"]
+    assert shown["canopy:arp_responder"] is False

@@ -1,5 +1,6 @@
-"""The boot's SQL budget: at most 22 statements, the same with 5 servers in the cloud as with 35, and the
-same on 4 hosts as on 40 (`measure_boot` is shared with the host-count test)."""
+"""The boot's SQL budget: at most 21 statements (20, and the port's security-group binding), the same with 5
+servers in the cloud as with 35, and the same on 4 hosts as on 40 (`measure_boot` is shared with the
+host-count test)."""
 
 from __future__ import annotations
 
@@ -55,12 +56,13 @@ async def test_a_boot_costs_the_same_few_statements_however_many_servers_exist(s
     for sid in fillers:
         await wait_for_server(stack.api, sid, {"ACTIVE"})
     later = await measure_boot(stack, "later")
-    # 19, plus 2 for the network (issue 4): the port's OpenFlow binding and the project's address quotas
-    # (the public networks are read too only when the project has a limit). Delivering the flows reads
+    # 18 (issue 18: no block_device_mapping write), plus 2 for the network (issue 4): the port's OpenFlow
+    # binding and the project's address quotas (the public networks are read too only when the project has
+    # a limit). Delivering the flows reads
     # nothing: the conductor keeps each network's hosts and neighbors (netsync).
     # +1 for security groups (issue 15): the port's group binding. The membership change reaches the
     # peers as a delta built from the port's record, to the hosts a conductor's view names (no read).
-    assert first <= 22, first
+    assert first <= 21, first
     assert later == first, (first, later)
 
 

@@ -22,5 +22,5 @@ async def statements_of_a_boot(data_dir: Path, hosts: int, monkeypatch: Any) -> 
 async def test_a_boot_costs_the_same_statements_on_4_and_40_hosts(tmp_path: Path, monkeypatch: Any) -> None:
     small = await statements_of_a_boot(tmp_path / "small", 4, monkeypatch)
     large = await statements_of_a_boot(tmp_path / "large", 40, monkeypatch)
-    assert small <= 23, small  # the boot budget (22) + the named zone's existence check
+    assert small <= 22, small  # the boot budget (21) + the named zone's existence check
     assert large == small, (small, large)

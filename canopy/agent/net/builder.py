@@ -1,8 +1,9 @@
 """A host's program kept up to date as its desired state changes: the same flows and meters as
 `compile_host`, at a cost that follows the change, not the size of the network.
 
-A host on a big flat network holds thousands of neighbors (ARP responder entries) and hears of a few
-new ones at a time. The builder keeps the neighbors' flows as a layer with, for each flow key, how many
+A host on a big VXLAN network, or one with an ARP responder, holds thousands of neighbors (tunnel and
+responder entries) and hears of a few new ones at a time (on a flat network without a responder it holds
+none). The builder keeps the neighbors' flows as a layer with, for each flow key, how many
 neighbors produce it; a change of k neighbors updates k fragments, the host's own ports and segments are
 compiled again (they are few), and the result is the layer overlaid with them, as `compile_host` merges
 them. It starts over from the whole state (the same cost as `compile_host`) whenever the increment could

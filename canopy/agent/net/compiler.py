@@ -135,8 +135,9 @@ def port_flows(p: VmPort) -> Fragment:
     deliver = f"set_field:{n}->{t.REG_OUT},{_TO_INGRESS}"
     arp = f"table={t.ARP_ND},priority="
     for ip in p.ipv4:
-        out.append((f"{arp}100,{t.REG_NET}={key},{t.REG_ORIGIN}={t.ORIGIN_VM},arp,arp_op=1,arp_tpa={ip}", cookie,
-                    arp_reply(p.mac, ip)))
+        if p.segment.arp_responder:  # else the request reaches the owner (priority 90), which answers
+            out.append((f"{arp}100,{t.REG_NET}={key},{t.REG_ORIGIN}={t.ORIGIN_VM},arp,arp_op=1,arp_tpa={ip}",
+                        cookie, arp_reply(p.mac, ip)))
         out.append((f"{arp}90,{t.REG_NET}={key},arp,arp_op=1,arp_tpa={ip}", cookie, deliver))
     for ip in (*p.ipv6, link_local(p.mac)):
         out.append((f"{arp}90,{t.REG_NET}={key},icmp6,icmp_type=135,nd_target={ip}", cookie, deliver))
@@ -207,9 +208,10 @@ def port_meters(ports: Iterable[VmPort]) -> dict[int, Meter]:
 
 
 def neighbor_flows(n: Neighbor, seg: Segment) -> Fragment:
-    """The ARP responder entries of another host's port, and for VXLAN the tunnel to its host."""
+    """The ARP responder entries of another host's port (when the segment has one), and for VXLAN the
+    tunnel to its host."""
     out = [(f"table={t.ARP_ND},priority=100,{t.REG_NET}={n.key},{t.REG_ORIGIN}={t.ORIGIN_VM},arp,arp_op=1,"
-            f"arp_tpa={ip}", t.NEIGHBOR_COOKIE, arp_reply(n.mac, ip)) for ip in n.ipv4]
+            f"arp_tpa={ip}", t.NEIGHBOR_COOKIE, arp_reply(n.mac, ip)) for ip in n.ipv4 if seg.arp_responder]
     if seg.network_type == "vxlan" and n.tunnel_ip:
         out.append((f"table={t.FORWARD},priority=100,{t.REG_NET}={n.key},{t.REG_ORIGIN}={t.ORIGIN_VM},"
                     f"dl_dst={n.mac}", t.NEIGHBOR_COOKIE, f"{_tunnel_to(seg, n.tunnel_ip)},output:{t.TUNNEL_OFPORT}"))

@@ -21,6 +21,13 @@ class Segment:
     uplink: int | None = None  # flat: the uplink's OpenFlow port
     vni: int | None = None  # vxlan
     physical_network: str | None = None
+    arp_responder: bool = True  # this host answers ARP for the segment's addresses (else their owners do)
+
+    @property
+    def needs_neighbors(self) -> bool:
+        """Whether the host must know the segment's ports on other hosts: VXLAN (which host holds a MAC)
+        or the ARP responder (their addresses). A flat segment without one needs only its own ports."""
+        return self.network_type == "vxlan" or self.arp_responder
 
 
 @dataclass(frozen=True, slots=True)

@@ -135,16 +135,17 @@ class DesiredState:
             self.neighbors = {k: n for k, n in self.neighbors.items() if n.network_id != network_id}
         for port_id in msg.removed_neighbors:
             self.neighbors.pop(port_id, None)
-        used = self._forget_unused(used_before)
+        self._forget_unused(used_before)
+        wanted = self._neighborly()
         for n in (*map(Peer.of, msg.neighbors), *map(Peer.of_row, msg.neighbor_rows)):
             old = self.neighbors.get(n.port_id)
             if ((old is None or n.rev >= old.rev) and n.port_id not in self.ports
-                    and (n.network_id, n.segment_id) in used):
+                    and (n.network_id, n.segment_id) in wanted):
                 self.neighbors[n.port_id] = n
         new_networks = {p.network_id for p in msg.ports} - known - set(msg.complete_networks)
         if not msg.full and self.synced and self.missing_groups():
             return True  # a port in a group this host has not been sent: a full sync brings it
-        return not msg.full and self.synced and bool(new_networks & {p.network_id for p in self.ports.values()})
+        return not msg.full and self.synced and bool(new_networks & {key[0] for key in wanted})
 
     def _merge_groups(self, msg: NetworkSync) -> None:
         for gid in msg.removed_security_groups:
@@ -178,7 +179,7 @@ class DesiredState:
                 or msg.security_groups or msg.group_members or msg.removed_security_groups or msg.members_added
                 or msg.members_removed or not self.synced):
             return True
-        used = self._used()
+        used = self._neighborly()
         return (any((n.network_id, n.segment_id) in used for n in msg.neighbors)
                 or any((row[1], row[2]) in used for row in msg.neighbor_rows)
                 or any(port_id in self.neighbors for port_id in msg.removed_neighbors))
@@ -203,6 +204,11 @@ class DesiredState:
 
     def _used(self) -> set[SegmentKey]:
         return {(p.network_id, p.segment_id) for p in self.ports.values()}
+
+    def _neighborly(self) -> set[SegmentKey]:
+        """The segments of local ports whose neighbors this host keeps (VXLAN, or an ARP responder)."""
+        return {key for key in self._used() if key in self.segments
+                and (self.segments[key].network_type == "vxlan" or self.segments[key].arp_responder)}
 
     def _forget_unused(self, used_before: set[SegmentKey]) -> set[SegmentKey]:
         """Drop the segments and neighbors of networks that no local port is on any more (the neighbors
@@ -238,9 +244,9 @@ def segment_of(seg: NetSegment, uplink_ofports: dict[str, int]) -> Segment:
     if seg.network_type == "flat":
         uplink = t.uplink_ofport(seg.physical_network or "", uplink_ofports)
         return Segment(seg.network_id, seg.segment_id, "flat", t.network_key("flat", uplink, None), uplink=uplink,
-                       physical_network=seg.physical_network)
+                       physical_network=seg.physical_network, arp_responder=seg.arp_responder)
     return Segment(seg.network_id, seg.segment_id, "vxlan", t.network_key("vxlan", None, seg.segmentation_id),
-                   vni=seg.segmentation_id)
+                   vni=seg.segmentation_id, arp_responder=seg.arp_responder)
 
 
 def _split(ips: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -13,8 +13,8 @@ A packet walks the tables in order; each table either drops it, answers it, or s
   allowing rule's mark left in REG_MARK), and …_COMMIT drops what no rule allowed and commits a new
   connection with the rule's mark as its ct_mark. Established traffic passes only while a rule of the
   port's groups carries its mark: removing a rule cuts the connections it allowed.
-- ARP_ND: the ARP responder for the segment's addresses; ARP requests and IPv6 neighbour solicitations
-  delivered only to the port that owns the address asked about.
+- ARP_ND: the ARP responder for the segment's addresses (networks with `canopy:arp_responder`); ARP
+  requests and IPv6 neighbour solicitations delivered only to the port that owns the address asked about.
 - FORWARD: layer 2 by (network, destination MAC): to a local port, through a tunnel, or out of the uplink.
 - DELIVER: output to the port chosen in REG_OUT, through its ingress meter.
 - FLOOD: the chunks of an output list too long for one flow (a broadcast DHCP reply to 5,000 ports).

@@ -30,11 +30,12 @@ ADMIN_FILTERS: dict[str, tuple[str, cm.Converter]] = {
     "provider:segmentation_id": ("segmentation_id", cm.as_int),
 }
 PROVIDER = ("provider:network_type", "provider:physical_network", "provider:segmentation_id")
-ADMIN_ONLY = ("shared", "router:external", *PROVIDER)
+ARP_RESPONDER = "canopy:arp_responder"  # set at creation only: hosts cache a network's topology
+ADMIN_ONLY = ("shared", "router:external", ARP_RESPONDER, *PROVIDER)
 COMMON = frozenset({"name", "description", "admin_state_up", "shared", "router:external", "mtu",
                     "port_security_enabled", "availability_zone_hints", "is_default", "qos_policy_id"})
-CREATE = COMMON | {"project_id", "tenant_id", *PROVIDER}
-UPDATE = COMMON | set(PROVIDER)
+CREATE = COMMON | {"project_id", "tenant_id", ARP_RESPONDER, *PROVIDER}
+UPDATE = COMMON | {ARP_RESPONDER, *PROVIDER}
 
 
 def can_see(c: RequestContext, row: dict[str, Any]) -> bool:
@@ -138,6 +139,8 @@ async def network_plan(request: Request, c: RequestContext, body: dict[str, Any]
     """The column values and QoS policy of one network to create, checked before anything is written."""
     check_admin_attributes(c, body, "create")
     values = {**common_values(body), **provider_values(body), "project_id": cm.owner_of(body, c)}
+    if cm.flag(body, ARP_RESPONDER) is not None:
+        values["arp_responder"] = cm.flag(body, ARP_RESPONDER)
     return values, await usable_qos_policy(request, body)
 
 
@@ -172,6 +175,8 @@ async def update_network(request: Request) -> Response:
     check_admin_attributes(c, body, "update")
     if any(k in body for k in PROVIDER):
         raise cm.invalid("provider:network_type", "Plugin does not support updating provider attributes")
+    if ARP_RESPONDER in body:
+        raise cm.invalid(ARP_RESPONDER, f"{ARP_RESPONDER} is set when the network is created")
     changes = common_values(body)
     new_qos = "qos_policy_id" in body
     policy = await usable_qos_policy(request, body) if new_qos else None
