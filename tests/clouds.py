@@ -224,3 +224,17 @@ def ping(src: dict[str, Any], dst: dict[str, Any], src_ip: str | None = None) ->
     return (f"in_port={src['binding:vif_details']['ofport']},ip,dl_src={src['mac_address']},"
             f"dl_dst={dst['mac_address']},nw_src={src_ip or src['fixed_ips'][0]['ip_address']},"
             f"nw_dst={dst['fixed_ips'][0]['ip_address']}")
+
+
+async def open_group(api: Any, user: str, name: str = "open") -> dict[str, Any]:
+    """A security group letting everything in, by address prefix only: no remote-group rule, so a boot in
+    it reaches no other host (issue 18's measure; the default group's same-group rule reaches its peers)."""
+    made = await api.post("/network/v2.0/security-groups", as_user=user, json={"security_group": {"name": name}})
+    assert made.status_code == 201, made.text
+    group: dict[str, Any] = made.json()["security_group"]
+    for ethertype, prefix in (("IPv4", "0.0.0.0/0"), ("IPv6", "::/0")):
+        rule = await api.post("/network/v2.0/security-group-rules", as_user=user, json={"security_group_rule": {
+            "security_group_id": group["id"], "direction": "ingress", "ethertype": ethertype,
+            "remote_ip_prefix": prefix}})
+        assert rule.status_code == 201, rule.text
+    return group

@@ -8,7 +8,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tests.clouds import boot_port, in_process_cloud, stack_settings
+from tests.clouds import boot_port, in_process_cloud, open_group, stack_settings
 from tests.waiting import wait_until
 
 
@@ -38,10 +38,13 @@ def record(bus: Any, hosts: int) -> Counter[str]:
 
 async def messages_of_a_boot(data_dir: Path, hosts: int) -> Counter[str]:
     async with in_process_cloud(stack_settings(data_dir), hosts) as stack:
+        await open_group(stack.api, "admin")  # a group without remote-group rules: no peers to tell
+        groups = [{"name": "open"}]
         for n in range(3):  # other hosts of the network hold ports already
-            await boot_port(stack, f"warm-{n}", "admin", availability_zone=f"nova:hv-{n + 1:04d}")
+            await boot_port(stack, f"warm-{n}", "admin", availability_zone=f"nova:hv-{n + 1:04d}",
+                            security_groups=groups)
         sent = record(stack.cloud.bus, hosts)
-        await boot_port(stack, "counted", "admin", availability_zone=f"nova:hv-{hosts:04d}")
+        await boot_port(stack, "counted", "admin", availability_zone=f"nova:hv-{hosts:04d}", security_groups=groups)
         netsync = stack.conductor.netsync
         await wait_until(lambda: not netsync._pending, timeout=5)  # the other hosts' round, if any, went out
         return sent

@@ -13,7 +13,7 @@ from canopy.agent.net.compiler import compile_host
 from canopy.agent.net.state import state_of
 from canopy.network import desired
 from canopy.rpc.calls import NetworkSync
-from tests.clouds import V, arp_responder_on, node_of, server_body, wait_for_server
+from tests.clouds import V, arp_responder_on, node_of, open_group, server_body, wait_for_server
 from tests.clouds import boot_port as boot
 
 HOSTS = ("hv-0001", "hv-0002", "hv-0003", "hv-0004")
@@ -173,9 +173,10 @@ async def test_a_boot_on_a_flat_network_without_responder_is_one_message_to_its_
             sent.append(("*", msg))
         await fanout(topic, msg)
 
+    await open_group(stack.api, "admin")  # no remote-group rule: a boot has no group peers to tell
     bus.call, bus.cast, bus.fanout = calling, casting, fanning
     for n, host in enumerate(HOSTS):
-        await boot(stack, f"s{n}", "admin", availability_zone=f"nova:{host}")
+        await boot(stack, f"s{n}", "admin", availability_zone=f"nova:{host}", security_groups=[{"name": "open"}])
     netsync = stack.conductor.netsync
     assert netsync.pending_neighbor_changes == 0 and netsync.neighbor_rounds == 0  # nothing more will go
     assert [host for host, _ in sent] == list(HOSTS)
