@@ -238,3 +238,14 @@ async def open_group(api: Any, user: str, name: str = "open") -> dict[str, Any]:
             "remote_ip_prefix": prefix}})
         assert rule.status_code == 201, rule.text
     return group
+
+
+def flows_outside_firewall(node: Any, address: str) -> list[str]:
+    """The flows of a host naming `address` outside the security-group tables (where a group's members are
+    named by design): what would make the host a neighbour of that address."""
+    from canopy.agent.net import tables as t
+
+    firewall = {t.EGRESS_ACL, t.EGRESS_CT, t.EGRESS_RULES, t.EGRESS_COMMIT, t.INGRESS_ACL, t.INGRESS_CT,
+                t.INGRESS_RULES, t.INGRESS_COMMIT}
+    return [k for k in node.program.flows if address in k
+            and not any(k.startswith(f"table={n},") for n in firewall)]
