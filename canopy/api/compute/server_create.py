@@ -425,6 +425,7 @@ async def create_servers(request: Request, req: CreateRequest) -> tuple[list[str
     groups = await resolve_create_groups(request, server.security_groups)
     plan = _plan(server, rc, flavor_snapshot(flavor), image_id, networks, found["key"], zone, force_host, hints,
                  dict(found["image"].get("properties") or {}))
+    assert plan.template is not None
     plan.template.security_groups = groups  # the servers are planned from it once the quota is reserved
     await _write(cloud, rc, plan, server)
     for item in plan.servers:
