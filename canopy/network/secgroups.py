@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from canopy.clock import isotime
 from canopy.db import tables_cell as c
@@ -318,16 +319,23 @@ def forget_default(scope: str, project_id: str) -> None:
 def ensure_default(conn: Connection, project_id: str, now: datetime) -> str:
     """The project's default group, created with Neutron's default rules on first use."""
     gid = default_group_id(project_id)
-    if conn.execute(select(g.security_groups.c.id).where(g.security_groups.c.id == gid)).first() is None:
-        _insert_group(conn, {"id": gid, "project_id": project_id, "name": DEFAULT,
-                             "description": "Default security group", "is_default": True}, now)
-        for ethertype in ("IPv4", "IPv6"):
-            base = {"ethertype": ethertype, "protocol": None, "port_range_min": None, "port_range_max": None,
-                    "remote_ip_prefix": None, "description": ""}
-            insert_rule(conn, {"id": gid, "project_id": project_id},
-                        {**base, "direction": "egress", "remote_group_id": None}, now)
-            insert_rule(conn, {"id": gid, "project_id": project_id},
-                        {**base, "direction": "ingress", "remote_group_id": gid}, now)
+    if conn.execute(select(g.security_groups.c.id).where(g.security_groups.c.id == gid)).first() is not None:
+        return gid
+    try:
+        # A savepoint: when many first requests of a project race (fifty parallel creates), one makes the
+        # group and the others meet its primary key (the id derives from the project) and go on with it.
+        with conn.begin_nested():
+            _insert_group(conn, {"id": gid, "project_id": project_id, "name": DEFAULT,
+                                 "description": "Default security group", "is_default": True}, now)
+            for ethertype in ("IPv4", "IPv6"):
+                base = {"ethertype": ethertype, "protocol": None, "port_range_min": None, "port_range_max": None,
+                        "remote_ip_prefix": None, "description": ""}
+                insert_rule(conn, {"id": gid, "project_id": project_id},
+                            {**base, "direction": "egress", "remote_group_id": None}, now)
+                insert_rule(conn, {"id": gid, "project_id": project_id},
+                            {**base, "direction": "ingress", "remote_group_id": gid}, now)
+    except IntegrityError:
+        pass  # made by a request that raced this one: it exists now
     return gid
 
 
