@@ -4,6 +4,7 @@ exactly 10 servers and a usage of 10, on every database (the reservation is one 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -12,6 +13,18 @@ from sqlalchemy import func, select
 from canopy.db import tables_cell as c
 from canopy.db import tables_global as g
 from tests.clouds import BACKENDS, V, project_id, server_body, wait_for_server
+from tests.databases import MARIADB_SERVER, POSTGRES_SERVER, fresh_database
+
+
+@pytest.fixture
+def backend_url(request: pytest.FixtureRequest) -> Iterator[str | None]:
+    """A database of this test's own: it leaves demo with a quota of 10 and 10 servers, which the tests
+    sharing the session's database must not inherit."""
+    name = getattr(request, "param", "sqlite")
+    if name == "sqlite":
+        yield None
+    else:
+        yield from fresh_database(MARIADB_SERVER if name == "mariadb" else POSTGRES_SERVER, "test")
 
 
 @pytest.mark.parametrize("backend_url", BACKENDS, indirect=True)
